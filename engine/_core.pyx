@@ -1,0 +1,981 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The Cython core: the same machine as engine/twin.py, in typed memory.
+
+Table memory is one uint64_t array, actors are C structs, events go to a growable C
+array of records; a micro-step allocates no Python object. The twin is the oracle: every
+rule here mirrors a method there (same names), and tests/test_differential.py checks
+that both produce identical traces and final states on random scenarios.
+"""
+
+from array import array
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+from .twin import EngineError
+
+cdef extern from "_bits.h":
+    uint64_t PT_TABLE_BASE, PT_PAGE_SIZE, PT_PTRS_PER_TABLE, PT_OA_MASK
+    uint64_t PT_DESC_VALID, PT_DESC_TYPE, PT_AF, PT_DBM, PT_S2AP_R, PT_S2AP_W
+    uint64_t PT_LEVEL_SHIFT_2, PT_NREGS, PT_TLB_ENTRIES
+    uint64_t PT_R0, PT_PTR, PT_IPA, PT_END, PT_CUR, PT_LEVEL, PT_WLEVEL, PT_WT0, PT_RET
+    uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA
+    uint64_t PT_OP_MOV, PT_OP_MOVK, PT_OP_AND, PT_OP_ANDN, PT_OP_ORR, PT_OP_BZ, PT_OP_BNZ
+    uint64_t PT_OP_BEQ, PT_OP_B, PT_OP_BLT, PT_OP_ADDK, PT_OP_MEMSLOT, PT_OP_END
+    uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
+    uint64_t PT_OP_LOCK, PT_OP_UNLOCK, PT_OP_LOAD, PT_OP_STORE, PT_OP_LDXR, PT_OP_STXR
+    uint64_t PT_OP_CAS, PT_OP_TLBI_IPA, PT_OP_TLBI_ALL, PT_OP_SWALK, PT_OP_RWALK
+    uint64_t PT_OP_HW_ACCESS, PT_RWALK_VISIT_INVALID
+    uint64_t PT_LOCK_READ
+    uint64_t PT_FAULT_NONE, PT_FAULT_TRANSLATION, PT_FAULT_ACCESS_FLAG, PT_FAULT_PERMISSION
+    uint64_t PT_EV_LOAD, PT_EV_STORE, PT_EV_LDXR, PT_EV_STXR_OK, PT_EV_STXR_FAIL, PT_EV_CAS_OK
+    uint64_t PT_EV_CAS_FAIL, PT_EV_WALK, PT_EV_HW_UPDATE, PT_EV_HW_UPDATE_FAIL, PT_EV_FAULT
+    uint64_t PT_EV_TLB_HIT, PT_EV_LOCK, PT_EV_UNLOCK, PT_EV_TLBI
+    uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
+    uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
+
+DEF NR = 21  # isa.NREGS (checked at import)
+DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
+
+if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
+    raise ImportError("engine/_core.pyx: NR/NTLB disagree with engine/isa.py; update them")
+
+ctypedef struct Instr:
+    int32_t op
+    int32_t a
+    int32_t b
+    int32_t c
+
+ctypedef struct TlbEntry:
+    uint64_t base
+    uint64_t size
+    uint64_t desc
+    uint64_t desc_pa
+
+ctypedef struct OpSpec:
+    int32_t entry
+    uint64_t ipa
+    uint64_t end
+    uint64_t write
+
+ctypedef struct Actor:
+    int32_t kind
+    int32_t n_ops
+    int32_t op_i
+    int32_t pc
+    int32_t op_base   # index of the actor's first op in Machine.ops
+    int32_t tlb_n
+    uint64_t mon
+    uint64_t regs[NR]
+    TlbEntry tlb[NTLB]
+
+ctypedef struct Event:
+    int64_t seq
+    int32_t actor
+    int32_t op_i
+    int32_t pc
+    uint8_t kind
+    uint8_t detail
+    uint8_t flags
+    uint8_t level
+    uint64_t addr
+    uint64_t ipa
+    uint64_t old
+    uint64_t new
+
+ctypedef struct Pending:
+    uint64_t addr
+    uint64_t old
+    uint64_t ipa
+    uint64_t size
+
+ctypedef struct Violation:
+    int32_t check
+    int32_t actor
+    int32_t op_i
+    int64_t seq
+    uint64_t ipa
+    uint64_t bits
+
+ctypedef struct Memslot:
+    uint64_t ipa
+    uint64_t end
+    uint64_t pa
+    uint64_t leaf_size
+    uint64_t level
+
+
+
+
+cdef inline int level_shift(int level) noexcept nogil:
+    return 12 + 9 * (3 - level)
+
+
+cdef inline int leaf_kind(uint64_t desc, int level) noexcept nogil:
+    """0: not a valid leaf; else its level (twin: _leaf_kind)."""
+    if not (desc & PT_DESC_VALID):
+        return 0
+    if level == 3:
+        return 3 if desc & PT_DESC_TYPE else 0
+    if (level == 1 or level == 2) and not (desc & PT_DESC_TYPE):
+        return level
+    return 0
+
+
+cdef inline uint64_t mix(uint64_t slot, uint64_t value, uint64_t seed) noexcept nogil:
+    """Per-descriptor hash term (splitmix64); zero descriptors contribute nothing."""
+    if value == 0:
+        return 0
+    cdef uint64_t z = value ^ (slot * <uint64_t>0x9E3779B97F4A7C15ULL) ^ seed
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t fnv(uint64_t h, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        h = (h ^ p[k]) * <uint64_t>0x100000001B3ULL
+    return h
+
+
+cdef class Machine:
+    """One stage-2 regime with its actors (engine/twin.py's Machine, in C)."""
+
+    cdef readonly object spec
+    cdef uint64_t *mem
+    cdef Py_ssize_t nslots
+    cdef Actor *act
+    cdef readonly int n_actors
+    cdef OpSpec *ops
+    cdef Instr *code
+    cdef uint64_t *consts
+    cdef Memslot *memslots
+    cdef int n_memslots
+    cdef int start_level
+    cdef uint64_t start_entries
+    cdef bint ha, hd, tlb_on
+    cdef int lock_writer
+    cdef int lock_readers
+    cdef Pending *pending
+    cdef Py_ssize_t n_pending, cap_pending
+    cdef readonly uint64_t viol_mask
+    cdef Violation *viols
+    cdef Py_ssize_t n_viols, cap_viols
+    cdef readonly int64_t seq
+    cdef Event *events
+    cdef Py_ssize_t n_events, cap_events
+    cdef public bint recording
+    cdef uint64_t h1, h2
+    # exploration marks: an undo log of descriptor writes and saved small state
+    cdef uint64_t *undo
+    cdef Py_ssize_t n_undo, cap_undo
+    cdef list marks
+
+
+    engine = "cython"
+
+    def __cinit__(self, spec):
+        self.mem = NULL
+        self.act = NULL
+        self.ops = NULL
+        self.code = NULL
+        self.consts = NULL
+        self.memslots = NULL
+        self.pending = NULL
+        self.viols = NULL
+        self.events = NULL
+        self.undo = NULL
+
+    def __init__(self, spec):
+        cdef Py_ssize_t k, j, nops
+        self.spec = spec
+        g = spec.geometry
+        self.start_level = g.start_level
+        self.start_entries = g.start_entries
+        self.ha = spec.ha
+        self.hd = spec.hd
+        self.tlb_on = spec.tlb
+        self.nslots = len(spec.mem)
+        self.mem = <uint64_t *>malloc(max(1, self.nslots) * 8)
+        cdef const unsigned char[:] raw = spec.mem.tobytes()
+        if self.nslots:
+            memcpy(self.mem, &raw[0], self.nslots * 8)
+        code = spec.program.code
+        self.code = <Instr *>malloc(len(code) * sizeof(Instr))
+        for k, (op, a, b, c) in enumerate(code):
+            self.code[k].op, self.code[k].a, self.code[k].b, self.code[k].c = op, a, b, c
+        consts = spec.program.consts
+        self.consts = <uint64_t *>malloc(len(consts) * 8)
+        for k, value in enumerate(consts):
+            self.consts[k] = value
+        self.n_memslots = len(spec.memslots)
+        self.memslots = <Memslot *>malloc(max(1, self.n_memslots) * sizeof(Memslot))
+        for k, slot in enumerate(spec.memslots):
+            self.memslots[k].ipa = slot.ipa
+            self.memslots[k].end = slot.end
+            self.memslots[k].pa = slot.pa
+            self.memslots[k].leaf_size = slot.leaf_size
+            self.memslots[k].level = {4096: 3, 1 << 21: 2}.get(slot.leaf_size, 1)
+        self.n_actors = len(spec.actors)
+        self.act = <Actor *>malloc(max(1, self.n_actors) * sizeof(Actor))
+        memset(self.act, 0, max(1, self.n_actors) * sizeof(Actor))
+        nops = sum(len(a.ops) for a in spec.actors)
+        self.ops = <OpSpec *>malloc(max(1, nops) * sizeof(OpSpec))
+        j = 0
+        for k, a in enumerate(spec.actors):
+            self.act[k].kind = a.kind
+            self.act[k].n_ops = len(a.ops)
+            self.act[k].op_base = j
+            self.act[k].pc = -1
+            for op in a.ops:
+                self.ops[j].entry = op.entry
+                self.ops[j].ipa = op.ipa
+                self.ops[j].end = op.end
+                self.ops[j].write = op.write
+                j += 1
+            self.act[k].tlb_n = len(a.tlb)
+            for t, (base, size, desc, desc_pa) in enumerate(a.tlb):
+                self.act[k].tlb[t].base = base
+                self.act[k].tlb[t].size = size
+                self.act[k].tlb[t].desc = desc
+                self.act[k].tlb[t].desc_pa = desc_pa
+        self.lock_writer = -1
+        self.lock_readers = 0
+        self.cap_pending = 16
+        self.pending = <Pending *>malloc(self.cap_pending * sizeof(Pending))
+        self.n_pending = 0
+        self.cap_viols = 16
+        self.viols = <Violation *>malloc(self.cap_viols * sizeof(Violation))
+        self.n_viols = 0
+        self.viol_mask = 0
+        self.seq = 0
+        self.cap_events = 1024
+        self.events = <Event *>malloc(self.cap_events * sizeof(Event))
+        self.n_events = 0
+        self.recording = True
+        self.cap_undo = 0
+        self.n_undo = 0
+        self.marks = []
+        self.h1 = 0
+        self.h2 = 0
+        for k in range(self.nslots):
+            self.h1 ^= mix(k, self.mem[k], 0)
+            self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
+        for k in range(self.n_actors):
+            self._start_op(k)
+            self._run(k, True)
+
+    def __dealloc__(self):
+        free(self.mem)
+        free(self.act)
+        free(self.ops)
+        free(self.code)
+        free(self.consts)
+        free(self.memslots)
+        free(self.pending)
+        free(self.viols)
+        free(self.events)
+        free(self.undo)
+
+    # --- memory ------------------------------------------------------------------------
+    cdef inline uint64_t _read(self, uint64_t addr) noexcept nogil:
+        return self.mem[(addr - PT_TABLE_BASE) >> 3]
+
+    def read(self, uint64_t addr):
+        cdef uint64_t slot = (addr - PT_TABLE_BASE) >> 3
+        if addr < PT_TABLE_BASE or slot >= <uint64_t>self.nslots:
+            raise IndexError(f"no table memory at {addr:#x}")
+        return self.mem[slot]
+
+    cdef int _write(self, int actor, uint64_t addr, uint64_t value) except -1:
+        """twin: _write (clears every other CPU's exclusive monitor on the address)."""
+        cdef uint64_t slot = (addr - PT_TABLE_BASE) >> 3
+        cdef uint64_t old = self.mem[slot]
+        cdef int j
+        if self.marks:
+            if self.n_undo + 2 > self.cap_undo:
+                self.cap_undo = max(1024, self.cap_undo * 2)
+                self.undo = <uint64_t *>realloc(self.undo, self.cap_undo * 8)
+            self.undo[self.n_undo] = slot
+            self.undo[self.n_undo + 1] = old
+            self.n_undo += 2
+        self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
+        self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
+        self.mem[slot] = value
+        for j in range(self.n_actors):
+            if j != actor and self.act[j].mon == addr:
+                self.act[j].mon = 0
+        return 0
+
+    cdef inline uint64_t _entry(self, uint64_t table, int level, uint64_t ipa) noexcept nogil:
+        cdef uint64_t index = ipa >> level_shift(level)
+        if level == self.start_level:
+            index &= self.start_entries - 1
+        else:
+            index &= PT_PTRS_PER_TABLE - 1
+        return table + 8 * index
+
+    # --- events ------------------------------------------------------------------------
+    cdef int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
+                    uint64_t old, uint64_t new, int detail, int flags) except -1:
+        cdef Event *e
+        if self.recording:
+            if self.n_events == self.cap_events:
+                self.cap_events *= 2
+                e = <Event *>realloc(self.events, self.cap_events * sizeof(Event))
+                if e == NULL:
+                    raise MemoryError("event buffer")
+                self.events = e
+            e = &self.events[self.n_events]
+            e.seq = self.seq
+            e.actor = actor
+            e.op_i = self.act[actor].op_i
+            e.pc = self.act[actor].pc
+            e.kind = kind
+            e.detail = detail
+            e.flags = flags
+            e.level = level
+            e.addr = addr
+            e.ipa = ipa
+            e.old = old
+            e.new = new
+            self.n_events += 1
+        self.seq += 1
+        return 0
+
+    # --- checks ------------------------------------------------------------------------
+    cdef int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
+                          uint64_t meant, int level, uint64_t ipa) except -1:
+        """twin: _check_store (no_lost_update, break_before_make)."""
+        cdef int flags = 0
+        cdef uint64_t lost = (cur ^ new) & ~meant
+        cdef uint64_t size = (<uint64_t>1) << level_shift(level)
+        cdef uint64_t before = 0, changed = 0
+        cdef bint have = False
+        cdef Py_ssize_t k, w
+        if lost:
+            flags |= PT_EVF_LOST_UPDATE
+            self._violation(PT_CHECK_NO_LOST_UPDATE, actor, ipa, lost)
+        if new & PT_DESC_VALID:
+            if leaf_kind(cur, level):
+                before = cur
+                have = True
+            for k in range(self.n_pending):
+                if self.pending[k].addr == addr:
+                    before = self.pending[k].old
+                    have = True
+            if have:
+                changed = (before ^ new) & (PT_OA_MASK | PT_DESC_TYPE)
+            if changed:
+                flags |= PT_EVF_BBM
+                self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
+            w = 0
+            for k in range(self.n_pending):
+                if self.pending[k].addr != addr:
+                    self.pending[w] = self.pending[k]
+                    w += 1
+            self.n_pending = w
+        elif leaf_kind(cur, level):
+            if self.n_pending == self.cap_pending:
+                self.cap_pending *= 2
+                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
+            self.pending[self.n_pending].addr = addr
+            self.pending[self.n_pending].old = cur
+            self.pending[self.n_pending].ipa = ipa
+            self.pending[self.n_pending].size = size
+            self.n_pending += 1
+        return flags
+
+    cdef int _violation(self, int check, int actor, uint64_t ipa, uint64_t bits) except -1:
+        self.viol_mask |= (<uint64_t>1) << check
+        if self.n_viols == self.cap_viols:
+            self.cap_viols *= 2
+            self.viols = <Violation *>realloc(self.viols, self.cap_viols * sizeof(Violation))
+        cdef Violation *v = &self.viols[self.n_viols]
+        v.check = check
+        v.seq = self.seq
+        v.actor = actor
+        v.op_i = self.act[actor].op_i
+        v.ipa = ipa
+        v.bits = bits
+        self.n_viols += 1
+        return 0
+
+    # --- scheduling --------------------------------------------------------------------
+    cdef bint _done(self, int i) noexcept nogil:
+        return self.act[i].op_i >= self.act[i].n_ops
+
+    cdef bint _blocked(self, int i) noexcept nogil:
+        if self._done(i):
+            return False
+        cdef Instr *ins = &self.code[self.act[i].pc]
+        return ins.op == PT_OP_LOCK and not self._lock_free(ins.a)
+
+    cdef inline bint _lock_free(self, int mode) noexcept nogil:
+        if mode == PT_LOCK_READ:
+            return self.lock_writer < 0
+        return self.lock_writer < 0 and self.lock_readers == 0
+
+    def done(self, int i):
+        return self._done(i)
+
+    def blocked(self, int i):
+        return self._blocked(i)
+
+    def all_done(self):
+        cdef int i
+        for i in range(self.n_actors):
+            if not self._done(i):
+                return False
+        return True
+
+    def enabled(self):
+        cdef int i
+        return [i for i in range(self.n_actors) if not self._done(i) and not self._blocked(i)]
+
+    @property
+    def actors(self):
+        return self.spec.actors
+
+    cdef void _start_op(self, int i) noexcept nogil:
+        cdef Actor *a = &self.act[i]
+        if a.op_i >= a.n_ops:
+            return
+        cdef OpSpec *op = &self.ops[a.op_base + a.op_i]
+        a.pc = op.entry
+        memset(a.regs, 0, sizeof(a.regs))
+        a.regs[PT_IPA] = op.ipa
+        a.regs[PT_END] = op.end
+        a.regs[PT_WRITE] = op.write
+
+    def step(self, int i):
+        """One micro-step of actor i: exactly one access to shared state."""
+        if not 0 <= i < self.n_actors:
+            raise EngineError(f"no actor {i}")
+        if self._done(i):
+            raise EngineError(f"actor {i} has finished")
+        if self._blocked(i):
+            raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
+        self._run(i, False)
+
+    cdef int _step(self, int i) except -1:
+        return self._run(i, False)
+
+    cdef int _run(self, int i, bint shared_done) except -1:
+        cdef Actor *a = &self.act[i]
+        cdef Instr *ins
+        while a.op_i < a.n_ops:
+            ins = &self.code[a.pc]
+            if ins.op >= PT_OP_LOCK:
+                if shared_done:
+                    return 0
+                shared_done = self._shared(i, a, ins)
+            elif ins.op == PT_OP_END:
+                a.op_i += 1
+                if self.recording and self.n_events:
+                    self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
+                self._start_op(i)
+            else:
+                self._local(a, ins)
+        return 0
+
+    def run_round_robin(self, long long max_steps=-1):
+        """Round-robin in file order, one micro-step each, skipping finished and blocked actors."""
+        cdef long long steps = 0
+        cdef int i
+        cdef bint progressed
+        while steps != max_steps:
+            progressed = False
+            for i in range(self.n_actors):
+                if not self._done(i) and not self._blocked(i):
+                    self._run(i, False)
+                    steps += 1
+                    progressed = True
+                    if steps == max_steps:
+                        break
+            if not progressed:
+                if self.all_done():
+                    break
+                raise EngineError("deadlock: every unfinished actor is blocked")
+        return steps
+
+    # --- register-only instructions ----------------------------------------------------
+    cdef int _local(self, Actor *a, Instr *ins) except -1:
+        cdef uint64_t *r = a.regs
+        cdef uint64_t *k = self.consts
+        cdef int x = ins.a, y = ins.b, z = ins.c, op = ins.op, t, w
+        cdef uint64_t ipa, base
+        cdef Memslot *slot
+        a.pc += 1
+        if op == PT_OP_MOV:
+            r[x] = r[y]
+        elif op == PT_OP_MOVK:
+            r[x] = k[y]
+        elif op == PT_OP_AND:
+            r[x] = r[y] & k[z]
+        elif op == PT_OP_ANDN:
+            r[x] = r[y] & ~k[z]
+        elif op == PT_OP_ORR:
+            r[x] = r[y] | k[z]
+        elif op == PT_OP_EOR:
+            r[x] = r[y] ^ r[z]
+        elif op == PT_OP_ORRR:
+            r[x] = r[y] | r[z]
+        elif op == PT_OP_ADDK:
+            r[x] = r[y] + k[z]
+        elif op == PT_OP_BZ:
+            if not (r[x] & k[y]):
+                a.pc = z
+        elif op == PT_OP_BNZ:
+            if r[x] & k[y]:
+                a.pc = z
+        elif op == PT_OP_BEQ:
+            if r[x] == r[y]:
+                a.pc = z
+        elif op == PT_OP_BEQK:
+            if r[x] == k[y]:
+                a.pc = z
+        elif op == PT_OP_BNEK:
+            if r[x] != k[y]:
+                a.pc = z
+        elif op == PT_OP_BLT:
+            if r[x] < r[y]:
+                a.pc = z
+        elif op == PT_OP_B:
+            a.pc = x
+        elif op == PT_OP_WALK_INIT:
+            r[PT_WLEVEL] = self.start_level
+            r[PT_WT0 + self.start_level] = PT_TABLE_BASE
+            if x:
+                r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
+        elif op == PT_OP_MEMSLOT:
+            r[x] = 0
+            ipa = r[PT_IPA]
+            for t in range(self.n_memslots):
+                slot = &self.memslots[t]
+                if slot.ipa <= ipa < slot.end:
+                    base = ipa & ~(slot.leaf_size - 1)
+                    r[x] = (k[y] if slot.leaf_size == PT_PAGE_SIZE else k[z]) | (slot.pa + base - slot.ipa)
+                    r[PT_LEVEL] = slot.level
+                    break
+        elif op == PT_OP_TLB_IPA_LOCAL:
+            self._tlb_drop(a, r[PT_IPA])
+        else:
+            raise AssertionError(f"unknown local opcode {op}")
+        return 0
+
+    cdef inline void _tlb_drop(self, Actor *a, uint64_t ipa) noexcept nogil:
+        cdef int t, w = 0
+        for t in range(a.tlb_n):
+            if not (a.tlb[t].base <= ipa < a.tlb[t].base + a.tlb[t].size):
+                a.tlb[w] = a.tlb[t]
+                w += 1
+        a.tlb_n = w
+
+    # --- shared instructions: each is one micro-step ------------------------------------
+    cdef bint _shared(self, int i, Actor *a, Instr *ins) except -1:
+        cdef uint64_t *r = a.regs
+        cdef uint64_t *k = self.consts
+        cdef int x = ins.a, y = ins.b, z = ins.c, op = ins.op
+        cdef uint64_t value, addr, cur
+        if op == PT_OP_LOCK:
+            if not self._lock_free(x):
+                raise EngineError(f"actor {i} reached a held kvm->mmu_lock inside a step")
+            if x == PT_LOCK_READ:
+                self.lock_readers += 1
+            else:
+                self.lock_writer = i
+            self._event(i, PT_EV_LOCK, 0, 0, 0, 0, 0, x, 0)
+            a.pc += 1
+        elif op == PT_OP_UNLOCK:
+            if x == PT_LOCK_READ:
+                self.lock_readers -= 1
+            else:
+                self.lock_writer = -1
+            self._event(i, PT_EV_UNLOCK, 0, 0, 0, 0, 0, x, 0)
+            a.pc += 1
+        elif op == PT_OP_LOAD:
+            value = self._read(r[PT_PTR])
+            r[x] = value
+            self._event(i, PT_EV_LOAD, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
+            a.pc += 1
+        elif op == PT_OP_LDXR:
+            value = self._read(r[PT_PTR])
+            r[x] = value
+            a.mon = r[PT_PTR]
+            self._event(i, PT_EV_LDXR, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
+            a.pc += 1
+        elif op == PT_OP_STORE:
+            self._software_write(i, a, r[x], k[y], PT_EV_STORE)
+            a.pc += 1
+        elif op == PT_OP_STXR:
+            addr = r[PT_PTR]
+            if a.mon == addr:
+                a.mon = 0
+                self._software_write(i, a, r[y], k[z], PT_EV_STXR_OK)
+                r[x] = 0
+            else:
+                a.mon = 0
+                value = self._read(addr)
+                self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value, r[y], 0, 0)
+                r[x] = 1
+            a.pc += 1
+        elif op == PT_OP_CAS:
+            addr = r[PT_PTR]
+            cur = self._read(addr)
+            if cur == r[x]:
+                self._software_write(i, a, r[y], k[z], PT_EV_CAS_OK)
+                r[PT_STATUS] = 0
+            else:
+                self._event(i, PT_EV_CAS_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], cur, r[y], 0, 0)
+                r[PT_STATUS] = 1
+            r[x] = cur
+            a.pc += 1
+        elif op == PT_OP_TLBI_IPA:
+            self._tlbi(r[x], False)
+            self._event(i, PT_EV_TLBI, 0, 0, r[x], 0, 0, 0, 0)
+            a.pc += 1
+        elif op == PT_OP_TLBI_ALL:
+            self._tlbi(0, True)
+            self._event(i, PT_EV_TLBI, 0, 0, 0, 0, 0, 1, 0)
+            a.pc += 1
+        elif op == PT_OP_SWALK:
+            return self._swalk(i, a, ins)
+        elif op == PT_OP_RWALK:
+            return self._rwalk(i, a, ins)
+        elif op == PT_OP_HW_ACCESS:
+            self._hw_access(i, a, ins)
+        else:
+            raise AssertionError(f"unknown shared opcode {op}")
+        return True
+
+    cdef int _software_write(self, int i, Actor *a, uint64_t value, uint64_t meant, int kind) except -1:
+        cdef uint64_t *r = a.regs
+        cdef uint64_t addr = r[PT_PTR]
+        cdef uint64_t cur = self._read(addr)
+        cdef uint64_t ipa = r[PT_EIPA]
+        cdef int flags
+        self._write(i, addr, value)
+        flags = self._check_store(i, addr, cur, value, meant, r[PT_LEVEL], ipa)
+        self._event(i, kind, r[PT_LEVEL], addr, ipa, cur, value, 0, flags)
+        return 0
+
+    cdef void _tlbi(self, uint64_t ipa, bint everything) noexcept nogil:
+        """twin: _tlbi (TLBI IPAS2E1IS / VMALLS12E1IS, broadcast)."""
+        cdef int j
+        cdef Py_ssize_t k, w = 0
+        for j in range(self.n_actors):
+            if everything:
+                self.act[j].tlb_n = 0
+            else:
+                self._tlb_drop(&self.act[j], ipa)
+        if everything:
+            self.n_pending = 0
+            return
+        for k in range(self.n_pending):
+            if not (self.pending[k].ipa <= ipa < self.pending[k].ipa + self.pending[k].size):
+                self.pending[w] = self.pending[k]
+                w += 1
+        self.n_pending = w
+
+    cdef bint _swalk(self, int i, Actor *a, Instr *ins) except -1:
+        """twin: _swalk."""
+        cdef uint64_t *r = a.regs
+        cdef uint64_t ipa = r[PT_IPA]
+        cdef int level = r[PT_WLEVEL]
+        cdef int target = r[PT_LEVEL] if ins.c else 3
+        cdef uint64_t entry = self._entry(r[PT_WT0 + level], level, ipa)
+        cdef uint64_t desc, base
+        if level >= target:
+            r[PT_PTR] = entry
+            r[PT_LEVEL] = level
+            r[PT_EIPA] = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
+            a.pc += 1
+            return False
+        desc = self._read(entry)
+        base = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
+        self._event(i, PT_EV_LOAD, level, entry, base, desc, desc, 0, 0)
+        if (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE):
+            level += 1
+            r[PT_WLEVEL] = level
+            r[PT_WT0 + level] = desc & PT_OA_MASK
+            if level >= target:
+                r[PT_PTR] = self._entry(desc & PT_OA_MASK, level, ipa)
+                r[PT_LEVEL] = level
+                r[PT_EIPA] = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
+                a.pc += 1
+            return True
+        r[ins.a] = desc
+        r[PT_PTR] = entry
+        r[PT_LEVEL] = level
+        r[PT_EIPA] = base
+        a.pc = a.pc + 1 if leaf_kind(desc, level) else ins.b
+        return True
+
+    cdef bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
+        """twin: _rwalk."""
+        cdef uint64_t *r = a.regs
+        cdef uint64_t cur = r[PT_CUR], end = r[ins.c >> 4]
+        cdef int level, wlevel
+        cdef uint64_t entry, desc, size, base
+        if cur >= end:
+            a.pc = ins.b
+            return False
+        level = r[PT_WLEVEL]
+        entry = self._entry(r[PT_WT0 + level], level, cur)
+        desc = self._read(entry)
+        size = (<uint64_t>1) << level_shift(level)
+        base = cur & ~(size - 1)
+        self._event(i, PT_EV_LOAD, level, entry, base, desc, desc, 0, 0)
+        if level < 3 and (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE):
+            r[PT_WLEVEL] = level + 1
+            r[PT_WT0 + level + 1] = desc & PT_OA_MASK
+            return True
+        cur = base + size
+        r[PT_CUR] = cur
+        wlevel = level
+        while wlevel > self.start_level and cur % ((<uint64_t>1) << level_shift(wlevel - 1)) == 0:
+            wlevel -= 1
+        r[PT_WLEVEL] = wlevel
+        if leaf_kind(desc, level) or (ins.c & PT_RWALK_VISIT_INVALID):
+            r[ins.a] = desc
+            r[PT_PTR] = entry
+            r[PT_LEVEL] = level
+            r[PT_EIPA] = base
+            a.pc += 1
+        return True
+
+    # --- the hardware ------------------------------------------------------------------
+    cdef inline int _evaluate(self, uint64_t desc, uint64_t write, uint64_t *out) noexcept nogil:
+        """twin: _evaluate (QEMU ptw.c: AF, DBM, permission check on the new descriptor)."""
+        cdef uint64_t new = desc
+        if not (desc & PT_AF):
+            if not self.ha:
+                return PT_FAULT_ACCESS_FLAG
+            new |= PT_AF
+        if write and self.hd and (desc & PT_DBM) and not (new & PT_S2AP_W):
+            new |= PT_S2AP_W
+        if not (new & (PT_S2AP_W if write else PT_S2AP_R)):
+            return PT_FAULT_PERMISSION
+        out[0] = new
+        return PT_FAULT_NONE
+
+    cdef inline void _complete(self, Actor *a) noexcept nogil:
+        a.pc += 1
+        a.regs[PT_PHASE] = 0
+
+    cdef int _fill(self, Actor *a, uint64_t new, int level, uint64_t desc_pa) noexcept nogil:
+        """twin: _fill (FIFO replacement, one entry per leaf)."""
+        cdef uint64_t size, base
+        cdef int t, w = 0
+        if not self.tlb_on:
+            return 0
+        size = (<uint64_t>1) << level_shift(level)
+        base = a.regs[PT_IPA] & ~(size - 1)
+        for t in range(a.tlb_n):
+            if a.tlb[t].base != base:
+                a.tlb[w] = a.tlb[t]
+                w += 1
+        a.tlb_n = w
+        if a.tlb_n >= NTLB:
+            for t in range(1, a.tlb_n):
+                a.tlb[t - 1] = a.tlb[t]
+            a.tlb_n -= 1
+        a.tlb[a.tlb_n].base = base
+        a.tlb[a.tlb_n].size = size
+        a.tlb[a.tlb_n].desc = new
+        a.tlb[a.tlb_n].desc_pa = desc_pa
+        a.tlb_n += 1
+        return PT_EVF_TLB_FILL
+
+    cdef inline void _fault(self, Actor *a, int fault) noexcept nogil:
+        a.regs[PT_STATUS] = fault
+        a.regs[PT_PHASE] = 0
+        a.pc = self.code[a.pc].b
+
+    cdef int _hw_access(self, int i, Actor *a, Instr *ins) except -1:
+        """twin: _hw_access."""
+        cdef uint64_t *r = a.regs
+        cdef uint64_t ipa = r[PT_IPA], write = r[PT_WRITE]
+        cdef uint64_t entry, desc, base, cur, new = 0
+        cdef int level, fault, flags, t
+        cdef TlbEntry *e
+        if r[PT_PHASE] == 0:
+            if self.tlb_on:
+                for t in range(a.tlb_n):
+                    e = &a.tlb[t]
+                    if e.base <= ipa < e.base + e.size:
+                        level = 3 if e.size == PT_PAGE_SIZE else (2 if e.size == ((<uint64_t>1) << PT_LEVEL_SHIFT_2) else 1)
+                        if e.desc & (PT_S2AP_W if write else PT_S2AP_R):
+                            self._event(i, PT_EV_TLB_HIT, level, e.desc_pa, e.base, e.desc, e.desc, 0, 0)
+                            self._complete(a)
+                            return 0
+                        if not (write and self.hd and (e.desc & PT_DBM)):
+                            self._event(i, PT_EV_FAULT, level, e.desc_pa, e.base, e.desc, e.desc,
+                                        PT_FAULT_PERMISSION, 0)
+                            self._fault(a, PT_FAULT_PERMISSION)
+                            return 0
+                        break
+            r[PT_WLEVEL] = self.start_level
+            r[PT_WT0 + self.start_level] = PT_TABLE_BASE
+            r[PT_PHASE] = 1
+        if r[PT_PHASE] == 1:
+            level = r[PT_WLEVEL]
+            entry = self._entry(r[PT_WT0 + level], level, ipa)
+            desc = self._read(entry)
+            base = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
+            if level < 3 and (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE):
+                r[PT_WLEVEL] = level + 1
+                r[PT_WT0 + level + 1] = desc & PT_OA_MASK
+                self._event(i, PT_EV_WALK, level, entry, base, desc, desc, 0, 0)
+                return 0
+            if not leaf_kind(desc, level):
+                self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, PT_FAULT_TRANSLATION, 0)
+                self._fault(a, PT_FAULT_TRANSLATION)
+                return 0
+            fault = self._evaluate(desc, write, &new)
+            if fault:
+                self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, fault, 0)
+                self._fault(a, fault)
+                return 0
+            r[PT_PTR] = entry
+            r[PT_LEVEL] = level
+            if new == desc:
+                flags = self._fill(a, new, level, entry)
+                self._event(i, PT_EV_WALK, level, entry, base, desc, desc, 0, flags)
+                self._complete(a)
+                return 0
+            r[PT_HWOLD] = desc
+            r[PT_HWNEW] = new
+            r[PT_PHASE] = 2
+            self._event(i, PT_EV_WALK, level, entry, base, desc, desc, 0, 0)
+            return 0
+        # phase 2: arm_casq_ptw; on a mismatch re-evaluate from memory (Arm ARM I_YZSVV)
+        entry = r[PT_PTR]
+        level = r[PT_LEVEL]
+        base = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
+        cur = self._read(entry)
+        if cur == r[PT_HWOLD]:
+            self._write(i, entry, r[PT_HWNEW])
+            flags = self._fill(a, r[PT_HWNEW], level, entry)
+            self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, r[PT_HWNEW], 0, flags)
+            self._complete(a)
+            return 0
+        if not leaf_kind(cur, level):
+            fault = PT_FAULT_TRANSLATION
+        else:
+            fault = self._evaluate(cur, write, &new)
+        if fault:
+            self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, fault, 0)
+            self._fault(a, fault)
+            return 0
+        if new == cur:
+            flags = self._fill(a, new, level, entry)
+            self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, 0, flags)
+            self._complete(a)
+            return 0
+        self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, 0, 0)
+        r[PT_HWOLD] = cur
+        r[PT_HWNEW] = new
+        return 0
+
+    # --- exploration support -----------------------------------------------------------
+    def save(self):
+        """Mark the current state; descriptor writes are undo-logged until released."""
+        actors = PyBytes_FromStringAndSize(<char *>self.act, self.n_actors * sizeof(Actor))
+        pending = PyBytes_FromStringAndSize(<char *>self.pending, self.n_pending * sizeof(Pending))
+        self.marks.append((actors, pending, self.lock_writer, self.lock_readers, self.viol_mask,
+                           self.n_viols, self.seq, self.n_events, self.n_undo, self.h1, self.h2))
+        return len(self.marks) - 1
+
+    def restore(self, int mark):
+        cdef bytes actors, pending
+        cdef Py_ssize_t n_undo, np
+        cdef uint64_t slot
+        del self.marks[mark + 1:]
+        (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
+         self.seq, self.n_events, n_undo, self.h1, self.h2) = self.marks[mark]
+        while self.n_undo > n_undo:
+            self.n_undo -= 2
+            slot = self.undo[self.n_undo]
+            self.mem[slot] = self.undo[self.n_undo + 1]
+        memcpy(self.act, <char *>actors, self.n_actors * sizeof(Actor))
+        np = len(pending) // sizeof(Pending)
+        if np > self.cap_pending:
+            self.cap_pending = np
+            self.pending = <Pending *>realloc(self.pending, np * sizeof(Pending))
+        if np:
+            memcpy(self.pending, <char *>pending, len(pending))
+        self.n_pending = np
+
+    def release(self, int mark):
+        del self.marks[mark:]
+        if not self.marks:
+            self.n_undo = 0
+
+    def state_key(self):
+        """128 bits identifying the state (memory hashed incrementally, the rest here)."""
+        cdef uint64_t a = self.h1, b = self.h2
+        cdef int j
+        cdef Actor *x
+        cdef int32_t small[4]
+        for j in range(self.n_actors):
+            x = &self.act[j]
+            small[0] = x.op_i
+            small[1] = x.pc
+            small[2] = x.tlb_n
+            small[3] = 0
+            a = fnv(a, <unsigned char *>small, sizeof(small))
+            a = fnv(a, <unsigned char *>x.regs, sizeof(x.regs))
+            a = fnv(a, <unsigned char *>&x.mon, 8)
+            a = fnv(a, <unsigned char *>x.tlb, x.tlb_n * sizeof(TlbEntry))
+        small[0] = self.lock_writer
+        small[1] = self.lock_readers
+        small[2] = <int32_t>self.viol_mask
+        small[3] = <int32_t>self.n_pending
+        a = fnv(a, <unsigned char *>small, sizeof(small))
+        a = fnv(a, <unsigned char *>self.pending, self.n_pending * sizeof(Pending))
+        b ^= a * <uint64_t>0x9E3779B97F4A7C15ULL
+        return a.to_bytes(8, "little") + b.to_bytes(8, "little")
+
+    # --- views -------------------------------------------------------------------------
+    def mem_array(self):
+        out = array("Q")
+        out.frombytes(PyBytes_FromStringAndSize(<char *>self.mem, self.nslots * 8))
+        return out
+
+    @property
+    def violations(self):
+        cdef Py_ssize_t k
+        return [(self.viols[k].check, self.viols[k].seq, self.viols[k].actor, self.viols[k].op_i,
+                 self.viols[k].ipa, self.viols[k].bits) for k in range(self.n_viols)]
+
+    @property
+    def n_events_recorded(self):
+        return self.n_events
+
+    def event_tuples(self, Py_ssize_t start=0):
+        cdef Py_ssize_t k
+        cdef Event *e
+        out = []
+        for k in range(max(0, start), self.n_events):
+            e = &self.events[k]
+            out.append((e.seq, e.actor, e.op_i, e.pc, e.kind, e.detail, e.flags, e.level,
+                        e.addr, e.ipa, e.old, e.new))
+        return out
+
+    def clear_events(self):
+        self.n_events = 0
+
+    def lock_holder(self):
+        return self.lock_writer, self.lock_readers
+
+    def actor_view(self, int i):
+        cdef Actor *a = &self.act[i]
+        return {"op_i": a.op_i, "pc": a.pc, "regs": [a.regs[k] for k in range(NR)],
+                "monitor": a.mon,
+                "tlb": [(a.tlb[t].base, a.tlb[t].size, a.tlb[t].desc, a.tlb[t].desc_pa)
+                        for t in range(a.tlb_n)]}

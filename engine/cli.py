@@ -1,0 +1,264 @@
+"""`python -m engine explore|run|decode` (SCENARIOS.md, CLI).
+
+Exit status: 0 every expectation holds, 1 one fails, 2 bad input (one line naming the
+file and the key, value or line at fault; nothing is run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import isa as I
+from .core import ENGINES, new_machine
+from .decode import decode, format_text
+from .explore import explore
+from .report import (
+    Observer,
+    evaluate_expect,
+    event_json,
+    final_state_json,
+    hexs,
+    machine_json,
+)
+from .scenario import ScenarioError, load_scenario
+from .sizes import parse_int
+from .spec import build_spec
+from .twin import EngineError
+
+TRACE_LISTED_MAX = 10_000
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with this one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("explore", help="explore every interleaving of a scenario")
+    ex.add_argument("file")
+    ex.add_argument("--json", action="store_true")
+    ex.add_argument("--engine", choices=ENGINES, default="cython")
+    ex.add_argument(
+        "--max-states",
+        type=int,
+        default=2_000_000,
+        help="stop with an error past this many distinct states (default 2,000,000)",
+    )
+    run = sub.add_parser("run", help="run one schedule")
+    run.add_argument("file")
+    run.add_argument(
+        "--schedule",
+        help="comma-separated actor names, one micro-step each; "
+        "actors left unfinished then run round-robin",
+    )
+    run.add_argument("--json", action="store_true")
+    run.add_argument(
+        "--trace",
+        action="store_true",
+        help=f"list the trace even when it is longer than {TRACE_LISTED_MAX:,} micro-steps",
+    )
+    run.add_argument("--engine", choices=ENGINES, default="cython")
+    dec = sub.add_parser("decode", help="decode one stage-2 descriptor")
+    dec.add_argument("raw")
+    dec.add_argument("--level", type=int, default=3, choices=(0, 1, 2, 3))
+    dec.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "decode":
+            return _decode(args)
+        scenario = load_scenario(args.file)
+        spec = build_spec(scenario)
+        if args.command == "explore":
+            return _explore(args, spec)
+        return _run(args, spec)
+    except (ScenarioError, UsageError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _decode(args) -> int:
+    try:
+        raw = parse_int(args.raw)
+        fields = decode(raw, args.level)
+    except ValueError as exc:
+        raise UsageError(f"decode: {args.raw!r}: {exc}") from None
+    print(json.dumps(fields) if args.json else format_text(fields))
+    return 0
+
+
+def _header(spec) -> dict:
+    sc = spec.scenario
+    return {"scenario": sc.name, "kernel": sc.kernel, "machine": machine_json(spec)}
+
+
+def _replay_trace(spec, engine: str, schedule: list[int]) -> list[dict]:
+    m = new_machine(spec, engine)
+    for actor in schedule:
+        m.step(actor)
+    return [event_json(spec, e) for e in m.event_tuples()]
+
+
+def _explore(args, spec) -> int:
+    machine = new_machine(spec, args.engine)
+    observer = Observer(spec)
+    result = explore(machine, observer, max_states=args.max_states)
+    names = spec.actor_names
+    finals = [
+        final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
+        for f in result.finals
+    ]
+    violations = [
+        {
+            "check": v.check,
+            "ipa": hexs(v.ipa),
+            "bits": _bit_names(v.check, v.bits),
+            "actor": names[v.actor],
+            "op": spec.actors[v.actor].ops[v.op_index].name,
+            "schedule": [names[i] for i in v.schedule],
+            "trace": _replay_trace(spec, args.engine, v.schedule),
+        }
+        for v in result.violations.values()
+    ]
+    expect = evaluate_expect(
+        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
+    )
+    out = _header(spec) | {
+        "interleavings": result.interleavings,
+        "states": result.states,
+        "cycles": result.cycles,
+        "final_states": finals,
+        "violations": violations,
+        "expect": expect,
+    }
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        _print_text(out)
+    return 0 if expect["passed"] else 1
+
+
+def _run(args, spec) -> int:
+    names = spec.actor_names
+    machine = new_machine(spec, args.engine)
+    schedule: list[int] = []
+    if args.schedule:
+        for n, name in enumerate(s.strip() for s in args.schedule.split(",")):
+            where = f"--schedule entry {n + 1} ({name!r})"
+            if name not in names:
+                raise UsageError(
+                    f"{spec.scenario.path}: {where}: no such actor; actors are " + ", ".join(names)
+                )
+            actor = names.index(name)
+            if machine.done(actor):
+                raise UsageError(f"{spec.scenario.path}: {where}: that actor has finished")
+            if machine.blocked(actor):
+                raise UsageError(
+                    f"{spec.scenario.path}: {where}: that actor is blocked on kvm->mmu_lock"
+                )
+            machine.step(actor)
+            schedule.append(actor)
+    n = len(names)
+    while not machine.all_done():
+        progressed = False
+        for actor in range(n):
+            if not machine.done(actor) and not machine.blocked(actor):
+                machine.step(actor)
+                schedule.append(actor)
+                progressed = True
+        if not progressed:
+            raise EngineError("deadlock: every unfinished actor is blocked")
+    observer = Observer(spec)
+    key = observer(machine)
+    checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}
+    violations = []
+    seen = set()
+    for check, seq, actor, op_i, ipa, bits in machine.violations:
+        name = I.CHECK_NAMES[check]
+        if name in seen:
+            continue
+        seen.add(name)
+        violations.append(
+            {
+                "check": name,
+                "ipa": hexs(ipa),
+                "bits": _bit_names(name, bits),
+                "actor": names[actor],
+                "op": spec.actors[actor].ops[op_i].name,
+                "seq": seq,
+                "schedule": [names[i] for i in schedule],
+            }
+        )
+    expect = evaluate_expect(spec.scenario, observer, [key], checks)
+    out = _header(spec) | {
+        "schedule": [names[i] for i in schedule],
+        "final_states": [final_state_json(observer, key, 1, [names[i] for i in schedule])],
+        "violations": violations,
+        "expect": expect,
+    }
+    if len(schedule) <= TRACE_LISTED_MAX or args.trace:
+        out["trace"] = [event_json(spec, e) for e in machine.event_tuples()]
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        _print_text(out)
+    return 0 if expect["passed"] else 1
+
+
+def _bit_names(check: str, bits: int) -> list[str]:
+    from .bits import lost_bit_names
+
+    return lost_bit_names(bits)
+
+
+def _print_text(out: dict) -> None:
+    m = out["machine"]
+    print(
+        f"{out['scenario']}  [kernel {out['kernel']}, HAFDBS={m['hafdbs']} HA={int(m['ha'])} "
+        f"HD={int(m['hd'])}, VTCR_EL2={m['vtcr_el2']}]"
+    )
+    if "interleavings" in out:
+        print(f"{out['interleavings']:,} interleavings, {out['states']:,} states")
+    for trace_event in out.get("trace", []):
+        print(_event_line(trace_event))
+    for n, f in enumerate(out["final_states"]):
+        print(
+            f"final state {n + 1} ({f['count']:,} schedules), e.g. {','.join(f['example_schedule'])}"
+        )
+        for ipa, leaf in (f.get("leaves") or {}).items():
+            print(
+                f"  {ipa}: valid={leaf['valid']} af={leaf['af']} s2ap={leaf['s2ap']} "
+                f"dbm={leaf['dbm']} pa={leaf['pa']} raw={leaf['raw']}"
+            )
+        if not f.get("leaves"):
+            for row in f["leaf_summary"]:
+                print(
+                    f"  {row['count']:,} leaves valid={row['valid']} af={row['af']} "
+                    f"s2ap={row['s2ap']} dbm={row['dbm']}"
+                )
+    for v in out["violations"]:
+        print(
+            f"VIOLATION {v['check']} at {v['ipa']} ({'|'.join(v['bits'])}) by {v['actor']} "
+            f"{v['op']}; schedule {','.join(v['schedule'])}"
+        )
+    for r in out["expect"]["results"]:
+        print(f"  expect {r['kind']} {r['expr']}: {'held' if r['held'] else 'FAILED'}")
+    print("expectations hold" if out["expect"]["passed"] else "EXPECTATIONS FAILED")
+
+
+def _event_line(e: dict) -> str:
+    where = (
+        f"L{e['level']} {e['addr']} ipa={e['ipa']} {e['old']} -> {e['new']}" if "addr" in e else ""
+    )
+    extra = e.get("fault") or e.get("lock") or e.get("tlbi") or ""
+    flags = " [" + ",".join(e["flags"]) + "]" if "flags" in e else ""
+    return f"{e['seq']:>6} {e['actor']:<8} {e['kind']:<14} {where} {extra}{flags}   // {e['at']}"

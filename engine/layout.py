@@ -1,0 +1,133 @@
+"""Stage-2 geometry and the initial table image, as KVM sets them up (4KB granule).
+
+Start level and concatenation follow `kvm_get_vtcr` / `stage2_pgtable_levels`
+(arch/arm64/include/asm/stage2_pgtable.h, arch/arm64/kvm/hyp/pgtable.c): KVM folds up to
+four IPA bits into concatenated start-level tables (Arm ARM: at most 16), so
+levels = ARM64_HW_PGTABLE_LEVELS(ipa_bits - 4) = (ipa_bits - 8) // 9, at least 2.
+40-bit IPA: level 1, two concatenated tables (1024 entries); 44-bit: level 0, 32 entries.
+The v4.6 and seed kernels have a fixed 40-bit IPA (KVM_PHYS_SHIFT).
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from . import bits as B
+
+
+@dataclass(frozen=True)
+class Geometry:
+    ipa_bits: int
+    start_level: int
+    start_entries: int  # entries in the (concatenated) start-level table
+    concat: int  # concatenated start-level table pages
+
+    @classmethod
+    def for_ipa_bits(cls, ipa_bits: int) -> Geometry:
+        levels = max(2, (ipa_bits - 8) // 9)
+        start = 4 - levels
+        entries = 1 << (ipa_bits - B.level_shift(start))
+        concat = max(1, entries // B.PTRS_PER_TABLE)
+        assert concat <= B.MAX_CONCAT
+        return cls(ipa_bits, start, entries, concat)
+
+    @property
+    def sl0(self) -> int:
+        """VTCR_EL2.SL0 for the 4KB granule: 0 -> level 2, 1 -> level 1, 2 -> level 0."""
+        return 2 - self.start_level
+
+    def vtcr(self, ha: bool, hd: bool) -> int:
+        """VTCR_EL2 as kvm_get_vtcr programs it (T0SZ, SL0, TG0 4K, PS 48-bit, VS, HA, HD)."""
+        value = B.VTCR_COMMON | B.VTCR_TG0_4K | B.VTCR_VS_16BIT
+        value |= (64 - self.ipa_bits) << B.VTCR_T0SZ_SHIFT
+        value |= self.sl0 << B.VTCR_SL0_SHIFT
+        value |= B.VTCR_PS_48BIT << B.VTCR_PS_SHIFT
+        if ha:
+            value |= B.VTCR_HA
+        if hd:
+            value |= B.VTCR_HD
+        return value
+
+    @property
+    def vttbr(self) -> int:
+        """VTTBR_EL2: BADDR = the start-level table, VMID in bits 63:48."""
+        return (B.VMID << B.VTTBR_VMID_SHIFT) | B.TABLE_BASE
+
+
+@dataclass(frozen=True)
+class Memslot:
+    """Guest RAM backing a [[map]]: what user_mem_abort maps again after an unmap."""
+
+    ipa: int
+    end: int
+    pa: int
+    leaf_size: int
+
+
+def leaf_value(pa: int, size: int, s2ap: str, af: bool, dbm: bool) -> int:
+    """A stage-2 leaf as KVM builds it from PAGE_S2 (page) or pmd_mkhuge/pud_mkhuge (block)."""
+    value = (B.PAGE_S2 if size == B.PAGE_SIZE else B.BLOCK_S2) & ~(B.S2AP_MASK | B.AF)
+    value |= B.S2AP_BY_NAME[s2ap] | pa
+    if af:
+        value |= B.AF
+    if dbm:
+        value |= B.DBM
+    return value
+
+
+class Image:
+    """Table pages, allocated from TABLE_BASE: the concatenated start level first."""
+
+    def __init__(self, geometry: Geometry):
+        self.geometry = geometry
+        self.pages = geometry.concat
+        self.mem = array("Q", bytes(8 * B.PTRS_PER_TABLE * self.pages))
+
+    def alloc_table(self) -> int:
+        pa = B.TABLE_BASE + self.pages * B.PAGE_SIZE
+        self.pages += 1
+        self.mem.extend(array("Q", bytes(8 * B.PTRS_PER_TABLE)))
+        return pa
+
+    def slot(self, desc_pa: int) -> int:
+        return (desc_pa - B.TABLE_BASE) >> 3
+
+    def entry_pa(self, table_pa: int, level: int, ipa: int) -> int:
+        """Address of the entry for `ipa` in the table at `table_pa` (start level: concatenated)."""
+        index = ipa >> B.level_shift(level)
+        if level == self.geometry.start_level:
+            index &= self.geometry.start_entries - 1
+        else:
+            index &= B.PTRS_PER_TABLE - 1
+        return table_pa + 8 * index
+
+    def install(self, ipa: int, level: int, value: int) -> None:
+        """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache)."""
+        table = B.TABLE_BASE
+        for lvl in range(self.geometry.start_level, level):
+            entry = self.entry_pa(table, lvl, ipa)
+            desc = self.mem[self.slot(entry)]
+            if not desc & B.DESC_VALID:
+                desc = self.alloc_table() | B.DESC_VALID | B.DESC_TYPE
+                self.mem[self.slot(entry)] = desc
+            elif not desc & B.DESC_TYPE:
+                raise ValueError(f"IPA {ipa:#x} lies inside a block at level {lvl}")
+            table = desc & B.OA_MASK
+        self.mem[self.slot(self.entry_pa(table, level, ipa))] = value
+
+
+def build_image(scenario) -> tuple[Image, list[Memslot]]:
+    geometry = Geometry.for_ipa_bits(scenario.machine.ipa_bits)
+    image = Image(geometry)
+    memslots = []
+    for m in scenario.maps:
+        level = B.leaf_level_for_size(m.size)
+        for i in range(m.count):
+            image.install(
+                m.ipa + i * m.size,
+                level,
+                leaf_value(m.pa + i * m.size, m.size, m.s2ap, m.af, m.dbm),
+            )
+        memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
+    return image, memslots

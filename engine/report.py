@@ -1,0 +1,184 @@
+"""What the CLI prints (SCENARIOS.md, CLI): final states, traces, violations, expectations."""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+
+from . import bits as B
+from . import isa as I
+from .scenario import Scenario
+from .spec import MachineSpec, walk_image
+
+LEAVES_LISTED_MAX = 4096
+EVF_NAMES = (
+    (I.EVF_TLB_FILL, "tlb-fill"),
+    (I.EVF_OP_DONE, "op-done"),
+    (I.EVF_LOST_UPDATE, "lost-update"),
+    (I.EVF_BBM, "break-before-make"),
+)
+
+
+def hexs(value: int) -> str:
+    return f"{value:#x}"
+
+
+def leaf_fields(desc: int, level: int) -> dict:
+    """A leaf as predicates and the JSON see it."""
+    valid = 1 if _is_leaf(desc, level) else 0
+    size = 1 << B.level_shift(level)
+    return {
+        "valid": valid,
+        "af": 1 if desc & B.AF else 0,
+        "s2ap": B.s2ap_name(desc),
+        "dbm": 1 if desc & B.DBM else 0,
+        "pa": desc & B.OA_MASK & ~(size - 1) if valid else 0,
+        "raw": desc,
+    }
+
+
+def _is_leaf(desc: int, level: int) -> bool:
+    if not desc & B.DESC_VALID:
+        return False
+    return bool(desc & B.DESC_TYPE) if level == 3 else level in (1, 2) and not desc & B.DESC_TYPE
+
+
+def leaf_json(fields: dict) -> dict:
+    out = dict(fields)
+    out["pa"] = hexs(fields["pa"])
+    out["raw"] = hexs(fields["raw"])
+    return out
+
+
+class Observer:
+    """Reads final states off a machine: the scenario's leaves and the predicates' leaves."""
+
+    def __init__(self, spec: MachineSpec):
+        self.spec = spec
+        sc = spec.scenario
+        self.leaf_ipas = [ipa for m in sc.maps for ipa, _pa in m.leaves()]
+        ex = sc.expect
+        preds = (ex.always + ex.sometimes + ex.never) if ex else ()
+        self.pred_ipas = sorted({p.ipa for p in preds})
+        self.info: dict[bytes, dict] = {}
+
+    def __call__(self, machine) -> bytes:
+        mem = machine.mem_array()
+        g = self.spec.geometry
+        values = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.leaf_ipas))
+        key = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+        if key not in self.info:
+            self.info[key] = self._describe(mem, values)
+        return key
+
+    def _describe(self, mem, values) -> dict:
+        g = self.spec.geometry
+        levels = [
+            B.leaf_level_for_size(m.size) for m in self.spec.scenario.maps for _ in range(m.count)
+        ]
+        rows: dict[tuple, int] = {}
+        leaves = {}
+        listed = len(self.leaf_ipas) <= LEAVES_LISTED_MAX
+        for ipa, desc, level in zip(self.leaf_ipas, values, levels, strict=True):
+            f = leaf_fields(desc, level)
+            row = (f["valid"], f["af"], f["s2ap"], f["dbm"])
+            rows[row] = rows.get(row, 0) + 1
+            if listed:
+                leaves[hexs(ipa)] = f
+        preds = {}
+        for ipa in self.pred_ipas:
+            desc, level, _ = walk_image(mem, g, ipa)
+            preds[ipa] = leaf_fields(desc, level)
+        summary = [
+            {"valid": v, "af": af, "s2ap": s2ap, "dbm": dbm, "count": n}
+            for (v, af, s2ap, dbm), n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        return {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
+
+
+def event_json(spec: MachineSpec, e: tuple) -> dict:
+    seq, actor, op_i, pc, kind, detail, flags, level, addr, ipa, old, new = e
+    a = spec.actors[actor]
+    out = {
+        "seq": seq,
+        "actor": a.name,
+        "op": a.ops[op_i].name if op_i < len(a.ops) else None,
+        "op_index": op_i,
+        "kind": I.EVENT_KIND_NAMES[kind],
+        "at": spec.program.lines[pc],
+        "pc": pc,
+    }
+    if kind in (I.EV_LOCK, I.EV_UNLOCK):
+        out["lock"] = I.LOCK_MODE_NAMES[detail]
+    elif kind == I.EV_TLBI:
+        out["tlbi"] = "all" if detail else "ipa"
+        if not detail:
+            out["ipa"] = hexs(ipa)
+    else:
+        out.update(level=level, addr=hexs(addr), ipa=hexs(ipa), old=hexs(old), new=hexs(new))
+        if detail:
+            out["fault"] = I.FAULT_NAMES[detail]
+    names = [name for bit, name in EVF_NAMES if flags & bit]
+    if names:
+        out["flags"] = names
+    return out
+
+
+def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[str]) -> dict:
+    info = observer.info[key]
+    out = {}
+    if info["leaves"] is not None:
+        out["leaves"] = {ipa: leaf_json(f) for ipa, f in info["leaves"].items()}
+    out["leaf_summary"] = info["summary"]
+    out["count"] = count
+    out["example_schedule"] = schedule
+    return out
+
+
+def evaluate_expect(
+    scenario: Scenario, observer: Observer, final_keys: list[bytes], violated: set[str]
+) -> dict:
+    ex = scenario.expect
+    results = []
+    if ex is None:
+        return {"passed": True, "results": results}
+
+    def holds(pred, key):
+        return pred.holds(observer.info[key]["preds"][pred.ipa])
+
+    for kind, preds, test in (
+        ("always", ex.always, all),
+        ("sometimes", ex.sometimes, any),
+        ("never", ex.never, lambda it: not any(it)),
+    ):
+        for pred in preds:
+            held = test(holds(pred, key) for key in final_keys)
+            results.append({"kind": kind, "expr": pred.text, "held": bool(held)})
+    if ex.violations is not None:
+        expected = set(ex.violations)
+        results.append(
+            {
+                "kind": "violations",
+                "expr": sorted(expected),
+                "found": sorted(violated),
+                "held": expected == violated,
+            }
+        )
+    return {"passed": all(r["held"] for r in results), "results": results}
+
+
+def machine_json(spec: MachineSpec) -> dict:
+    m = spec.scenario.machine
+    g = spec.geometry
+    return {
+        "hafdbs": m.hafdbs,
+        "ha": m.ha,
+        "hd": m.hd,
+        "ipa_bits": m.ipa_bits,
+        "granule": m.granule,
+        "tlb": m.tlb,
+        "vtcr_el2": hexs(spec.vtcr),
+        "vttbr_el2": hexs(g.vttbr),
+        "start_level": g.start_level,
+        "start_tables": g.concat,
+    }

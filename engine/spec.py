@@ -1,0 +1,118 @@
+"""A scenario turned into what an engine core runs: table image, code, actors.
+
+Both cores (engine/_core.pyx and engine/twin.py) are built from one MachineSpec, so they
+start from the same bits and differ only in how they execute.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from . import bits as B
+from . import isa as I
+from .layout import Geometry, Image, Memslot, build_image
+from .programs import PROGRAMS, Program
+from .scenario import Scenario, ScenarioError
+
+FIXED_IPA_KERNELS = ("v4.6", "seed")  # KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    entry: int  # pc of the op's program
+    ipa: int
+    end: int  # exclusive end of the IPA range (ipa + 1 = "the one leaf at IPA")
+    write: int  # 1 for a guest store
+    text: str
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    name: str
+    kind: int  # isa.KIND_VCPU / KIND_HOST
+    ops: tuple[OpSpec, ...]
+    tlb: tuple[tuple[int, int, int, int], ...]  # preloaded (ipa base, size, descriptor, desc PA)
+
+
+@dataclass
+class MachineSpec:
+    scenario: Scenario
+    geometry: Geometry
+    mem: array  # initial table memory, one uint64 per descriptor from TABLE_BASE
+    memslots: tuple[Memslot, ...]
+    program: Program
+    actors: tuple[ActorSpec, ...]
+    ha: bool  # effective: VTCR_EL2.HA && HAFDBS >= 1
+    hd: bool  # effective: VTCR_EL2.HD && HA && HAFDBS >= 2 (QEMU ptw.c: .hd = ha && hd)
+    tlb: bool
+
+    @property
+    def vtcr(self) -> int:
+        m = self.scenario.machine
+        return self.geometry.vtcr(m.ha, m.hd)
+
+    @property
+    def actor_names(self) -> list[str]:
+        return [a.name for a in self.actors]
+
+
+def walk_image(mem, geometry: Geometry, ipa: int) -> tuple[int, int, int]:
+    """(descriptor, level, descriptor PA) of the entry that translates `ipa`: a leaf, or the
+    first invalid entry on the way. Used outside the cores (final states, TLB preload)."""
+    table = B.TABLE_BASE
+    level = geometry.start_level
+    while True:
+        index = ipa >> B.level_shift(level)
+        index &= (geometry.start_entries if level == geometry.start_level else B.PTRS_PER_TABLE) - 1
+        desc_pa = table + 8 * index
+        desc = mem[(desc_pa - B.TABLE_BASE) >> 3]
+        if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+            table = desc & B.OA_MASK
+            level += 1
+            continue
+        return desc, level, desc_pa
+
+
+def build_spec(scenario: Scenario) -> MachineSpec:
+    m = scenario.machine
+    if scenario.kernel in FIXED_IPA_KERNELS and m.ipa_bits != 40:
+        raise ScenarioError(
+            scenario.path,
+            "machine.ipa_bits",
+            f"kernel {scenario.kernel!r} has a fixed 40-bit IPA space (KVM_PHYS_SHIFT); "
+            f"ipa_bits = {m.ipa_bits} needs kernel 'v6.6'",
+        )
+    image: Image
+    image, memslots = build_image(scenario)
+    program = PROGRAMS[scenario.kernel]
+    actors = []
+    for actor in scenario.actors:
+        ops = []
+        for op in actor.ops:
+            ipa = op.ipa or 0
+            end = ipa + op.size if op.size else ipa + 1
+            ops.append(
+                OpSpec(
+                    op.name, program.entries[op.name], ipa, end, int(op.name == "write"), op.text
+                )
+            )
+        preload = []
+        for ipa in actor.tlb:
+            desc, level, desc_pa = walk_image(image.mem, image.geometry, ipa)
+            size = 1 << B.level_shift(level)
+            preload.append((ipa & ~(size - 1), size, desc, desc_pa))
+        kind = I.KIND_VCPU if actor.kind == "vcpu" else I.KIND_HOST
+        actors.append(ActorSpec(actor.name, kind, tuple(ops), tuple(preload)))
+    return MachineSpec(
+        scenario=scenario,
+        geometry=image.geometry,
+        mem=image.mem,
+        memslots=tuple(memslots),
+        program=program,
+        actors=tuple(actors),
+        ha=m.ha and m.hafdbs >= B.HAFDBS_AF,
+        hd=m.hd and m.ha and m.hafdbs >= B.HAFDBS_AF_DBM,
+        tlb=m.tlb,
+    )

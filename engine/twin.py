@@ -1,0 +1,640 @@
+"""The pure-Python twin of the engine core: the oracle the Cython core is tested against.
+
+It interprets the same micro-step programs (engine/programs.py) over the same table
+image, written for clarity rather than speed. Every behaviour here names its source; the
+Cython core (engine/_core.pyx) must produce identical event traces and final states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from . import bits as B
+from . import isa as I
+from .spec import MachineSpec
+
+
+class EngineError(Exception):
+    """A schedule asked for something the machine cannot do (a finished or blocked actor)."""
+
+
+def _leaf_kind(desc: int, level: int) -> int:
+    """0: not a valid leaf; else the level (a valid block at 1/2 or a page at 3)."""
+    if not desc & B.DESC_VALID:
+        return 0
+    if level == 3:
+        return 3 if desc & B.DESC_TYPE else 0  # bit 1 clear at level 3 is reserved
+    if level in (1, 2) and not desc & B.DESC_TYPE:
+        return level
+    return 0
+
+
+class _Actor:
+    __slots__ = ("kind", "ops", "op_i", "pc", "regs", "mon", "tlb")
+
+    def __init__(self, spec):
+        self.kind = spec.kind
+        self.ops = spec.ops
+        self.op_i = 0
+        self.pc = -1
+        self.regs = [0] * I.NREGS
+        self.mon = 0  # address the exclusive monitor holds, 0 = open
+        self.tlb = list(spec.tlb)  # [(ipa base, size, descriptor, descriptor PA)], FIFO
+
+    def copy(self):
+        other = _Actor.__new__(_Actor)
+        other.kind, other.ops, other.op_i, other.pc = self.kind, self.ops, self.op_i, self.pc
+        other.regs, other.mon, other.tlb = list(self.regs), self.mon, list(self.tlb)
+        return other
+
+    def state(self):
+        return (self.op_i, self.pc, tuple(self.regs), self.mon, tuple(self.tlb))
+
+
+class Machine:
+    """One stage-2 regime with its actors (the twin: plain Python, slow, obviously right)."""
+
+    engine = "python"
+
+    def __init__(self, spec: MachineSpec):
+        self.spec = spec
+        g = spec.geometry
+        self.start_level = g.start_level
+        self.start_entries = g.start_entries
+        self.code = spec.program.code
+        self.consts = spec.program.consts
+        self.mem = list(spec.mem)
+        self.actors = [_Actor(a) for a in spec.actors]
+        self.lock_writer = -1
+        self.lock_readers = 0
+        self.pending = []  # break-before-make: (slot, old leaf, ipa base, size) awaiting TLBI
+        self.viol_mask = 0
+        self.violations = []  # (check, seq, actor, op index, ipa, bits)
+        self.seq = 0
+        self.events = []
+        self.recording = True
+        self._marks = []
+        for i in range(len(self.actors)):
+            self._start_op(i)
+            self._settle(i)
+
+    # --- memory ------------------------------------------------------------------------
+    def read(self, addr: int) -> int:
+        return self.mem[(addr - B.TABLE_BASE) >> 3]
+
+    def _write(self, actor: int, addr: int, value: int) -> None:
+        """A write to a descriptor clears every other CPU's exclusive monitor on it (Arm ARM
+        B2.9: a store to the marked address by another observer clears the global monitor)."""
+        self.mem[(addr - B.TABLE_BASE) >> 3] = value
+        for j, other in enumerate(self.actors):
+            if j != actor and other.mon == addr:
+                other.mon = 0
+
+    def _entry(self, table: int, level: int, ipa: int) -> int:
+        index = ipa >> B.level_shift(level)
+        index &= (self.start_entries if level == self.start_level else B.PTRS_PER_TABLE) - 1
+        return table + 8 * index
+
+    # --- events ------------------------------------------------------------------------
+    def _event(self, actor, kind, level=0, addr=0, ipa=0, old=0, new=0, detail=0, flags=0):
+        a = self.actors[actor]
+        if self.recording:
+            self.events.append(
+                [self.seq, actor, a.op_i, a.pc, kind, detail, flags, level, addr, ipa, old, new]
+            )
+        self.seq += 1
+
+    def _flag_last(self, flag: int) -> None:
+        if self.recording and self.events:
+            self.events[-1][6] |= flag
+
+    # --- checks ------------------------------------------------------------------------
+    def _check_store(
+        self, actor: int, addr: int, cur: int, new: int, meant: int, level: int, ipa: int
+    ):
+        """no_lost_update and break_before_make, on every software write (SCENARIOS.md, Checks)."""
+        flags = 0
+        lost = (cur ^ new) & ~meant
+        if lost:
+            flags |= I.EVF_LOST_UPDATE
+            self._violation(I.CHECK_NO_LOST_UPDATE, actor, ipa, lost)
+        size = 1 << B.level_shift(level)
+        if new & B.DESC_VALID:
+            before = cur if _leaf_kind(cur, level) else None
+            for entry in self.pending:
+                if entry[0] == addr:
+                    before = entry[1]
+            # a different output address, or a block replaced by a table
+            changed = (before ^ new) & (B.OA_MASK | B.DESC_TYPE) if before is not None else 0
+            if changed:
+                flags |= I.EVF_BBM
+                self._violation(I.CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
+            self.pending = [e for e in self.pending if e[0] != addr]
+        elif _leaf_kind(cur, level):
+            self.pending.append((addr, cur, ipa, size))
+        return flags
+
+    def _violation(self, check: int, actor: int, ipa: int, bits: int) -> None:
+        self.viol_mask |= 1 << check
+        self.violations.append((check, self.seq, actor, self.actors[actor].op_i, ipa, bits))
+
+    # --- scheduling --------------------------------------------------------------------
+    def done(self, i: int) -> bool:
+        return self.actors[i].op_i >= len(self.actors[i].ops)
+
+    def all_done(self) -> bool:
+        return all(self.done(i) for i in range(len(self.actors)))
+
+    def blocked(self, i: int) -> bool:
+        a = self.actors[i]
+        if self.done(i):
+            return False
+        op, mode = self.code[a.pc][0], self.code[a.pc][1]
+        return op == I.OP_LOCK and not self._lock_free(mode)
+
+    def enabled(self) -> list[int]:
+        return [i for i in range(len(self.actors)) if not self.done(i) and not self.blocked(i)]
+
+    def _lock_free(self, mode: int) -> bool:
+        if mode == I.LOCK_READ:
+            return self.lock_writer < 0
+        return self.lock_writer < 0 and self.lock_readers == 0
+
+    def _start_op(self, i: int) -> None:
+        a = self.actors[i]
+        if a.op_i >= len(a.ops):
+            return
+        op = a.ops[a.op_i]
+        a.pc = op.entry
+        a.regs = [0] * I.NREGS
+        a.regs[I.IPA] = op.ipa
+        a.regs[I.END] = op.end
+        a.regs[I.WRITE] = op.write
+
+    def _settle(self, i: int) -> None:
+        """Run register-only instructions until the actor rests at a shared one."""
+        self._run(i, shared_done=True)
+
+    def step(self, i: int) -> None:
+        """One micro-step of actor i: exactly one access to shared state."""
+        if not 0 <= i < len(self.actors):
+            raise EngineError(f"no actor {i}")
+        if self.done(i):
+            raise EngineError(f"actor {i} has finished")
+        if self.blocked(i):
+            raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
+        self._run(i, shared_done=False)
+
+    def _run(self, i: int, shared_done: bool) -> None:
+        a = self.actors[i]
+        while a.op_i < len(a.ops):
+            instr = self.code[a.pc]
+            if instr[0] >= I.OP_LOCK:
+                if shared_done:
+                    return
+                shared_done = self._shared(i, a, instr)
+            elif instr[0] == I.OP_END:
+                a.op_i += 1
+                self._flag_last(I.EVF_OP_DONE)
+                self._start_op(i)
+            else:
+                self._local(a, instr)
+
+    def run_round_robin(self, max_steps: int = -1) -> int:
+        """Round-robin in file order, one micro-step each, skipping finished and blocked actors."""
+        steps = 0
+        n = len(self.actors)
+        while not self.all_done() and steps != max_steps:
+            progressed = False
+            for i in range(n):
+                if not self.done(i) and not self.blocked(i):
+                    self.step(i)
+                    steps += 1
+                    progressed = True
+                    if steps == max_steps:
+                        break
+            if not progressed:
+                raise EngineError("deadlock: every unfinished actor is blocked")
+        return steps
+
+    # --- register-only instructions ----------------------------------------------------
+    def _local(self, a: _Actor, instr) -> None:
+        op, x, y, z = instr
+        r, k = a.regs, self.consts
+        a.pc += 1
+        if op == I.OP_MOV:
+            r[x] = r[y]
+        elif op == I.OP_MOVK:
+            r[x] = k[y]
+        elif op == I.OP_AND:
+            r[x] = r[y] & k[z]
+        elif op == I.OP_ANDN:
+            r[x] = r[y] & ~k[z] & 0xFFFF_FFFF_FFFF_FFFF
+        elif op == I.OP_ORR:
+            r[x] = r[y] | k[z]
+        elif op == I.OP_EOR:
+            r[x] = r[y] ^ r[z]
+        elif op == I.OP_ORRR:
+            r[x] = r[y] | r[z]
+        elif op == I.OP_ADDK:
+            r[x] = (r[y] + k[z]) & 0xFFFF_FFFF_FFFF_FFFF
+        elif op == I.OP_BZ:
+            if not r[x] & k[y]:
+                a.pc = z
+        elif op == I.OP_BNZ:
+            if r[x] & k[y]:
+                a.pc = z
+        elif op == I.OP_BEQ:
+            if r[x] == r[y]:
+                a.pc = z
+        elif op == I.OP_BEQK:
+            if r[x] == k[y]:
+                a.pc = z
+        elif op == I.OP_BNEK:
+            if r[x] != k[y]:
+                a.pc = z
+        elif op == I.OP_BLT:
+            if r[x] < r[y]:
+                a.pc = z
+        elif op == I.OP_B:
+            a.pc = x
+        elif op == I.OP_WALK_INIT:
+            r[I.WLEVEL] = self.start_level
+            r[I.WT0 + self.start_level] = B.TABLE_BASE
+            if x:
+                r[I.CUR] = r[I.IPA] & ~(B.PAGE_SIZE - 1)
+        elif op == I.OP_MEMSLOT:
+            r[x] = 0
+            ipa = r[I.IPA]
+            for slot in self.spec.memslots:
+                if slot.ipa <= ipa < slot.end:
+                    base = ipa & ~(slot.leaf_size - 1)
+                    template = k[y] if slot.leaf_size == B.PAGE_SIZE else k[z]
+                    r[x] = template | (slot.pa + base - slot.ipa)
+                    r[I.LEVEL] = B.leaf_level_for_size(slot.leaf_size)
+                    break
+        elif op == I.OP_TLB_IPA_LOCAL:
+            ipa = r[I.IPA]
+            a.tlb = [e for e in a.tlb if not e[0] <= ipa < e[0] + e[1]]
+        else:
+            raise AssertionError(f"unknown local opcode {op}")
+
+    # --- shared instructions: each is one micro-step ------------------------------------
+    def _shared(self, i: int, a: _Actor, instr) -> bool:
+        op, x, y, z = instr
+        r, k = a.regs, self.consts
+        if op == I.OP_LOCK:
+            if not self._lock_free(x):
+                raise EngineError(f"actor {i} reached a held kvm->mmu_lock inside a step")
+            if x == I.LOCK_READ:
+                self.lock_readers += 1
+            else:
+                self.lock_writer = i
+            self._event(i, I.EV_LOCK, detail=x)
+            a.pc += 1
+        elif op == I.OP_UNLOCK:
+            if x == I.LOCK_READ:
+                self.lock_readers -= 1
+            else:
+                self.lock_writer = -1
+            self._event(i, I.EV_UNLOCK, detail=x)
+            a.pc += 1
+        elif op == I.OP_LOAD:
+            value = self.read(r[I.PTR])
+            r[x] = value
+            self._event(i, I.EV_LOAD, r[I.LEVEL], r[I.PTR], self._leaf_ipa(r), value, value)
+            a.pc += 1
+        elif op == I.OP_LDXR:
+            value = self.read(r[I.PTR])
+            r[x] = value
+            a.mon = r[I.PTR]
+            self._event(i, I.EV_LDXR, r[I.LEVEL], r[I.PTR], self._leaf_ipa(r), value, value)
+            a.pc += 1
+        elif op == I.OP_STORE:
+            self._software_write(i, a, r[x], k[y], I.EV_STORE)
+            a.pc += 1
+        elif op == I.OP_STXR:
+            addr = r[I.PTR]
+            if a.mon == addr:
+                a.mon = 0
+                self._software_write(i, a, r[y], k[z], I.EV_STXR_OK)
+                r[x] = 0
+            else:
+                a.mon = 0
+                value = self.read(addr)
+                self._event(i, I.EV_STXR_FAIL, r[I.LEVEL], addr, self._leaf_ipa(r), value, r[y])
+                r[x] = 1
+            a.pc += 1
+        elif op == I.OP_CAS:
+            addr = r[I.PTR]
+            cur = self.read(addr)
+            if cur == r[x]:
+                self._software_write(i, a, r[y], k[z], I.EV_CAS_OK)
+                r[I.STATUS] = 0
+            else:
+                self._event(i, I.EV_CAS_FAIL, r[I.LEVEL], addr, self._leaf_ipa(r), cur, r[y])
+                r[I.STATUS] = 1
+            r[x] = cur
+            a.pc += 1
+        elif op == I.OP_TLBI_IPA:
+            self._tlbi(r[x])
+            self._event(i, I.EV_TLBI, ipa=r[x], detail=0)
+            a.pc += 1
+        elif op == I.OP_TLBI_ALL:
+            self._tlbi(None)
+            self._event(i, I.EV_TLBI, detail=1)
+            a.pc += 1
+        elif op == I.OP_SWALK:
+            return self._swalk(i, a, instr)
+        elif op == I.OP_RWALK:
+            return self._rwalk(i, a, instr)
+        elif op == I.OP_HW_ACCESS:
+            self._hw_access(i, a, instr)
+        else:
+            raise AssertionError(f"unknown shared opcode {op}")
+        return True
+
+    def _leaf_ipa(self, r) -> int:
+        return r[I.EIPA]
+
+    def _software_write(self, i: int, a: _Actor, value: int, meant: int, kind: int) -> None:
+        r = a.regs
+        addr = r[I.PTR]
+        cur = self.read(addr)
+        ipa = self._leaf_ipa(r)
+        self._write(i, addr, value)
+        flags = self._check_store(i, addr, cur, value, meant, r[I.LEVEL], ipa)
+        self._event(i, kind, r[I.LEVEL], addr, ipa, cur, value, flags=flags)
+
+    def _tlbi(self, ipa) -> None:
+        """TLBI IPAS2E1IS / VMALLS12E1IS: broadcast, every vCPU's TLB (and completes the
+        break-before-make of the entries it covers)."""
+        for a in self.actors:
+            if ipa is None:
+                a.tlb = []
+            else:
+                a.tlb = [e for e in a.tlb if not e[0] <= ipa < e[0] + e[1]]
+        if ipa is None:
+            self.pending = []
+        else:
+            self.pending = [e for e in self.pending if not e[2] <= ipa < e[2] + e[3]]
+
+    def _swalk(self, i: int, a: _Actor, instr) -> bool:
+        """OP_SWALK: the kernel's own walk (stage2_get_pmd, pte_offset_kernel)."""
+        _, x, y, z = instr
+        r = a.regs
+        ipa = r[I.IPA]
+        level = r[I.WLEVEL]
+        target = r[I.LEVEL] if z else 3
+        entry = self._entry(r[I.WT0 + level], level, ipa)
+        if level >= target:
+            r[I.PTR], r[I.LEVEL] = entry, level
+            r[I.EIPA] = ipa & ~((1 << B.level_shift(level)) - 1)
+            a.pc += 1
+            return False
+        desc = self.read(entry)
+        base = ipa & ~((1 << B.level_shift(level)) - 1)
+        self._event(i, I.EV_LOAD, level, entry, base, desc, desc)
+        if desc & B.DESC_VALID and desc & B.DESC_TYPE:
+            level += 1
+            r[I.WLEVEL] = level
+            r[I.WT0 + level] = desc & B.OA_MASK
+            if level >= target:
+                r[I.PTR], r[I.LEVEL] = self._entry(desc & B.OA_MASK, level, ipa), level
+                r[I.EIPA] = ipa & ~((1 << B.level_shift(level)) - 1)
+                a.pc += 1
+            return True
+        r[x], r[I.PTR], r[I.LEVEL], r[I.EIPA] = desc, entry, level, base
+        a.pc = a.pc + 1 if _leaf_kind(desc, level) else y
+        return True
+
+    def _rwalk(self, i: int, a: _Actor, instr) -> bool:
+        """OP_RWALK: a range walk reading every entry once (stage2_wp_range's nested loops,
+        kvm_pgtable_walk)."""
+        _, x, y, z = instr
+        r = a.regs
+        cur, end = r[I.CUR], r[z >> 4]
+        if cur >= end:
+            a.pc = y
+            return False
+        level = r[I.WLEVEL]
+        entry = self._entry(r[I.WT0 + level], level, cur)
+        desc = self.read(entry)
+        size = 1 << B.level_shift(level)
+        base = cur & ~(size - 1)
+        self._event(i, I.EV_LOAD, level, entry, base, desc, desc)
+        if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+            r[I.WLEVEL] = level + 1
+            r[I.WT0 + level + 1] = desc & B.OA_MASK
+            return True
+        cur = base + size
+        r[I.CUR] = cur
+        wlevel = level
+        while wlevel > self.start_level and cur % (1 << B.level_shift(wlevel - 1)) == 0:
+            wlevel -= 1
+        r[I.WLEVEL] = wlevel
+        if _leaf_kind(desc, level) or z & I.RWALK_VISIT_INVALID:
+            r[x], r[I.PTR], r[I.LEVEL], r[I.EIPA] = desc, entry, level, base
+            a.pc += 1
+        return True
+
+    # --- the hardware ------------------------------------------------------------------
+    def _evaluate(self, desc: int, write: int):
+        """QEMU ptw.c get_phys_addr_lpae on a leaf: AF (HA), dirty state (HD + DBM), then the
+        permission check on the would-be descriptor. Returns (fault, new descriptor)."""
+        new = desc
+        if not desc & B.AF:
+            if not self.spec.ha:
+                return I.FAULT_ACCESS_FLAG, desc  # Access Flag fault: software manages AF
+            new |= B.AF  # hardware update of the Access Flag (FEAT_HAFDBS, VTCR_EL2.HA)
+        if write and self.spec.hd and desc & B.DBM and not new & B.S2AP_W:
+            new |= B.S2AP_W  # stage-2 dirty state: DBM makes S2AP[1] writable (VTCR_EL2.HD)
+        if not new & (B.S2AP_W if write else B.S2AP_R):
+            return I.FAULT_PERMISSION, desc  # checked before anything is written (ptw.c)
+        return I.FAULT_NONE, new
+
+    def _complete(self, a: _Actor) -> None:
+        a.pc += 1
+        a.regs[I.PHASE] = 0
+
+    def _fill(self, a: _Actor, new: int, level: int, desc_pa: int) -> int:
+        """The TLB caches the translation the walk completed (with the descriptor it wrote)."""
+        if not self.spec.tlb:
+            return 0
+        size = 1 << B.level_shift(level)
+        base = a.regs[I.IPA] & ~(size - 1)
+        a.tlb = [e for e in a.tlb if e[0] != base]
+        if len(a.tlb) >= I.TLB_ENTRIES:
+            a.tlb.pop(0)
+        a.tlb.append((base, size, new, desc_pa))
+        return I.EVF_TLB_FILL
+
+    def _fault(self, a: _Actor, fault: int) -> None:
+        a.regs[I.STATUS] = fault
+        a.regs[I.PHASE] = 0
+        a.pc = self.code[a.pc][2]
+
+    def _hw_access(self, i: int, a: _Actor, instr) -> None:
+        r = a.regs
+        ipa, write = r[I.IPA], r[I.WRITE]
+        if r[I.PHASE] == 0:
+            if self.spec.tlb:
+                for base, size, desc, desc_pa in a.tlb:
+                    if base <= ipa < base + size:
+                        level = {B.PAGE_SIZE: 3, 1 << B.LEVEL_SHIFT_2: 2}.get(size, 1)
+                        if desc & (B.S2AP_W if write else B.S2AP_R):
+                            self._event(i, I.EV_TLB_HIT, level, desc_pa, base, desc, desc)
+                            self._complete(a)
+                            return
+                        if not (write and self.spec.hd and desc & B.DBM):
+                            self._event(
+                                i,
+                                I.EV_FAULT,
+                                level,
+                                desc_pa,
+                                base,
+                                desc,
+                                desc,
+                                detail=I.FAULT_PERMISSION,
+                            )
+                            self._fault(a, I.FAULT_PERMISSION)
+                            return
+                        break  # DBM-managed: walk to set the dirty state
+            r[I.WLEVEL] = self.start_level
+            r[I.WT0 + self.start_level] = B.TABLE_BASE
+            r[I.PHASE] = 1
+        if r[I.PHASE] == 1:
+            level = r[I.WLEVEL]
+            entry = self._entry(r[I.WT0 + level], level, ipa)
+            desc = self.read(entry)
+            base = ipa & ~((1 << B.level_shift(level)) - 1)
+            if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+                r[I.WLEVEL] = level + 1
+                r[I.WT0 + level + 1] = desc & B.OA_MASK
+                self._event(i, I.EV_WALK, level, entry, base, desc, desc)
+                return
+            if not _leaf_kind(desc, level):
+                self._event(
+                    i, I.EV_FAULT, level, entry, base, desc, desc, detail=I.FAULT_TRANSLATION
+                )
+                self._fault(a, I.FAULT_TRANSLATION)
+                return
+            fault, new = self._evaluate(desc, write)
+            if fault:
+                self._event(i, I.EV_FAULT, level, entry, base, desc, desc, detail=fault)
+                self._fault(a, fault)
+                return
+            r[I.PTR], r[I.LEVEL] = entry, level
+            if new == desc:
+                flags = self._fill(a, new, level, entry)
+                self._event(i, I.EV_WALK, level, entry, base, desc, desc, flags=flags)
+                self._complete(a)
+                return
+            r[I.HWOLD], r[I.HWNEW], r[I.PHASE] = desc, new, 2
+            self._event(i, I.EV_WALK, level, entry, base, desc, desc)
+            return
+        # PHASE 2: the atomic update (arm_casq_ptw); on a mismatch, restart the descriptor
+        # evaluation from the value now in memory (Arm ARM I_YZSVV).
+        entry, level = r[I.PTR], r[I.LEVEL]
+        base = ipa & ~((1 << B.level_shift(level)) - 1)
+        cur = self.read(entry)
+        if cur == r[I.HWOLD]:
+            self._write(i, entry, r[I.HWNEW])
+            flags = self._fill(a, r[I.HWNEW], level, entry)
+            self._event(i, I.EV_HW_UPDATE, level, entry, base, cur, r[I.HWNEW], flags=flags)
+            self._complete(a)
+            return
+        if not _leaf_kind(cur, level):
+            fault, new = I.FAULT_TRANSLATION, cur
+        else:
+            fault, new = self._evaluate(cur, write)
+        if fault:
+            self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur, detail=fault)
+            self._fault(a, fault)
+            return
+        if new == cur:
+            flags = self._fill(a, new, level, entry)
+            self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur, flags=flags)
+            self._complete(a)
+            return
+        self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur)
+        r[I.HWOLD], r[I.HWNEW] = cur, new
+
+    # --- exploration support -----------------------------------------------------------
+    def save(self) -> int:
+        self._marks.append(self._state_copy())
+        return len(self._marks) - 1
+
+    def restore(self, mark: int) -> None:
+        del self._marks[mark + 1 :]
+        (
+            mem,
+            actors,
+            self.lock_writer,
+            self.lock_readers,
+            pending,
+            self.viol_mask,
+            nviol,
+            self.seq,
+            nevents,
+        ) = self._marks[mark]
+        self.mem = list(mem)
+        self.actors = [x.copy() for x in actors]
+        self.pending = list(pending)
+        del self.violations[nviol:]
+        del self.events[nevents:]
+
+    def release(self, mark: int) -> None:
+        del self._marks[mark:]
+
+    def _state_copy(self):
+        return (
+            list(self.mem),
+            [x.copy() for x in self.actors],
+            self.lock_writer,
+            self.lock_readers,
+            list(self.pending),
+            self.viol_mask,
+            len(self.violations),
+            self.seq,
+            len(self.events),
+        )
+
+    def state_key(self) -> bytes:
+        """Identifies the machine state for de-duplication (not the sequence number)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(struct.pack(f"<{len(self.mem)}Q", *self.mem))
+        h.update(
+            repr(
+                (
+                    tuple(a.state() for a in self.actors),
+                    self.lock_writer,
+                    self.lock_readers,
+                    tuple(self.pending),
+                    self.viol_mask,
+                )
+            ).encode()
+        )
+        return h.digest()
+
+    def mem_array(self):
+        from array import array
+
+        return array("Q", self.mem)
+
+    def lock_holder(self):
+        return self.lock_writer, self.lock_readers
+
+    def actor_view(self, i: int) -> dict:
+        a = self.actors[i]
+        return {
+            "op_i": a.op_i,
+            "pc": a.pc,
+            "regs": list(a.regs),
+            "monitor": a.mon,
+            "tlb": [tuple(e) for e in a.tlb],
+        }
+
+    def event_tuples(self, start: int = 0) -> list[tuple]:
+        return [tuple(e) for e in self.events[start:]]
