@@ -24,15 +24,15 @@ run: setup
 	$(BIN)/python -m engine explore scenarios/seed_race_seed.toml
 
 test: setup
-	$(BIN)/ruff check engine ptviz tests
+	$(BIN)/ruff check engine tests
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python -m engine.bench
 
 lint: setup
-	$(BIN)/ruff check engine ptviz tests
-	$(BIN)/ruff format --check engine ptviz tests
+	$(BIN)/ruff check engine tests
+	$(BIN)/ruff format --check engine tests
 
 clean:
 	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_bits.h
