@@ -14,6 +14,9 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+from dataclasses import astuple
+
+from .spec import OpSpec
 from .twin import EngineError
 
 cdef extern from "_bits.h":
@@ -54,7 +57,7 @@ ctypedef struct TlbEntry:
     uint64_t desc
     uint64_t desc_pa
 
-ctypedef struct OpSpec:
+ctypedef struct COp:
     int32_t entry
     uint64_t ipa
     uint64_t end
@@ -149,7 +152,7 @@ cdef class Machine:
     cdef Py_ssize_t nslots
     cdef Actor *act
     cdef readonly int n_actors
-    cdef OpSpec *ops
+    cdef COp *ops
     cdef Instr *code
     cdef uint64_t *consts
     cdef Memslot *memslots
@@ -173,6 +176,7 @@ cdef class Machine:
     cdef uint64_t *undo
     cdef Py_ssize_t n_undo, cap_undo
     cdef list marks
+    cdef list _op_texts  # per actor: the OpSpec objects (names and texts for views)
 
 
     engine = "cython"
@@ -223,8 +227,9 @@ cdef class Machine:
         self.act = <Actor *>malloc(max(1, self.n_actors) * sizeof(Actor))
         memset(self.act, 0, max(1, self.n_actors) * sizeof(Actor))
         nops = sum(len(a.ops) for a in spec.actors)
-        self.ops = <OpSpec *>malloc(max(1, nops) * sizeof(OpSpec))
+        self.ops = <COp *>malloc(max(1, nops) * sizeof(COp))
         j = 0
+        self._op_texts = [list(a.ops) for a in spec.actors]
         for k, a in enumerate(spec.actors):
             self.act[k].kind = a.kind
             self.act[k].n_ops = len(a.ops)
@@ -440,11 +445,15 @@ cdef class Machine:
     def actors(self):
         return self.spec.actors
 
+    def ops_of(self, int i):
+        """The OpSpecs of actor i (injected ones included)."""
+        return list(self._op_texts[i])
+
     cdef void _start_op(self, int i) noexcept nogil:
         cdef Actor *a = &self.act[i]
         if a.op_i >= a.n_ops:
             return
-        cdef OpSpec *op = &self.ops[a.op_base + a.op_i]
+        cdef COp *op = &self.ops[a.op_base + a.op_i]
         a.pc = op.entry
         memset(a.regs, 0, sizeof(a.regs))
         a.regs[PT_IPA] = op.ipa
@@ -940,6 +949,175 @@ cdef class Machine:
         a = fnv(a, <unsigned char *>self.pending, self.n_pending * sizeof(Pending))
         b ^= a * <uint64_t>0x9E3779B97F4A7C15ULL
         return a.to_bytes(8, "little") + b.to_bytes(8, "little")
+
+    # --- live sessions: injected operations, snapshots, table views ------------------------
+    cdef list _op_specs(self, int i):
+        cdef Actor *a = &self.act[i]
+        cdef COp *op
+        out = []
+        for k in range(a.n_ops):
+            op = &self.ops[a.op_base + k]
+            out.append((op.entry, op.ipa, op.end, op.write))
+        return out
+
+    cdef int _set_ops(self, list per_actor) except -1:
+        """Rebuild the flat op array from [(entry, ipa, end, write), ...] per actor."""
+        cdef Py_ssize_t total = sum(len(x) for x in per_actor), j = 0
+        cdef COp *ops = <COp *>malloc(max(1, total) * sizeof(COp))
+        if ops == NULL:
+            raise MemoryError()
+        for i, specs in enumerate(per_actor):
+            self.act[i].op_base = j
+            self.act[i].n_ops = len(specs)
+            for entry, ipa, end, write in specs:
+                ops[j].entry = entry
+                ops[j].ipa = ipa
+                ops[j].end = end
+                ops[j].write = write
+                j += 1
+        free(self.ops)
+        self.ops = ops
+        return 0
+
+    def append_op(self, int i, op):
+        """Queue one more operation (an OpSpec) on actor i; a finished actor starts it."""
+        if not 0 <= i < self.n_actors:
+            raise EngineError(f"no actor {i}")
+        cdef bint was_done = self._done(i)
+        per_actor = [self._op_specs(k) for k in range(self.n_actors)]
+        per_actor[i].append((op.entry, op.ipa, op.end, op.write))
+        self._set_ops(per_actor)
+        self._op_texts[i].append(op)
+        if was_done:
+            self._start_op(i)
+            self._run(i, True)
+
+    def get_state(self):
+        """Everything that determines the future (engine/snapshot.py packs it); the same
+        structure as the twin's get_state."""
+        cdef Actor *a
+        cdef Py_ssize_t k
+        actors = []
+        for i in range(self.n_actors):
+            a = &self.act[i]
+            actors.append({
+                "ops": [list(astuple(op)) for op in self._op_texts[i]],
+                "op_i": a.op_i,
+                "pc": a.pc,
+                "regs": [a.regs[k] for k in range(NR)],
+                "mon": a.mon,
+                "tlb": [[a.tlb[t].base, a.tlb[t].size, a.tlb[t].desc, a.tlb[t].desc_pa]
+                        for t in range(a.tlb_n)],
+            })
+        return {
+            "mem": PyBytes_FromStringAndSize(<char *>self.mem, self.nslots * 8),
+            "actors": actors,
+            "lock_writer": self.lock_writer,
+            "lock_readers": self.lock_readers,
+            "pending": [[self.pending[k].addr, self.pending[k].old, self.pending[k].ipa,
+                         self.pending[k].size] for k in range(self.n_pending)],
+            "viol_mask": self.viol_mask,
+            "violations": [list(v) for v in self.violations],
+            "seq": self.seq,
+        }
+
+    def set_state(self, dict state):
+        cdef const unsigned char[:] mem = state["mem"]
+        cdef Actor *a
+        cdef Py_ssize_t k
+        if mem.shape[0] != self.nslots * 8:
+            raise EngineError("snapshot table memory does not match this scenario")
+        if len(state["actors"]) != self.n_actors:
+            raise EngineError("snapshot actors do not match this scenario")
+        if self.nslots:
+            memcpy(self.mem, &mem[0], self.nslots * 8)
+        self.h1 = 0
+        self.h2 = 0
+        for k in range(self.nslots):
+            self.h1 ^= mix(k, self.mem[k], 0)
+            self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
+        self._op_texts = [[OpSpec(*op) for op in st["ops"]] for st in state["actors"]]
+        self._set_ops([[(op.entry, op.ipa, op.end, op.write) for op in ops]
+                       for ops in self._op_texts])
+        for i, st in enumerate(state["actors"]):
+            a = &self.act[i]
+            a.op_i = st["op_i"]
+            a.pc = st["pc"]
+            for k in range(NR):
+                a.regs[k] = st["regs"][k]
+            a.mon = st["mon"]
+            if len(st["tlb"]) > NTLB:
+                raise EngineError("snapshot TLB larger than the model's")
+            a.tlb_n = len(st["tlb"])
+            for k, (base, size, desc, desc_pa) in enumerate(st["tlb"]):
+                a.tlb[k].base = base
+                a.tlb[k].size = size
+                a.tlb[k].desc = desc
+                a.tlb[k].desc_pa = desc_pa
+        self.lock_writer = state["lock_writer"]
+        self.lock_readers = state["lock_readers"]
+        self.n_pending = 0
+        for addr, old, ipa, size in state["pending"]:
+            if self.n_pending == self.cap_pending:
+                self.cap_pending *= 2
+                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
+            self.pending[self.n_pending].addr = addr
+            self.pending[self.n_pending].old = old
+            self.pending[self.n_pending].ipa = ipa
+            self.pending[self.n_pending].size = size
+            self.n_pending += 1
+        self.viol_mask = state["viol_mask"]
+        self.n_viols = 0
+        for check, seq, actor, op_i, ipa, bits in state["violations"]:
+            if self.n_viols == self.cap_viols:
+                self.cap_viols *= 2
+                self.viols = <Violation *>realloc(self.viols, self.cap_viols * sizeof(Violation))
+            self.viols[self.n_viols].check = check
+            self.viols[self.n_viols].seq = seq
+            self.viols[self.n_viols].actor = actor
+            self.viols[self.n_viols].op_i = op_i
+            self.viols[self.n_viols].ipa = ipa
+            self.viols[self.n_viols].bits = bits
+            self.n_viols += 1
+        self.seq = state["seq"]
+        self.n_events = 0
+        self.marks = []
+        self.n_undo = 0
+
+    def subtree_counts(self, uint64_t table_pa, int level, Py_ssize_t entries=512):
+        """(leaves, young, read-only, dirty, invalid) over the subtree of a table (twin:
+        subtree_counts): the counters a collapsed table shows."""
+        cdef uint64_t c[5]
+        cdef Py_ssize_t first = (table_pa - PT_TABLE_BASE) >> 3
+        if table_pa < PT_TABLE_BASE or first + entries > self.nslots:
+            raise IndexError(f"no table at {table_pa:#x}")
+        memset(c, 0, sizeof(c))
+        self._count(table_pa, level, entries, c)
+        return (c[0], c[1], c[2], c[3], c[4])
+
+    cdef void _count(self, uint64_t table_pa, int level, Py_ssize_t entries, uint64_t *c) noexcept nogil:
+        cdef Py_ssize_t k, first = (table_pa - PT_TABLE_BASE) >> 3
+        cdef uint64_t d
+        for k in range(entries):
+            d = self.mem[first + k]
+            if level < 3 and (d & PT_DESC_VALID) and (d & PT_DESC_TYPE):
+                self._count(d & PT_OA_MASK, level + 1, 512, c)
+            elif leaf_kind(d, level):
+                c[0] += 1
+                if d & PT_AF:
+                    c[1] += 1
+                if (d & (PT_S2AP_R | PT_S2AP_W)) == PT_S2AP_R:
+                    c[2] += 1
+                if (d & PT_DBM) and (d & PT_S2AP_W):
+                    c[3] += 1
+            else:
+                c[4] += 1
+
+    def table(self, uint64_t table_pa, Py_ssize_t entries=512):
+        cdef Py_ssize_t first = (table_pa - PT_TABLE_BASE) >> 3
+        if table_pa < PT_TABLE_BASE or first + entries > self.nslots:
+            raise IndexError(f"no table at {table_pa:#x}")
+        return [self.mem[first + k] for k in range(entries)]
 
     # --- views -------------------------------------------------------------------------
     def mem_array(self):

@@ -81,7 +81,40 @@ class Program:
             instr[1 + position] = self._labels[name]
             self.code[index] = tuple(instr)
         self._fixups.clear()
+        self.lock_held = self._lock_held()
         return self
+
+    def successors(self, pc: int) -> list[int]:
+        op, a, b, c = self.code[pc]
+        if op == I.OP_END:
+            return []
+        if op == I.OP_B:
+            return [a]
+        if op in (I.OP_BZ, I.OP_BNZ, I.OP_BEQ, I.OP_BEQK, I.OP_BNEK, I.OP_BLT):
+            return [pc + 1, c]
+        if op in (I.OP_SWALK, I.OP_RWALK, I.OP_HW_ACCESS):
+            return [pc, pc + 1, b]
+        return [pc + 1]
+
+    def _lock_held(self) -> list[int]:
+        """The kvm->mmu_lock mode an actor holds at each pc (-1: none), by data flow from
+        every op's entry; a path that could reach a pc holding the lock differently is a bug
+        in a program."""
+        held = [None] * len(self.code)
+        work = [(entry, -1) for entry in self.entries.values()]
+        while work:
+            pc, mode = work.pop()
+            if held[pc] is not None:
+                assert held[pc] == mode, (
+                    f"{self.kernel}: pc {pc} reached with lock {held[pc]} and {mode}"
+                )
+                continue
+            held[pc] = mode
+            op, a, _, _ = self.code[pc]
+            after = a if op == I.OP_LOCK else -1 if op == I.OP_UNLOCK else mode
+            assert op != I.OP_END or mode == -1, f"{self.kernel}: pc {pc} ends holding the lock"
+            work.extend((nxt, after) for nxt in self.successors(pc))
+        return [-1 if h is None else h for h in held]
 
 
 # ---------------------------------------------------------------------------------------

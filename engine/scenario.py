@@ -611,6 +611,13 @@ class _Parser:
 # --- entry points -----------------------------------------------------------------------
 
 
+def parse_op(text: str, kind: str, ipa_bits: int, path: str = "<input>", where: str = "op") -> Op:
+    """One operation string for an actor of `kind` (a live session's injected operation)."""
+    parser = _Parser(path)
+    parser.ipa_bits = ipa_bits
+    return parser.op(text, kind, where)
+
+
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     """Parse and validate scenario TOML text; `path` names it in error messages."""
     return _Parser(str(path)).scenario(text)

@@ -13,7 +13,7 @@ from . import bits as B
 from . import isa as I
 from .layout import Geometry, Image, Memslot, build_image
 from .programs import PROGRAMS, Program
-from .scenario import Scenario, ScenarioError
+from .scenario import Op, Scenario, ScenarioError
 
 FIXED_IPA_KERNELS = ("v4.6", "seed")  # KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20
 
@@ -73,6 +73,13 @@ def walk_image(mem, geometry: Geometry, ipa: int) -> tuple[int, int, int]:
             level += 1
             continue
         return desc, level, desc_pa
+
+
+def op_spec(program: Program, op: Op) -> OpSpec:
+    """An operation as a core runs it; no SIZE means "the one leaf at IPA" (end = ipa + 1)."""
+    ipa = op.ipa or 0
+    end = ipa + op.size if op.size else ipa + 1
+    return OpSpec(op.name, program.entries[op.name], ipa, end, int(op.name == "write"), op.text)
 
 
 def build_spec(scenario: Scenario) -> MachineSpec:

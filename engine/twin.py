@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from array import array
+from dataclasses import astuple
 
 from . import bits as B
 from . import isa as I
-from .spec import MachineSpec
+from .spec import MachineSpec, OpSpec
 
 
 class EngineError(Exception):
@@ -625,6 +627,87 @@ class Machine:
 
     def lock_holder(self):
         return self.lock_writer, self.lock_readers
+
+    # --- live sessions: injected operations, snapshots, table views ------------------------
+    def append_op(self, i: int, op) -> None:
+        """Queue one more operation (an OpSpec) on actor i; a finished actor starts it."""
+        a = self.actors[i]
+        was_done = self.done(i)
+        a.ops = (*a.ops, op)
+        if was_done:
+            self._start_op(i)
+            self._settle(i)
+
+    def get_state(self) -> dict:
+        """Everything that determines the future (engine/snapshot.py packs it)."""
+        return {
+            "mem": array("Q", self.mem).tobytes(),
+            "actors": [
+                {
+                    "ops": [list(astuple(op)) for op in a.ops],
+                    "op_i": a.op_i,
+                    "pc": a.pc,
+                    "regs": list(a.regs),
+                    "mon": a.mon,
+                    "tlb": [list(e) for e in a.tlb],
+                }
+                for a in self.actors
+            ],
+            "lock_writer": self.lock_writer,
+            "lock_readers": self.lock_readers,
+            "pending": [list(e) for e in self.pending],
+            "viol_mask": self.viol_mask,
+            "violations": [list(v) for v in self.violations],
+            "seq": self.seq,
+        }
+
+    def set_state(self, state: dict) -> None:
+        mem = array("Q")
+        mem.frombytes(state["mem"])
+        if len(mem) != len(self.mem):
+            raise EngineError("snapshot table memory does not match this scenario")
+        if len(state["actors"]) != len(self.actors):
+            raise EngineError("snapshot actors do not match this scenario")
+        self.mem = list(mem)
+        for a, st in zip(self.actors, state["actors"], strict=True):
+            a.ops = tuple(OpSpec(*op) for op in st["ops"])
+            a.op_i, a.pc, a.regs, a.mon = st["op_i"], st["pc"], list(st["regs"]), st["mon"]
+            a.tlb = [tuple(e) for e in st["tlb"]]
+        self.lock_writer, self.lock_readers = state["lock_writer"], state["lock_readers"]
+        self.pending = [tuple(e) for e in state["pending"]]
+        self.viol_mask = state["viol_mask"]
+        self.violations = [tuple(v) for v in state["violations"]]
+        self.seq = state["seq"]
+        self.events = []
+        self._marks = []
+
+    def ops_of(self, i: int) -> list:
+        """The OpSpecs of actor i (injected ones included)."""
+        return list(self.actors[i].ops)
+
+    def subtree_counts(self, table_pa: int, level: int, entries: int = B.PTRS_PER_TABLE):
+        """(leaves, young, read-only, dirty, invalid) over the subtree of a table: the
+        counters a collapsed table shows (dirty: DBM set and S2AP[1] writable)."""
+        counts = [0] * 5
+        for d in self.table(table_pa, entries):
+            if level < 3 and d & B.DESC_VALID and d & B.DESC_TYPE:
+                sub = self.subtree_counts(d & B.OA_MASK, level + 1)
+                counts = [x + y for x, y in zip(counts, sub, strict=True)]
+            elif _leaf_kind(d, level):
+                counts[0] += 1
+                counts[1] += bool(d & B.AF)
+                counts[2] += (d & B.S2AP_MASK) == B.S2AP_R
+                counts[3] += bool(d & B.DBM and d & B.S2AP_W)
+            else:
+                counts[4] += 1
+        return tuple(counts)
+
+    def clear_events(self) -> None:
+        self.events = []
+
+    def table(self, table_pa: int, entries: int = B.PTRS_PER_TABLE) -> list[int]:
+        first = (table_pa - B.TABLE_BASE) >> 3
+        return self.mem[first : first + entries]
 
     def actor_view(self, i: int) -> dict:
         a = self.actors[i]

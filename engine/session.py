@@ -1,0 +1,374 @@
+"""A live debugging session: a scenario, the decisions taken on it, and the machine.
+
+The machine's state after N decisions is a pure function of (scenario, first N decisions)
+(DESIGN.md, "One currency"), so a session is recorded as its scenario text plus its
+decisions: ("step", actor) runs one micro-step, ("inject", actor, "op text") queues an
+operation. Snapshots every `snapshot_every` decisions make seeking and stepping back cheap;
+each carries the state hash that verifies a replay. Nothing here knows about Django.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from . import bits as B
+from . import isa as I
+from .core import new_machine
+from .decode import decode
+from .report import event_json, hexs
+from .scenario import Scenario, ScenarioError, parse_op, parse_scenario
+from .snapshot import pack, state_hash, unpack
+from .spec import MachineSpec, build_spec, op_spec
+from .twin import EngineError
+
+RECORDING_FORMAT = "ptviz-recording/1"
+
+
+class ReplayError(EngineError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    position: int
+    snapshot: bytes
+    hash: str
+
+
+@dataclass
+class LiveSession:
+    scenario_text: str
+    engine: str = "cython"
+    snapshot_every: int = 256
+    path: str = "<scenario>"
+    decisions: list[list] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.scenario: Scenario = parse_scenario(self.scenario_text, self.path)
+        self.spec: MachineSpec = build_spec(self.scenario)
+        self.names = self.spec.actor_names
+        self.kinds = [a.kind for a in self.scenario.actors]
+        self.machine = new_machine(self.spec, self.engine)
+        self.position = 0
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self._checkpoint()
+        todo, self.decisions = self.decisions, []
+        for decision in todo:
+            self.apply(decision)
+
+    # --- decisions -----------------------------------------------------------------------
+    def actor_index(self, actor: int | str) -> int:
+        if isinstance(actor, str):
+            if actor not in self.names:
+                raise EngineError(f"no actor {actor!r}; actors are {', '.join(self.names)}")
+            return self.names.index(actor)
+        if not 0 <= actor < len(self.names):
+            raise EngineError(f"no actor {actor}")
+        return actor
+
+    def apply(self, decision: list) -> None:
+        """Take one decision at the current position (a redo tail past it is dropped)."""
+        kind = decision[0]
+        actor = self.actor_index(decision[1])
+        if kind == "step":
+            m = self.machine
+            if m.done(actor):
+                raise EngineError(f"{self.names[actor]} has finished its operations")
+            if m.blocked(actor):
+                raise EngineError(f"{self.names[actor]} is blocked on kvm->mmu_lock")
+            m.step(actor)
+            record = ["step", actor]
+        elif kind == "inject":
+            text = str(decision[2])
+            try:
+                op = parse_op(
+                    text,
+                    self.kinds[actor],
+                    self.scenario.machine.ipa_bits,
+                    path=self.names[actor],
+                    where="inject",
+                )
+            except ScenarioError as exc:
+                raise EngineError(str(exc)) from None
+            self.machine.append_op(actor, op_spec(self.spec.program, op))
+            record = ["inject", actor, op.text]
+        else:
+            raise EngineError(f"unknown decision {kind!r}")
+        del self.decisions[self.position :]
+        for pos in [p for p in self.checkpoints if p > self.position]:
+            del self.checkpoints[pos]
+        self.decisions.append(record)
+        self.position += 1
+        if self.position % self.snapshot_every == 0:
+            self._checkpoint()
+
+    def step(self, actor: int | str) -> None:
+        self.apply(["step", actor])
+
+    def inject(self, actor: int | str, op_text: str) -> None:
+        self.apply(["inject", actor, op_text])
+
+    def run(self, max_steps: int, mode: str = "round_robin", seed: int = 0) -> int:
+        """Up to max_steps micro-steps: round-robin in file order, or seeded random choice
+        among the enabled actors. Each step is recorded, so replays need no RNG."""
+        rng = random.Random(seed)
+        steps = 0
+        turn = 0
+        while steps < max_steps:
+            enabled = self.machine.enabled()
+            if not enabled:
+                break
+            if mode == "random":
+                actor = rng.choice(enabled)
+            else:
+                n = len(self.names)
+                actor = next(i % n for i in range(turn, turn + n) if i % n in enabled)
+                turn = actor + 1
+            self.step(actor)
+            steps += 1
+        return steps
+
+    # --- time travel -------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        data = pack(self.machine.get_state())
+        self.checkpoints[self.position] = Checkpoint(self.position, data, state_hash(data))
+
+    def seek(self, position: int) -> None:
+        """Go to the state after `position` decisions, by restoring the nearest snapshot at
+        or before it and re-executing the decisions after it (deterministic)."""
+        if not 0 <= position <= len(self.decisions):
+            raise EngineError(f"position {position} is outside 0..{len(self.decisions)}")
+        base = max(p for p in self.checkpoints if p <= position)
+        self.machine.set_state(unpack(self.checkpoints[base].snapshot))
+        decisions = self.decisions
+        self.position = base
+        for decision in decisions[base:position]:
+            self._replay(decision)
+        self.position = position
+
+    def _replay(self, decision: list) -> None:
+        if decision[0] == "step":
+            self.machine.step(decision[1])
+        else:
+            op = parse_op(decision[2], self.kinds[decision[1]], self.scenario.machine.ipa_bits)
+            self.machine.append_op(decision[1], op_spec(self.spec.program, op))
+        self.position += 1
+
+    def back(self, n: int = 1) -> None:
+        self.seek(max(0, self.position - n))
+
+    def state_hash(self) -> str:
+        return state_hash(pack(self.machine.get_state()))
+
+    # --- recordings --------------------------------------------------------------------------
+    def export(self) -> dict:
+        """The recording: scenario text and decisions, with verified checkpoint hashes."""
+        return {
+            "format": RECORDING_FORMAT,
+            "scenario": self.scenario_text,
+            "decisions": [list(d) for d in self.decisions],
+            "checkpoints": [
+                {"position": c.position, "hash": c.hash}
+                for c in sorted(self.checkpoints.values(), key=lambda c: c.position)
+                if c.position <= len(self.decisions)
+            ],
+            "final_hash": self._final_hash(),
+        }
+
+    def _final_hash(self) -> str:
+        here = self.position
+        if here != len(self.decisions):
+            self.seek(len(self.decisions))
+        digest = self.state_hash()
+        if here != len(self.decisions):
+            self.seek(here)
+        return digest
+
+    @classmethod
+    def from_recording(cls, rec: dict, engine: str = "cython", snapshot_every: int = 256):
+        """Replay a recording exactly; every checkpoint hash must match."""
+        if not isinstance(rec, dict) or rec.get("format") != RECORDING_FORMAT:
+            raise ReplayError(f"not a {RECORDING_FORMAT} recording")
+        decisions = rec.get("decisions")
+        if not isinstance(decisions, list):
+            raise ReplayError("recording: 'decisions' must be a list")
+        session = cls(str(rec.get("scenario", "")), engine=engine, snapshot_every=snapshot_every)
+        expected = {c["position"]: c["hash"] for c in rec.get("checkpoints", [])}
+        for n, decision in enumerate(decisions):
+            if not isinstance(decision, list) or len(decision) < 2:
+                raise ReplayError(f"recording: decision {n} is malformed: {decision!r}")
+            try:
+                session.apply(decision)
+            except EngineError as exc:
+                raise ReplayError(
+                    f"recording: decision {n} ({decision!r}) cannot be taken: {exc}"
+                ) from None
+            want = expected.get(session.position)
+            if want and session.state_hash() != want:
+                raise ReplayError(
+                    f"recording: the state hash differs at position {session.position}"
+                )
+        final = rec.get("final_hash")
+        if final and session.state_hash() != final:
+            raise ReplayError("recording: the final state hash differs")
+        return session
+
+    # --- views -------------------------------------------------------------------------------
+    def events(self, drain: bool = True) -> list[dict]:
+        """Event records produced since the last drain, as JSON objects."""
+        out = [event_json(self.spec, e) for e in self.machine.event_tuples()]
+        if drain:
+            self.machine.clear_events()
+        return out
+
+    def actors_view(self) -> list[dict]:
+        m = self.machine
+        writer, readers = m.lock_holder()
+        out = []
+        for i, name in enumerate(self.names):
+            v = m.actor_view(i)
+            ops = m.ops_of(i)
+            done = m.done(i)
+            out.append(
+                {
+                    "name": name,
+                    "kind": self.kinds[i],
+                    "ops": [op.text for op in ops],
+                    "op_index": v["op_i"],
+                    "op": None if done else ops[v["op_i"]].text,
+                    "done": done,
+                    "blocked": m.blocked(i),
+                    "at": None if done else self.spec.program.lines[v["pc"]],
+                    "pc": v["pc"],
+                    "regs": {name_: hexs(v["regs"][r]) for name_, r in REG_NAMES},
+                    "monitor": hexs(v["monitor"]) if v["monitor"] else None,
+                    "tlb": [
+                        {"ipa": hexs(b), "size": s, "desc": hexs(d), "addr": hexs(pa)}
+                        for b, s, d, pa in v["tlb"]
+                    ],
+                    "holds_lock": None
+                    if done or self.spec.program.lock_held[v["pc"]] < 0
+                    else I.LOCK_MODE_NAMES[self.spec.program.lock_held[v["pc"]]],
+                }
+            )
+        return out
+
+    def lock_view(self) -> dict:
+        writer, readers = self.machine.lock_holder()
+        kernel = self.scenario.kernel
+        return {
+            "kind": "rwlock" if kernel == "v6.6" else "spinlock",
+            "writer": self.names[writer] if writer >= 0 else None,
+            "readers": readers,
+        }
+
+    def table_view(self, table_pa: int, level: int) -> dict:
+        """One table's entries, decoded; table entries carry their subtree counters."""
+        g = self.spec.geometry
+        entries = g.start_entries if level == g.start_level else B.PTRS_PER_TABLE
+        if level == g.start_level and table_pa != B.TABLE_BASE:
+            raise EngineError(f"the start-level table is at {hexs(B.TABLE_BASE)}")
+        values = self.machine.table(table_pa, entries)
+        shift = B.level_shift(level)
+        base_ipa = self._table_ipa(table_pa, level)
+        rows = []
+        for index, raw in enumerate(values):
+            if not raw:
+                continue
+            row = {
+                "index": index,
+                "ipa": hexs(base_ipa + (index << shift)),
+                "addr": hexs(table_pa + 8 * index),
+                "decoded": decode(raw, level),
+            }
+            if level < 3 and raw & B.DESC_VALID and raw & B.DESC_TYPE:
+                row["counts"] = counts_json(self.machine.subtree_counts(raw & B.OA_MASK, level + 1))
+            rows.append(row)
+        return {
+            "table": hexs(table_pa),
+            "level": level,
+            "entries": entries,
+            "ipa": hexs(base_ipa),
+            "size": 1 << shift,
+            "rows": rows,
+        }
+
+    def _table_ipa(self, table_pa: int, level: int) -> int:
+        """The IPA a table starts at (found by walking from the start level)."""
+        g = self.spec.geometry
+        if level == g.start_level:
+            return 0
+        stack = [(B.TABLE_BASE, g.start_level, 0, g.start_entries)]
+        while stack:
+            pa, lvl, ipa, n = stack.pop()
+            for index, raw in enumerate(self.machine.table(pa, n)):
+                if lvl < level - 1 and raw & B.DESC_VALID and raw & B.DESC_TYPE:
+                    stack.append(
+                        (
+                            raw & B.OA_MASK,
+                            lvl + 1,
+                            ipa + (index << B.level_shift(lvl)),
+                            B.PTRS_PER_TABLE,
+                        )
+                    )
+                elif (
+                    lvl == level - 1
+                    and raw & B.DESC_VALID
+                    and raw & B.DESC_TYPE
+                    and raw & B.OA_MASK == table_pa
+                ):
+                    return ipa + (index << B.level_shift(lvl))
+        raise EngineError(f"no level-{level} table at {hexs(table_pa)}")
+
+    def machine_view(self) -> dict:
+        sc = self.scenario
+        g = self.spec.geometry
+        return {
+            "name": sc.name,
+            "kernel": sc.kernel,
+            "hafdbs": sc.machine.hafdbs,
+            "ha": self.spec.ha,
+            "hd": self.spec.hd,
+            "ipa_bits": sc.machine.ipa_bits,
+            "tlb": sc.machine.tlb,
+            "vtcr_el2": hexs(self.spec.vtcr),
+            "vttbr_el2": hexs(g.vttbr),
+            "start_level": g.start_level,
+            "start_tables": g.concat,
+            "start_entries": g.start_entries,
+            "root": hexs(B.TABLE_BASE),
+            "counts": counts_json(
+                self.machine.subtree_counts(B.TABLE_BASE, g.start_level, g.start_entries)
+            ),
+        }
+
+    def violations(self) -> list[dict]:
+        return [
+            {
+                "check": I.CHECK_NAMES[c],
+                "seq": seq,
+                "actor": self.names[a],
+                "op_index": op_i,
+                "ipa": hexs(ipa),
+                "bits": B.lost_bit_names(bits),
+            }
+            for c, seq, a, op_i, ipa, bits in self.machine.violations
+        ]
+
+
+REG_NAMES = (
+    ("x0", I.R0),
+    ("x1", I.R1),
+    ("x2", I.R2),
+    ("x3", I.R3),
+    ("ptr", I.PTR),
+    ("ipa", I.IPA),
+    ("ret", I.RET),
+    ("status", I.STATUS),
+)
+
+
+def counts_json(counts) -> dict:
+    leaves, young, ro, dirty, invalid = counts
+    return {"leaves": leaves, "young": young, "readonly": ro, "dirty": dirty, "invalid": invalid}
