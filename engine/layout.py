@@ -102,6 +102,13 @@ class Image:
             index &= B.PTRS_PER_TABLE - 1
         return table_pa + 8 * index
 
+    def leaf_entry(self, ipa: int, level: int) -> int:
+        """Address of the entry at `level` for `ipa` (the tables above must exist)."""
+        table = B.TABLE_BASE
+        for lvl in range(self.geometry.start_level, level):
+            table = self.mem[self.slot(self.entry_pa(table, lvl, ipa))] & B.OA_MASK
+        return self.entry_pa(table, level, ipa)
+
     def install(self, ipa: int, level: int, value: int) -> None:
         """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache)."""
         table = B.TABLE_BASE
@@ -123,11 +130,18 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
     memslots = []
     for m in scenario.maps:
         level = B.leaf_level_for_size(m.size)
-        for i in range(m.count):
-            image.install(
-                m.ipa + i * m.size,
-                level,
-                leaf_value(m.pa + i * m.size, m.size, m.s2ap, m.af, m.dbm),
-            )
+        template = leaf_value(0, m.size, m.s2ap, m.af, m.dbm)
+        i = 0
+        while i < m.count:
+            # Install the first leaf of a run through the tables, then fill the rest of the
+            # run within the same table page directly: a 4 GiB map builds in a blink.
+            ipa = m.ipa + i * m.size
+            image.install(ipa, level, template | (m.pa + i * m.size))
+            slot = image.slot(image.leaf_entry(ipa, level))
+            room = B.PTRS_PER_TABLE - (slot % B.PTRS_PER_TABLE)
+            n = min(room, m.count - i)
+            pa0 = m.pa + i * m.size
+            image.mem[slot : slot + n] = array("Q", (template | (pa0 + k * m.size) for k in range(n)))
+            i += n
         memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
     return image, memslots
