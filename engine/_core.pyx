@@ -177,6 +177,7 @@ cdef class Machine:
     cdef Py_ssize_t n_undo, cap_undo
     cdef list marks
     cdef list _op_texts  # per actor: the OpSpec objects (names and texts for views)
+    cdef tuple _ops_frozen  # the same, immutable: what a mark remembers
 
 
     engine = "cython"
@@ -230,6 +231,7 @@ cdef class Machine:
         self.ops = <COp *>malloc(max(1, nops) * sizeof(COp))
         j = 0
         self._op_texts = [list(a.ops) for a in spec.actors]
+        self._ops_frozen = tuple(tuple(x) for x in self._op_texts)
         for k, a in enumerate(spec.actors):
             self.act[k].kind = a.kind
             self.act[k].n_ops = len(a.ops)
@@ -241,6 +243,8 @@ cdef class Machine:
                 self.ops[j].end = op.end
                 self.ops[j].write = op.write
                 j += 1
+            if len(a.tlb) > NTLB:
+                raise EngineError(f"actor {a.name}: {len(a.tlb)} TLB entries; the model holds {NTLB}")
             self.act[k].tlb_n = len(a.tlb)
             for t, (base, size, desc, desc_pa) in enumerate(a.tlb):
                 self.act[k].tlb[t].base = base
@@ -897,7 +901,8 @@ cdef class Machine:
         actors = PyBytes_FromStringAndSize(<char *>self.act, self.n_actors * sizeof(Actor))
         pending = PyBytes_FromStringAndSize(<char *>self.pending, self.n_pending * sizeof(Pending))
         self.marks.append((actors, pending, self.lock_writer, self.lock_readers, self.viol_mask,
-                           self.n_viols, self.seq, self.n_events, self.n_undo, self.h1, self.h2))
+                           self.n_viols, self.seq, self.n_events, self.n_undo, self.h1, self.h2,
+                           self._ops_frozen))
         return len(self.marks) - 1
 
     def restore(self, int mark):
@@ -906,7 +911,10 @@ cdef class Machine:
         cdef uint64_t slot
         del self.marks[mark + 1:]
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
-         self.seq, self.n_events, n_undo, self.h1, self.h2) = self.marks[mark]
+         self.seq, self.n_events, n_undo, self.h1, self.h2, ops) = self.marks[mark]
+        if ops is not self._ops_frozen:  # operations were injected after the mark
+            self._op_texts = [list(x) for x in ops]
+            self._freeze_ops()
         while self.n_undo > n_undo:
             self.n_undo -= 2
             slot = self.undo[self.n_undo]
@@ -951,14 +959,11 @@ cdef class Machine:
         return a.to_bytes(8, "little") + b.to_bytes(8, "little")
 
     # --- live sessions: injected operations, snapshots, table views ------------------------
-    cdef list _op_specs(self, int i):
-        cdef Actor *a = &self.act[i]
-        cdef COp *op
-        out = []
-        for k in range(a.n_ops):
-            op = &self.ops[a.op_base + k]
-            out.append((op.entry, op.ipa, op.end, op.write))
-        return out
+    cdef int _freeze_ops(self) except -1:
+        """Rebuild the C op array from _op_texts and remember them for marks."""
+        self._ops_frozen = tuple(tuple(x) for x in self._op_texts)
+        self._set_ops([[(op.entry, op.ipa, op.end, op.write) for op in ops] for ops in self._op_texts])
+        return 0
 
     cdef int _set_ops(self, list per_actor) except -1:
         """Rebuild the flat op array from [(entry, ipa, end, write), ...] per actor."""
@@ -984,10 +989,8 @@ cdef class Machine:
         if not 0 <= i < self.n_actors:
             raise EngineError(f"no actor {i}")
         cdef bint was_done = self._done(i)
-        per_actor = [self._op_specs(k) for k in range(self.n_actors)]
-        per_actor[i].append((op.entry, op.ipa, op.end, op.write))
-        self._set_ops(per_actor)
         self._op_texts[i].append(op)
+        self._freeze_ops()
         if was_done:
             self._start_op(i)
             self._run(i, True)
@@ -1037,8 +1040,7 @@ cdef class Machine:
             self.h1 ^= mix(k, self.mem[k], 0)
             self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
         self._op_texts = [[OpSpec(*op) for op in st["ops"]] for st in state["actors"]]
-        self._set_ops([[(op.entry, op.ipa, op.end, op.write) for op in ops]
-                       for ops in self._op_texts])
+        self._freeze_ops()
         for i, st in enumerate(state["actors"]):
             a = &self.act[i]
             a.op_i = st["op_i"]

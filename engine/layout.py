@@ -111,6 +111,10 @@ class Image:
 
     def install(self, ipa: int, level: int, value: int) -> None:
         """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache)."""
+        if level < self.geometry.start_level:
+            raise ValueError(
+                f"no level-{level} table: the walk starts at level {self.geometry.start_level}"
+            )
         table = B.TABLE_BASE
         for lvl in range(self.geometry.start_level, level):
             entry = self.entry_pa(table, lvl, ipa)
@@ -141,7 +145,9 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
             room = B.PTRS_PER_TABLE - (slot % B.PTRS_PER_TABLE)
             n = min(room, m.count - i)
             pa0 = m.pa + i * m.size
-            image.mem[slot : slot + n] = array("Q", (template | (pa0 + k * m.size) for k in range(n)))
+            image.mem[slot : slot + n] = array(
+                "Q", (template | (pa0 + k * m.size) for k in range(n))
+            )
             i += n
         memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
     return image, memslots

@@ -19,6 +19,7 @@ from os import PathLike
 from typing import Any, NoReturn
 
 from . import bits
+from .isa import TLB_ENTRIES
 from .sizes import MAP_SIZES, hexs, parse_int, parse_size, size_name
 
 KERNELS = ("v4.6", "seed", "v6.6")
@@ -519,6 +520,10 @@ class _Parser:
         if not sc.machine.tlb:
             self.fail(f"{w}.tlb", "a TLB preload needs machine.tlb = true")
         entries = self.check(table["tlb"], "list", f"{w}.tlb")
+        if len(entries) > TLB_ENTRIES:
+            self.fail(
+                f"{w}.tlb", f"{len(entries)} entries: the modelled TLB holds at most {TLB_ENTRIES}"
+            )
         for j, ipa in enumerate(entries):
             self.check(ipa, "int", f"{w}.tlb[{j}]")
             if sc.leaf_at(ipa) is None:

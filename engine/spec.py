@@ -91,6 +91,16 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             f"kernel {scenario.kernel!r} has a fixed 40-bit IPA space (KVM_PHYS_SHIFT); "
             f"ipa_bits = {m.ipa_bits} needs kernel 'v6.6'",
         )
+    geometry = Geometry.for_ipa_bits(m.ipa_bits)
+    for i, mp in enumerate(scenario.maps):
+        if B.leaf_level_for_size(mp.size) < geometry.start_level:
+            raise ScenarioError(
+                scenario.path,
+                f"map[{i}].size",
+                f"a {mp.size >> 30}G block is a level-1 leaf, but with ipa_bits = {m.ipa_bits} "
+                f"the stage-2 walk starts at level {geometry.start_level} "
+                "(use 2M blocks or ipa_bits >= 35)",
+            )
     image: Image
     image, memslots = build_image(scenario)
     program = PROGRAMS[scenario.kernel]
