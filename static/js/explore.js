@@ -1,0 +1,115 @@
+// Explore every interleaving: progress, final states (with counts), violations, and
+// counterexamples opened as forks to step through.
+import { esc, h } from "./dom.js";
+
+export class ExplorePanel {
+  /** @param actions explore(maxStates), openSchedule(schedule, label) */
+  constructor(store, actions) {
+    this.store = store;
+    this.a = actions;
+    this.max = h("input", { type: "number", min: "1", placeholder: "no limit", class: "num wide", "aria-label": "Maximum states to explore" });
+    this.go = h("button", { type: "button", class: "btn", title: "Explore every interleaving (e)" }, "explore");
+    this.go.addEventListener("click", () => this.a.explore());
+    this.progress = h("progress", { class: "explore-progress", "aria-label": "Exploration progress" });
+    this.progressText = h("span", { class: "small" });
+    this.body = h("div", { class: "explore-body" });
+    this.el = h("section", { class: "panel explore", "aria-label": "Explore every interleaving" },
+      h("h2", null, "Explore every interleaving"),
+      h("div", { class: "row" }, h("label", { class: "inline small" }, "max states ", this.max), this.go, this.progress, this.progressText),
+      this.body);
+    this.body.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-schedule]");
+      if (b) this.a.openSchedule(JSON.parse(b.dataset.schedule), b.dataset.label);
+    });
+    this.shown = null;
+  }
+
+  maxStates() {
+    const n = Number(this.max.value);
+    return n > 0 ? n : undefined;
+  }
+
+  render() {
+    const s = this.store;
+    const x = s.explore;
+    this.go.disabled = !s.canControl || x.state === "running" || s.conn.status !== "live";
+    this.progress.hidden = x.state === "idle";
+    if (x.state === "running") {
+      const max = this.maxStates();
+      if (max) {
+        this.progress.max = max;
+        this.progress.value = Math.min(x.states, max);
+      } else this.progress.removeAttribute("value"); // indeterminate
+      this.progressText.textContent = `${x.states.toLocaleString("en-US")} states · depth ${x.depth}`;
+    } else if (x.state === "done") {
+      this.progress.max = 1;
+      this.progress.value = 1;
+      this.progressText.textContent = "done";
+    } else this.progressText.textContent = "";
+    if (x.result === this.shown) return;
+    this.shown = x.result;
+    const r = x.result;
+    if (!r) {
+      this.body.innerHTML = '<p class="muted small">Runs the session\'s scenario through every interleaving of its actors\' micro-steps and lists the final states and the interleavings that violate a check.</p>';
+      return;
+    }
+    const exp = r.expect;
+    let html =
+      `<p class="summary"><b>${(r.interleavings ?? 0).toLocaleString("en-US")}</b> interleavings · <b>${(r.states ?? 0).toLocaleString("en-US")}</b> states` +
+      (r.cycles ? ` · ${r.cycles} cycles cut` : "") +
+      (exp ? ` · expectations <b class="${exp.passed ? "ok-text" : "bad-text"}">${exp.passed ? "hold" : "fail"}</b>` : "") +
+      `</p>`;
+    const v = r.violations || [];
+    if (v.length) {
+      html += `<h3>Violations <span class="badge bad">${v.length}</span></h3><ul class="cex">`;
+      v.forEach((c, i) => {
+        html +=
+          `<li class="bad-row"><b>${esc(c.check)}</b> · ipa ${esc(c.ipa)} · lost <b class="lostbits">${esc((c.bits || []).join(", ") || "—")}</b>` +
+          ` · by ${esc(c.actor)}${c.op ? " " + esc(c.op) : ""}` +
+          `<div class="sched" title="schedule">${schedHtml(c.schedule)}</div>` +
+          `<button type="button" class="btn small primary" data-label="counterexample ${i + 1}" data-schedule='${esc(JSON.stringify(c.schedule || []))}'>open counterexample ▶</button></li>`;
+      });
+      html += `</ul>`;
+    } else html += `<p class="ok-text small">No interleaving violates a check.</p>`;
+    const fs = r.final_states || [];
+    html += `<h3>Final states <span class="badge">${fs.length}</span></h3><table class="finals"><thead><tr><th>count</th><th>leaves</th><th></th></tr></thead><tbody>`;
+    fs.forEach((f, i) => {
+      const leaves = f.leaves
+        ? Object.entries(f.leaves)
+            .slice(0, 4)
+            .map(([ipa, l]) => `<code>${esc(ipa)}</code> ${leafHtml(l)}`)
+            .join("<br>") + (Object.keys(f.leaves).length > 4 ? `<br><span class="muted">+${Object.keys(f.leaves).length - 4} more</span>` : "")
+        : (f.leaf_summary || []).map((l) => `${leafHtml(l)} ×${l.count.toLocaleString("en-US")}`).join("<br>");
+      html +=
+        `<tr><td class="num">${f.count.toLocaleString("en-US")}</td><td>${leaves}</td>` +
+        `<td><button type="button" class="btn small" data-label="final state ${i + 1}" data-schedule='${esc(JSON.stringify(f.example_schedule || []))}' title="open an example schedule that ends here">open ▶</button></td></tr>`;
+    });
+    html += `</tbody></table>`;
+    if (exp && exp.results && exp.results.length) {
+      html += `<h3>Expectations</h3><ul class="expect">` +
+        exp.results.map((e) => `<li class="${e.held ? "ok-text" : "bad-text"}">${e.held ? "✓" : "✗"} ${esc(e.kind)} ${esc(Array.isArray(e.expr) ? `= [${e.expr.join(", ")}]` + (e.found ? ` (found [${e.found.join(", ")}])` : "") : e.expr)}</li>`).join("") +
+        `</ul>`;
+    }
+    this.body.innerHTML = html;
+  }
+}
+
+function leafHtml(l) {
+  return (
+    `<span class="leaf">valid=${l.valid} <span class="${l.af ? "" : "warn-text"}">af=${l.af}</span> s2ap=${esc(l.s2ap)} dbm=${l.dbm}` +
+    (l.pa ? ` pa=${esc(l.pa)}` : "") +
+    `</span>`
+  );
+}
+
+function schedHtml(s) {
+  if (!s) return "";
+  // compress runs: vcpu0×3 host0×4 …
+  const out = [];
+  for (const a of s) {
+    const last = out[out.length - 1];
+    if (last && last[0] === a) last[1] += 1;
+    else out.push([a, 1]);
+  }
+  return out.map(([a, n]) => `${esc(a)}${n > 1 ? "×" + n : ""}`).join(" → ");
+}

@@ -1,0 +1,205 @@
+// Timeline: one swimlane per actor, the last N events as small labeled boxes in seq
+// order, filterable by actor and kind; lost updates and failed exclusives are marked.
+import { changedFields } from "./decode.js";
+import { esc, h } from "./dom.js";
+import { eventBad, eventText, FAIL_KINDS, KIND_SHORT, KINDS, WRITE_KINDS } from "./fmt.js";
+import { ICONS } from "./icons.js";
+import { actorSlot } from "./tree.js";
+
+const COL_W = 54;
+const LANE_H = 24;
+export const TIMELINE_MAX = 400;
+
+const KIND_CLASS = (k) => {
+  if (FAIL_KINDS.has(k)) return "k-fail";
+  if (WRITE_KINDS.has(k)) return k === "hw-update" ? "k-hw" : "k-write";
+  if (k === "lock" || k === "unlock") return "k-lock";
+  if (k === "fault") return "k-fault";
+  if (k === "tlbi" || k === "tlb-hit") return "k-tlb";
+  return "k-read";
+};
+
+export class Timeline {
+  /** @param cb select(event) */
+  constructor(store, cb) {
+    this.store = store;
+    this.cb = cb;
+    this.hiddenActors = new Set();
+    this.hiddenKinds = new Set();
+    this.onlyMarked = false;
+    this.shown = [];
+    this.el = h("section", { class: "panel timeline", "aria-label": "Timeline" });
+    this.filters = h("div", { class: "tl-filters", role: "toolbar", "aria-label": "Timeline filters" });
+    this.info = h("span", { class: "muted small tl-info" });
+    this.scroller = h("div", {
+      class: "tl-scroll",
+      tabindex: "0",
+      "aria-label": "Events by actor; Left/Right select the previous/next event",
+    });
+    this.lanes = h("div", { class: "tl-lanes" });
+    this.labels = h("div", { class: "tl-labels" });
+    this.scroller.append(this.labels, this.lanes);
+    this.detail = h("div", { class: "tl-detail", "aria-live": "polite" });
+    this.el.append(h("div", { class: "tl-head" }, h("h2", null, "Timeline"), this.filters, this.info), this.scroller, this.detail);
+    this.lanes.addEventListener("click", (ev) => {
+      const b = ev.target.closest(".ev");
+      if (b) this.selectSeq(Number(b.dataset.seq), true);
+    });
+    this.scroller.addEventListener("keydown", (ev) => this.onKey(ev));
+    this.filters.addEventListener("click", (ev) => this.onFilter(ev));
+    this.builtFor = "";
+  }
+
+  buildFilters() {
+    const names = this.store.actorNames();
+    const key = names.join(",");
+    if (key === this.builtFor) return;
+    this.builtFor = key;
+    const chip = (group, value, label, cls = "") =>
+      `<button type="button" class="chip ${cls}" data-group="${group}" data-value="${esc(value)}" aria-pressed="true">${label}</button>`;
+    this.filters.innerHTML =
+      `<span class="fl-group" role="group" aria-label="actors">` +
+      names.map((n) => chip("actor", n, `<span class="actor-tag a-${actorSlot(this.store, n)}">${esc(n)}</span>`)).join("") +
+      `</span><span class="fl-group" role="group" aria-label="kinds">` +
+      KINDS.map((k) => chip("kind", k, esc(KIND_SHORT[k]), KIND_CLASS(k))).join("") +
+      `</span>` +
+      `<button type="button" class="chip marked-only" data-group="marked" data-value="1" aria-pressed="false" title="only events flagged lost-update / break-before-make and failed exclusives">marked only</button>`;
+    this.syncChips();
+  }
+
+  syncChips() {
+    for (const b of this.filters.querySelectorAll(".chip")) {
+      const g = b.dataset.group;
+      const v = b.dataset.value;
+      const on = g === "actor" ? !this.hiddenActors.has(v) : g === "kind" ? !this.hiddenKinds.has(v) : this.onlyMarked;
+      b.setAttribute("aria-pressed", String(on));
+    }
+  }
+
+  onFilter(ev) {
+    const b = ev.target.closest(".chip");
+    if (!b) return;
+    const g = b.dataset.group;
+    const v = b.dataset.value;
+    const set = g === "actor" ? this.hiddenActors : g === "kind" ? this.hiddenKinds : null;
+    if (set) {
+      if (ev.shiftKey || ev.altKey) {
+        // solo: show only this one
+        const all = g === "actor" ? this.store.actorNames() : KINDS;
+        set.clear();
+        for (const x of all) if (x !== v) set.add(x);
+      } else if (set.has(v)) set.delete(v);
+      else set.add(v);
+    } else this.onlyMarked = !this.onlyMarked;
+    this.syncChips();
+    this.render();
+  }
+
+  visible(e) {
+    if (this.hiddenActors.has(e.actor) || this.hiddenKinds.has(e.kind)) return false;
+    if (this.onlyMarked) return eventBad(e) || FAIL_KINDS.has(e.kind);
+    return true;
+  }
+
+  render() {
+    this.buildFilters();
+    const s = this.store;
+    const names = s.actorNames();
+    const atEnd = this.scroller.scrollLeft + this.scroller.clientWidth >= this.scroller.scrollWidth - COL_W * 2;
+    const all = s.events;
+    const shown = [];
+    for (let i = all.length - 1; i >= 0 && shown.length < TIMELINE_MAX; i--) if (this.visible(all[i])) shown.push(all[i]);
+    shown.reverse();
+    this.shown = shown;
+    this.labels.innerHTML = names
+      .map((n) => {
+        const a = s.actors.find((x) => x.name === n);
+        return `<div class="tl-label" style="height:${LANE_H}px"><span class="actor-tag a-${actorSlot(s, n)}">${esc(n)}</span>${a && a.holds_lock ? ` <span class="lock-mini" title="holds kvm-&gt;mmu_lock">${ICONS.lock}</span>` : ""}</div>`;
+      })
+      .join("");
+    const lane = new Map(names.map((n, i) => [n, i]));
+    const parts = [];
+    for (let i = 0; i < names.length; i++) parts.push(`<div class="tl-lane" style="top:${i * LANE_H}px;height:${LANE_H}px"></div>`);
+    let lastOp = null;
+    shown.forEach((e, x) => {
+      const y = (lane.get(e.actor) ?? 0) * LANE_H;
+      const bad = eventBad(e);
+      const fail = FAIL_KINDS.has(e.kind);
+      const sel = s.selectedSeq === e.seq ? " sel" : "";
+      const done = e.flags && e.flags.includes("op-done") ? " done" : "";
+      const label = KIND_SHORT[e.kind] || e.kind;
+      const lvl = e.kind === "walk" && e.level !== undefined ? `<sub>${e.level}</sub>` : "";
+      const opKey = `${e.actor}:${e.op_index}`;
+      if (lastOp !== null && e.seq !== lastOp + 1) parts.push(`<div class="tl-gap" style="left:${x * COL_W - 2}px" title="events hidden by the filter"></div>`);
+      lastOp = e.seq;
+      parts.push(
+        `<button type="button" tabindex="-1" class="ev ${KIND_CLASS(e.kind)}${bad ? " bad" : ""}${fail ? " fail" : ""}${sel}${done}" data-seq="${e.seq}" data-op="${esc(opKey)}" ` +
+          `style="left:${x * COL_W + 2}px;top:${y + 3}px" title="${esc(eventText(e))}">` +
+          `${bad ? '<span class="mark">!</span>' : ""}${esc(label)}${lvl}<span class="seq">${e.seq}</span></button>`,
+      );
+    });
+    this.lanes.style.width = Math.max(shown.length * COL_W + 8, 100) + "px";
+    this.lanes.style.height = names.length * LANE_H + "px";
+    this.labels.style.height = names.length * LANE_H + "px";
+    this.lanes.innerHTML = parts.join("");
+    const total = all.length;
+    const marked = all.filter((e) => eventBad(e)).length;
+    const fails = all.filter((e) => FAIL_KINDS.has(e.kind)).length;
+    this.info.innerHTML =
+      `${shown.length} shown of ${total}${total >= TIMELINE_MAX ? ` (last ${TIMELINE_MAX} rendered)` : ""}` +
+      (marked ? ` · <b class="bad-text">${marked} lost-update/BBM</b>` : "") +
+      (fails ? ` · <b class="fail-text">${fails} failed exclusive/CAS/hw</b>` : "");
+    if (atEnd) this.scroller.scrollLeft = this.scroller.scrollWidth;
+    this.renderDetail();
+  }
+
+  renderDetail() {
+    const s = this.store;
+    const e = s.selectedSeq === null ? null : s.events.find((x) => x.seq === s.selectedSeq);
+    if (!e) {
+      const last = s.events[s.events.length - 1];
+      this.detail.innerHTML = last
+        ? `<span class="muted">last:</span> ${esc(eventText(last))}`
+        : '<span class="muted">no events yet — step an actor (keys 1–9) or run (r)</span>';
+      return;
+    }
+    let diff = "";
+    if (e.old !== undefined && e.new !== undefined && e.old !== e.new) {
+      const f = changedFields(e.old, e.new);
+      diff = ` · changed <b>${esc(f.join(", "))}</b>`;
+    }
+    this.detail.innerHTML = `<b>selected</b> ${esc(eventText(e))}${diff}`;
+  }
+
+  selectSeq(seq, notify) {
+    this.store.selectedSeq = seq;
+    this.render();
+    const b = this.lanes.querySelector(`.ev[data-seq="${seq}"]`);
+    if (b) {
+      const x = b.offsetLeft;
+      const sc = this.scroller;
+      const labelW = this.labels.offsetWidth;
+      if (x < sc.scrollLeft || x + COL_W > sc.scrollLeft + sc.clientWidth - labelW) sc.scrollLeft = x - sc.clientWidth / 2;
+    }
+    const e = this.store.events.find((x) => x.seq === seq);
+    if (e && notify) this.cb.select(e);
+  }
+
+  onKey(ev) {
+    if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight" && ev.key !== "Enter") return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    const shown = this.shown;
+    if (!shown.length) return;
+    let i = shown.findIndex((e) => e.seq === this.store.selectedSeq);
+    if (ev.key === "Enter") {
+      if (i >= 0) this.cb.select(shown[i]);
+      return;
+    }
+    if (i < 0) i = ev.key === "ArrowLeft" ? shown.length : -1;
+    i += ev.key === "ArrowLeft" ? -1 : 1;
+    i = Math.max(0, Math.min(shown.length - 1, i));
+    this.selectSeq(shown[i].seq, true);
+  }
+}
