@@ -19,9 +19,11 @@ setup: $(BIN)/python
 build: setup
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# The web debugger on its embedded default: daphne, SQLite (./db.sqlite3), the in-process
+# channel layer and PTVIZ_WORKERS engine worker processes; Ctrl-C stops them all.
 run: setup
-	$(BIN)/python -m engine explore scenarios/seed_race_v4.6.toml || true
-	$(BIN)/python -m engine explore scenarios/seed_race_seed.toml
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(BIN)/ruff check engine tests
@@ -35,4 +37,4 @@ lint: setup
 	$(BIN)/ruff format --check engine tests
 
 clean:
-	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_bits.h
+	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_baseline*.so engine/_bits.h

@@ -9,6 +9,7 @@ that both produce identical traces and final states on random scenarios.
 
 from array import array
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -144,6 +145,7 @@ cdef inline uint64_t fnv(uint64_t h, const unsigned char *p, Py_ssize_t n) noexc
     return h
 
 
+@cython.final
 cdef class Machine:
     """One stage-2 regime with its actors (engine/twin.py's Machine, in C)."""
 
@@ -172,6 +174,7 @@ cdef class Machine:
     cdef Py_ssize_t n_events, cap_events
     cdef public bint recording
     cdef uint64_t h1, h2
+    cdef bint hash_valid
     # exploration marks: an undo log of descriptor writes and saved small state
     cdef uint64_t *undo
     cdef Py_ssize_t n_undo, cap_undo
@@ -268,11 +271,7 @@ cdef class Machine:
         self.cap_undo = 0
         self.n_undo = 0
         self.marks = []
-        self.h1 = 0
-        self.h2 = 0
-        for k in range(self.nslots):
-            self.h1 ^= mix(k, self.mem[k], 0)
-            self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
+        self.hash_valid = False
         for k in range(self.n_actors):
             self._start_op(k)
             self._run(k, True)
@@ -311,8 +310,9 @@ cdef class Machine:
             self.undo[self.n_undo] = slot
             self.undo[self.n_undo + 1] = old
             self.n_undo += 2
-        self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
-        self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
+        if self.hash_valid:  # kept up to date only while exploring (see state_key)
+            self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
+            self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
         self.mem[slot] = value
         for j in range(self.n_actors):
             if j != actor and self.act[j].mon == addr:
@@ -896,8 +896,20 @@ cdef class Machine:
         return 0
 
     # --- exploration support -----------------------------------------------------------
+    cdef void _rehash(self) noexcept nogil:
+        cdef Py_ssize_t k
+        self.h1 = 0
+        self.h2 = 0
+        for k in range(self.nslots):
+            self.h1 ^= mix(k, self.mem[k], 0)
+            self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
+        self.hash_valid = True
+
     def save(self):
-        """Mark the current state; descriptor writes are undo-logged until released."""
+        """Mark the current state; descriptor writes are undo-logged until released, and
+        the memory hash is maintained incrementally while marks exist."""
+        if not self.hash_valid:
+            self._rehash()
         actors = PyBytes_FromStringAndSize(<char *>self.act, self.n_actors * sizeof(Actor))
         pending = PyBytes_FromStringAndSize(<char *>self.pending, self.n_pending * sizeof(Pending))
         self.marks.append((actors, pending, self.lock_writer, self.lock_readers, self.viol_mask,
@@ -932,9 +944,12 @@ cdef class Machine:
         del self.marks[mark:]
         if not self.marks:
             self.n_undo = 0
+            self.hash_valid = False
 
     def state_key(self):
         """128 bits identifying the state (memory hashed incrementally, the rest here)."""
+        if not self.hash_valid:
+            self._rehash()
         cdef uint64_t a = self.h1, b = self.h2
         cdef int j
         cdef Actor *x
@@ -1034,11 +1049,7 @@ cdef class Machine:
             raise EngineError("snapshot actors do not match this scenario")
         if self.nslots:
             memcpy(self.mem, &mem[0], self.nslots * 8)
-        self.h1 = 0
-        self.h2 = 0
-        for k in range(self.nslots):
-            self.h1 ^= mix(k, self.mem[k], 0)
-            self.h2 ^= mix(k, self.mem[k], 0x5851F42D4C957F2DULL)
+        self.hash_valid = False
         self._op_texts = [[OpSpec(*op) for op in st["ops"]] for st in state["actors"]]
         self._freeze_ops()
         for i, st in enumerate(state["actors"]):
