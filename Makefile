@@ -26,15 +26,15 @@ run: setup
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: setup
-	$(BIN)/ruff check engine tests
+	$(BIN)/ruff check engine ptviz tests
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python -m engine.bench
 
 lint: setup
-	$(BIN)/ruff check engine tests
-	$(BIN)/ruff format --check engine tests
+	$(BIN)/ruff check engine ptviz tests
+	$(BIN)/ruff format --check engine ptviz tests
 
 clean:
 	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_baseline*.so engine/_bits.h

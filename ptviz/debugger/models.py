@@ -1,0 +1,118 @@
+"""What the database keeps: the recording (scenario + decisions + checkpoints), share links
+and which engine worker owns a live session.
+
+The database, not the channel layer, is the recording (DESIGN.md, "Pitfalls"): a decision
+is stored before it is acknowledged or shown to anyone, and decisions are append-only.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.db import models
+
+ROLE_VIEW = "view"
+ROLE_CONTROL = "control"
+ROLES = (ROLE_VIEW, ROLE_CONTROL)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class DebugSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=300)
+    scenario_text = models.TextField()
+    kernel = models.CharField(max_length=16)
+    engine = models.CharField(max_length=16, default="cython")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    # How it was made: "example:<file>", "paste", "upload", "form", "import", "fork:...".
+    origin = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class Decision(models.Model):
+    """One scheduling decision or injected operation: the recording, append-only."""
+
+    STEP = "step"
+    INJECT = "inject"
+
+    session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="decisions")
+    index = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=[(STEP, STEP), (INJECT, INJECT)])
+    actor = models.PositiveSmallIntegerField()
+    op = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["session", "index"]
+        constraints = [
+            # Also the fence between two workers that both think they own a session: the
+            # second to write a given index fails and gives the session up.
+            models.UniqueConstraint(fields=["session", "index"], name="decision_index_unique")
+        ]
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("decisions are append-only: a recorded decision is never changed")
+        super().save(*args, **kwargs)
+
+    def as_list(self) -> list:
+        """The LiveSession form: ["step", actor] or ["inject", actor, op]."""
+        return (
+            [self.kind, self.actor] if self.kind == self.STEP else [self.kind, self.actor, self.op]
+        )
+
+
+class Checkpoint(models.Model):
+    """A machine snapshot after `position` decisions (zlib-compressed engine snapshot),
+    with the state hash of the uncompressed snapshot; every 256 decisions."""
+
+    session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="checkpoints")
+    position = models.PositiveIntegerField()
+    snapshot = models.BinaryField()
+    state_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["session", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "position"], name="checkpoint_position_unique"
+            )
+        ]
+
+
+class ShareLink(models.Model):
+    token = models.CharField(max_length=64, unique=True, default=new_token)
+    session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="links")
+    role = models.CharField(
+        max_length=8, choices=[(ROLE_VIEW, ROLE_VIEW), (ROLE_CONTROL, ROLE_CONTROL)]
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def can_control(self) -> bool:
+        return self.role == ROLE_CONTROL
+
+
+class EngineLease(models.Model):
+    """Which engine worker owns a live session. A lease whose heartbeat is older than
+    PTVIZ_LEASE_TIMEOUT is stale: another worker may claim it and rebuild the session
+    from the database."""
+
+    session = models.OneToOneField(
+        DebugSession, on_delete=models.CASCADE, primary_key=True, related_name="lease"
+    )
+    worker = models.CharField(max_length=200)
+    channel = models.CharField(max_length=200)
+    heartbeat = models.DateTimeField()

@@ -1,0 +1,183 @@
+"""Making sessions (from a scenario, a fork, an imported recording) and exporting them.
+
+Everything is validated in full (the scenario parsed, the machine built, every decision
+replayed) before anything is written, and written in one transaction: a user error never
+leaves a half-created session behind.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.db import transaction
+
+from engine.scenario import ScenarioError
+from engine.session import LiveSession, ReplayError
+from engine.twin import EngineError
+from ptviz.debugger.models import (
+    ROLE_CONTROL,
+    ROLE_VIEW,
+    Checkpoint,
+    DebugSession,
+    Decision,
+    ShareLink,
+)
+from ptviz.debugger.scenarios import with_machine
+from ptviz.engine_worker.store import compress, live_from_rows
+
+
+class InputError(Exception):
+    """A user error: `message` names the input at fault; `where` the key when known."""
+
+    def __init__(self, message: str, code: str = "invalid", where: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.where = where
+
+
+def engine_name() -> str:
+    return settings.PTVIZ_ENGINE
+
+
+def check_scenario(text: str, path: str) -> LiveSession:
+    """Parse the scenario and build its machine; InputError naming the key or line."""
+    try:
+        return LiveSession(text, engine=engine_name(), path=path)
+    except ScenarioError as exc:
+        raise InputError(str(exc), "scenario", exc.where) from None
+    except EngineError as exc:
+        raise InputError(f"{path}: {exc}", "scenario") from None
+
+
+@transaction.atomic
+def create(
+    live: LiveSession,
+    origin: str,
+    parent: DebugSession | None = None,
+    checkpoints: list[tuple[int, bytes, str]] | None = None,
+) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """Store a session (its recording: live's decisions and checkpoints) and two links."""
+    session = DebugSession.objects.create(
+        name=live.scenario.name[:300],
+        scenario_text=live.scenario_text,
+        kernel=live.scenario.kernel,
+        engine=live.engine,
+        parent=parent,
+        origin=origin[:200],
+    )
+    Decision.objects.bulk_create(
+        Decision(
+            session=session,
+            index=n,
+            kind=d[0],
+            actor=d[1],
+            op=d[2] if d[0] == Decision.INJECT else "",
+        )
+        for n, d in enumerate(live.decisions)
+    )
+    if checkpoints is None:
+        checkpoints = [
+            (c.position, compress(c.snapshot), c.hash)
+            for c in live.checkpoints.values()
+            if 0 < c.position <= len(live.decisions)
+        ]
+    Checkpoint.objects.bulk_create(
+        Checkpoint(session=session, position=p, snapshot=blob, state_hash=h)
+        for p, blob, h in checkpoints
+    )
+    control = ShareLink.objects.create(session=session, role=ROLE_CONTROL)
+    view = ShareLink.objects.create(session=session, role=ROLE_VIEW)
+    return session, control, view
+
+
+def recorded(session: DebugSession) -> tuple[list[list], list[tuple[int, bytes, str]]]:
+    decisions = [d.as_list() for d in session.decisions.order_by("index")]
+    checkpoints = list(
+        session.checkpoints.order_by("position").values_list("position", "snapshot", "state_hash")
+    )
+    return decisions, [(p, bytes(b), h) for p, b, h in checkpoints]
+
+
+def load_live(session: DebugSession) -> LiveSession:
+    decisions, checkpoints = recorded(session)
+    return live_from_rows(
+        session.scenario_text, session.engine, decisions, checkpoints, path=session.name
+    )
+
+
+# --- forks --------------------------------------------------------------------------------
+def fork_at(session: DebugSession, position: int) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """A copy holding the first `position` decisions of the recording."""
+    decisions, checkpoints = recorded(session)
+    if not 0 <= position <= len(decisions):
+        raise InputError(
+            f"position {position} is outside 0..{len(decisions)} (the recorded decisions)",
+            where="position",
+        )
+    kept = [c for c in checkpoints if c[0] <= position]
+    try:
+        live = live_from_rows(
+            session.scenario_text, session.engine, decisions[:position], kept, path=session.name
+        )
+    except (ReplayError, EngineError, ScenarioError) as exc:
+        raise InputError(f"the recording does not replay: {exc}", "engine") from None
+    return create(live, f"fork:{session.id}@{position}", parent=session, checkpoints=kept)
+
+
+def fork_machine(
+    session: DebugSession,
+    kernel: str | None,
+    ha: bool | None,
+    hd: bool | None,
+    hafdbs: int | None,
+) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """A copy of the scenario (from position 0) with another kernel or HA/HD/HAFDBS."""
+    text = with_machine(session.scenario_text, kernel=kernel, ha=ha, hd=hd, hafdbs=hafdbs)
+    what = ",".join(
+        f"{k}={v}"
+        for k, v in (("kernel", kernel), ("ha", ha), ("hd", hd), ("hafdbs", hafdbs))
+        if v is not None
+    )
+    live = check_scenario(text, f"{session.name} ({what})")
+    return create(live, f"fork:{session.id}:{what}", parent=session)
+
+
+def fork_schedule(session: DebugSession, schedule: list[str]) -> tuple:
+    """The scenario as written with a schedule (a counterexample) recorded as its
+    decisions, positioned at 0 so the user steps through it."""
+    live = check_scenario(session.scenario_text, session.name)
+    for n, name in enumerate(schedule):
+        try:
+            live.step(str(name))
+        except EngineError as exc:
+            raise InputError(
+                f"schedule entry {n + 1} ({name!r}): {exc}", "engine", where=f"schedule[{n}]"
+            ) from None
+    return create(live, f"fork:{session.id}:schedule", parent=session)
+
+
+# --- recordings ---------------------------------------------------------------------------
+def export(session: DebugSession) -> dict:
+    rec = load_live(session).export()
+    rec["name"] = session.name
+    rec["kernel"] = session.kernel
+    return rec
+
+
+def import_recording(data: bytes | str, label: str = "recording") -> tuple:
+    """Replay a recording file exactly (every hash verified) into a new session."""
+    try:
+        rec = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label}: not a JSON recording ({exc})", "recording") from None
+    try:
+        live = LiveSession.from_recording(rec, engine=engine_name())
+    except ScenarioError as exc:
+        raise InputError(f"{label}: its scenario: {exc}", "recording", exc.where) from None
+    except (ReplayError, EngineError) as exc:
+        raise InputError(f"{label}: {exc}", "recording") from None
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise InputError(f"{label}: malformed recording ({exc!r})", "recording") from None
+    return create(live, f"import:{label}"[:200])

@@ -1,0 +1,487 @@
+"""HTTP pages and endpoints (docs/protocol.md, "HTTP").
+
+Session endpoints are authorized by a share link's token (form/JSON field `token`,
+header `X-Ptviz-Token` or query `?token=`). JSON requests (a JSON body or
+`Accept: application/json`) get JSON answers (`url`, `session`, `links`) and errors
+(`{"code", "message", "where"}`, status 400/403/404); form posts get pages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_POST
+
+from engine.scenario import parse_scenario
+from ptviz import protocol as P
+from ptviz.debugger import records, scenarios
+from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
+from ptviz.debugger.records import InputError
+
+MAX_SCENARIO_BYTES = 4 * 1024 * 1024
+
+
+# --- helpers ------------------------------------------------------------------------------
+def wants_json(request) -> bool:
+    return request.content_type == "application/json" or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+def request_data(request) -> dict:
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            raise InputError("the request body is not JSON", "bad_request") from None
+        if not isinstance(data, dict):
+            raise InputError("the request body must be a JSON object", "bad_request")
+        return data
+    return request.POST
+
+
+def request_token(request, data=None) -> str:
+    data = data if data is not None else {}
+    return str(
+        request.headers.get("X-Ptviz-Token")
+        or (data.get("token") if hasattr(data, "get") else "")
+        or request.GET.get("token")
+        or ""
+    )
+
+
+def link_for(session_id, token: str) -> ShareLink | None:
+    if not token:
+        return None
+    return (
+        ShareLink.objects.select_related("session")
+        .filter(token=token, session_id=session_id)
+        .first()
+    )
+
+
+def page_url(request, link: ShareLink, step: int | None = None) -> str:
+    url = request.build_absolute_uri(reverse("session-page", args=[link.token]))
+    return url if step is None else f"{url}?step={step}"
+
+
+def created_response(request, session, control, view, step: int | None = None):
+    url = page_url(request, control, step)
+    if wants_json(request):
+        return JsonResponse(
+            {
+                "url": url,
+                "session": str(session.id),
+                "name": session.name,
+                "links": {"control": url, "view": page_url(request, view, step)},
+            },
+            status=201,
+        )
+    return redirect(url)
+
+
+def json_error(code: str, message: str, status: int = 400, where: str | None = None):
+    return JsonResponse({"code": code, "message": message, "where": where}, status=status)
+
+
+def gallery_context(request, **extra) -> dict:
+    ctx = {
+        "examples": scenarios.examples(),
+        "values": scenarios.builder_defaults(),
+        "choices": scenarios.CHOICES,
+        "error": None,
+        "error_where": None,
+        "error_field": None,
+        "import_error": None,
+        "scenario_text": "",
+        "tab": "examples",
+    }
+    ctx.update(extra)
+    ctx["builder"] = builder_view(ctx["values"], ctx["error_field"])
+    return ctx
+
+
+def builder_view(values: dict, error_field: str | None) -> dict:
+    """The form builder's fields with their values, for the template."""
+
+    def field(name: str) -> dict:
+        return {"name": name, "value": values.get(name, ""), "invalid": name == error_field}
+
+    return {
+        "top": {
+            k: field(f"b-{k}")
+            for k in ("name", "description", "kernel", "hafdbs", "ha", "hd", "ipa_bits", "tlb")
+        },
+        "maps": [
+            {k: field(f"map-{i}-{k}") for k in ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")}
+            for i in range(scenarios.MAP_ROWS)
+        ],
+        "actors": [
+            {k: field(f"actor-{i}-{k}") for k in ("name", "kind", "do")}
+            for i in range(scenarios.ACTOR_ROWS)
+        ],
+    }
+
+
+# --- pages --------------------------------------------------------------------------------
+@require_GET
+def gallery(request):
+    return render(request, "ptviz/gallery.html", gallery_context(request))
+
+
+@require_POST
+def session_new(request):
+    data = request.POST
+    source = data.get("source", "")
+    built = None
+    form_fields = None
+    try:
+        if data.get("example"):
+            ex = scenarios.example(data["example"])
+            if ex is None:
+                raise InputError(f"no example scenario {data['example']!r}", "not_found")
+            text, label, origin = ex.text, f"{ex.slug}.toml", f"example:{ex.slug}"
+        elif request.FILES.get("scenario_file"):
+            upload = request.FILES["scenario_file"]
+            if upload.size > MAX_SCENARIO_BYTES:
+                raise InputError(f"{upload.name}: larger than 4 MiB", "scenario")
+            try:
+                text = upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{upload.name}: not UTF-8 text ({exc.reason})", "scenario"
+                ) from None
+            label, origin = upload.name, "upload"
+        elif source == "form" or data.get("builder"):
+            form_fields = {}
+            try:
+                built = scenarios.build_from_form(data)
+            except scenarios.ScenarioError as exc:
+                form_fields = getattr(exc, "fields", {})
+                raise InputError(str(exc), "scenario", exc.where) from None
+            form_fields = built.fields
+            text, label, origin = built.text, "form", "form"
+        elif data.get("scenario", "").strip():
+            text, label, origin = data["scenario"], "pasted scenario", "paste"
+        else:
+            raise InputError(
+                "nothing to create: pick an example, paste or upload a scenario, or fill in "
+                "the form",
+                "scenario",
+            )
+        live = records.check_scenario(text, label)
+        session, control, view = records.create(live, origin)
+    except InputError as exc:
+        if wants_json(request):
+            return json_error(exc.code, exc.message, 400, exc.where)
+        ctx = gallery_context(request, error=exc.message, error_where=exc.where)
+        if form_fields is not None:
+            values = dict(ctx["values"])
+            values.update({k: v for k, v in data.items() if k != "csrfmiddlewaretoken"})
+            for key in list(values):
+                if key.endswith(("-af", "-dbm", "-hd", "-tlb")) and key not in data:
+                    values[key] = ""
+            ctx.update(
+                values=values,
+                tab="form",
+                scenario_text=built.text if built is not None else "",
+                error_field=scenarios.form_field(exc.where or "", form_fields),
+            )
+        elif data.get("scenario") or request.FILES.get("scenario_file"):
+            ctx.update(tab="paste", scenario_text=data.get("scenario", ""))
+        ctx["builder"] = builder_view(ctx["values"], ctx["error_field"])
+        return render(request, "ptviz/gallery.html", ctx, status=400)
+    return created_response(request, session, control, view)
+
+
+@require_GET
+def session_page(request, token: str):
+    link = ShareLink.objects.select_related("session").filter(token=token).first()
+    if link is None:
+        return render(
+            request,
+            "ptviz/message.html",
+            {"title": "Unknown link", "message": "This share link does not exist."},
+            status=404,
+        )
+    session = link.session
+    step = request.GET.get("step")
+    try:
+        step = int(step) if step not in (None, "") else None
+    except ValueError:
+        step = None
+    if step is not None and step < 0:
+        step = None
+    try:
+        sc = parse_scenario(session.scenario_text, session.name)
+        actors = [{"name": a.name, "kind": a.kind} for a in sc.actors]
+        description = sc.description
+    except Exception:
+        actors, description = [], ""
+    boot = {
+        "session": str(session.id),
+        "token": link.token,
+        "role": link.role,
+        "ws": f"/ws/sessions/{session.id}/?token={link.token}",
+        "name": session.name,
+        "kernel": session.kernel,
+        "protocol": P.VERSION,
+        "actors": actors,
+        "step": step,
+        "csrf": get_token(request),
+        "description": description,
+        "recording": f"{reverse('recording', args=[session.id])}?token={link.token}",
+        "parent": str(session.parent_id) if session.parent_id else None,
+    }
+    return render(request, "ptviz/session.html", {"boot": boot, "session": session, "link": link})
+
+
+# --- session endpoints --------------------------------------------------------------------
+def _session_and_link(request, session_id, data) -> tuple[DebugSession, ShareLink]:
+    link = link_for(session_id, request_token(request, data))
+    if link is None:
+        if not DebugSession.objects.filter(pk=session_id).exists():
+            raise Http404("no such session")
+        raise PermissionError("a share link token of this session is needed")
+    return link.session, link
+
+
+def _bool(value) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise InputError(f"{value!r} is not a boolean (true/false)", "invalid")
+
+
+def _int(value, where: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"{where}: {value!r} is not an integer", "invalid", where)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {value!r} is not an integer", "invalid", where) from None
+
+
+def _endpoint(view):
+    """Errors of session endpoints as JSON (or a message page for form posts)."""
+
+    def wrapped(request, session_id, *args, **kwargs):
+        try:
+            return view(request, session_id, *args, **kwargs)
+        except InputError as exc:
+            status, code, message, where = 400, exc.code, exc.message, exc.where
+        except PermissionError as exc:
+            status, code, message, where = 403, "forbidden", str(exc), None
+        except Http404 as exc:
+            status, code, message, where = 404, "not_found", str(exc), None
+        if wants_json(request) or request.method == "GET":
+            return json_error(code, message, status, where)
+        return render(
+            request, "ptviz/message.html", {"title": "Error", "message": message}, status=status
+        )
+
+    wrapped.__name__ = view.__name__
+    return wrapped
+
+
+@require_POST
+@_endpoint
+def session_fork(request, session_id):
+    data = request_data(request)
+    session, _link = _session_and_link(request, session_id, data)
+    schedule = data.get("schedule")
+    if schedule not in (None, "", []):
+        if isinstance(schedule, str):
+            schedule = [s.strip() for s in schedule.split(",") if s.strip()]
+        if not isinstance(schedule, list) or not all(isinstance(s, str) for s in schedule):
+            raise InputError("schedule: a list of actor names", "invalid", "schedule")
+        created = records.fork_schedule(session, schedule)
+        return created_response(request, *created, step=0)
+    kernel = data.get("kernel") or None
+    machine = {
+        "ha": _bool(data.get("ha")),
+        "hd": _bool(data.get("hd")),
+        "hafdbs": _int(data.get("hafdbs"), "hafdbs"),
+    }
+    if kernel is not None or any(v is not None for v in machine.values()):
+        if kernel is not None and not isinstance(kernel, str):
+            raise InputError("kernel: a kernel name", "invalid", "kernel")
+        created = records.fork_machine(session, kernel, **machine)
+        return created_response(request, *created)
+    position = _int(data.get("position"), "position")
+    if position is None:
+        raise InputError(
+            "fork needs a position, a kernel/ha/hd/hafdbs change or a schedule", "invalid"
+        )
+    created = records.fork_at(session, position)
+    return created_response(request, *created, step=position)
+
+
+@require_POST
+@_endpoint
+def session_links(request, session_id):
+    data = request_data(request)
+    session, link = _session_and_link(request, session_id, data)
+    role = str(data.get("role") or "view")
+    if role not in ROLES:
+        raise InputError(f"role must be one of {', '.join(ROLES)}", "invalid", "role")
+    if role == ROLE_CONTROL and not link.can_control:
+        raise PermissionError("a view-only link cannot make control links")
+    new = ShareLink.objects.create(session=session, role=role)
+    url = page_url(request, new)
+    if wants_json(request):
+        return JsonResponse({"url": url, "token": new.token, "role": role}, status=201)
+    return render(
+        request,
+        "ptviz/message.html",
+        {"title": f"New {role} link", "message": url, "link": url},
+        status=201,
+    )
+
+
+@require_GET
+@_endpoint
+def recording(request, session_id):
+    session, _link = _session_and_link(request, session_id, {})
+    rec = records.export(session)
+    response = HttpResponse(
+        json.dumps(rec, indent=1), content_type="application/json; charset=utf-8"
+    )
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", session.name).strip("-")[:60] or "session"
+    response["Content-Disposition"] = f'attachment; filename="ptviz-{slug}.json"'
+    return response
+
+
+@require_POST
+def recording_import(request):
+    try:
+        upload = request.FILES.get("recording")
+        if upload is not None:
+            data, label = upload.read(), upload.name
+        elif request.content_type == "application/json":
+            data, label = request.body, "recording"
+        elif request.POST.get("recording_text", "").strip():
+            data, label = request.POST["recording_text"], "pasted recording"
+        else:
+            raise InputError("no recording: upload a .json recording file", "recording")
+        session, control, view = records.import_recording(data, label)
+    except InputError as exc:
+        if wants_json(request):
+            return json_error(exc.code, exc.message, 400, exc.where)
+        ctx = gallery_context(request, import_error=exc.message, tab="import")
+        return render(request, "ptviz/gallery.html", ctx, status=400)
+    return created_response(request, session, control, view)
+
+
+# --- docs ---------------------------------------------------------------------------------
+@require_GET
+def protocol_doc(request):
+    path = Path(settings.BASE_DIR) / "docs" / "protocol.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise Http404("docs/protocol.md is missing") from None
+    return render(
+        request, "ptviz/protocol.html", {"html": render_markdown(text), "title": "Protocol"}
+    )
+
+
+def _inline(text: str) -> str:
+    out = escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return out
+
+
+def render_markdown(text: str) -> str:
+    """Just enough Markdown for docs/protocol.md: headings, paragraphs, lists, tables,
+    indented and fenced code blocks, inline code."""
+    html: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                block.append(lines[i])
+                i += 1
+            html.append(f"<pre><code>{escape(chr(10).join(block))}</code></pre>")
+            i += 1
+            continue
+        if line.startswith("    ") or (line.startswith("\t")):
+            block = []
+            while i < len(lines) and (lines[i].startswith(("    ", "\t")) or not lines[i].strip()):
+                block.append(lines[i][4:] if lines[i].startswith("    ") else lines[i].lstrip("\t"))
+                i += 1
+            while block and not block[-1].strip():
+                block.pop()
+            html.append(f"<pre><code>{escape(chr(10).join(block))}</code></pre>")
+            continue
+        m = re.match(r"(#{1,6})\s+(.*)", line)
+        if m:
+            level = len(m[1])
+            ident = re.sub(r"[^a-z0-9]+", "-", m[2].lower()).strip("-")
+            html.append(f'<h{level} id="{ident}">{_inline(m[2])}</h{level}>')
+            i += 1
+            continue
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                    rows.append(cells)
+                i += 1
+            head, body = rows[0], rows[1:]
+            parts = ["<table><thead><tr>"]
+            parts += [f"<th>{_inline(c)}</th>" for c in head]
+            parts.append("</tr></thead><tbody>")
+            for row in body:
+                parts.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>")
+            parts.append("</tbody></table>")
+            html.append("".join(parts))
+            continue
+        if re.match(r"\s*[-*]\s+", line):
+            items = []
+            while i < len(lines) and lines[i].strip():
+                if re.match(r"\s*[-*]\s+", lines[i]):
+                    items.append(re.sub(r"\s*[-*]\s+", "", lines[i], count=1))
+                elif items:
+                    items[-1] += " " + lines[i].strip()
+                i += 1
+            html.append("<ul>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + "</ul>")
+            continue
+        if not line.strip():
+            i += 1
+            continue
+        para = []
+        while (
+            i < len(lines)
+            and lines[i].strip()
+            and not lines[i].startswith(("#", "|", "    ", "```"))
+            and not re.match(r"\s*[-*]\s+", lines[i])
+        ):
+            para.append(lines[i])
+            i += 1
+        html.append(f"<p>{_inline(' '.join(para))}</p>")
+    return mark_safe("\n".join(html))

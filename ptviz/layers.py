@@ -1,0 +1,56 @@
+"""CHANNEL_LAYERS for both deployments (used by settings.py and the tests).
+
+Deliberate limits (DESIGN.md, "Pitfalls"): layers are at-most-once and drop messages
+over capacity silently, so every delta is numbered and a gap resyncs from a snapshot.
+
+- capacity 1000: a viewer's channel may hold a burst of delta batches (the engine
+  coalesces a fast run to about 20 batches per second, the consumer collapses more than
+  200 queued batches into one snapshot), and the shared engine channel holds commands of
+  every viewer; past that, dropping is correct: the gap triggers a resync.
+- expiry 30 s: a delta older than that is worth less than the snapshot a resync brings.
+- group_expiry 7 days: the default 24 h would silently stop a long debugging session's
+  deltas; consumers also re-join their group every 10 minutes.
+"""
+
+from __future__ import annotations
+
+CAPACITY = 1000
+EXPIRY = 30
+GROUP_EXPIRY = 7 * 24 * 3600
+# channels_redis waits for messages with BZPOPMIN for 5 s; redis-py >= 6 gives every
+# connection a 5 s socket timeout by default, so under load the read of an empty answer
+# times out and kills the consumer. Longer than the blocking pop, shorter than forever.
+REDIS_SOCKET_TIMEOUT = 20
+
+
+def redis_layers(url: str, prefix: str) -> dict:
+    # The core RedisChannelLayer, not RedisPubSubChannelLayer: it has capacity and expiry,
+    # and it load-balances a named channel ("ptviz-engine") over the engine workers that
+    # listen on it, where pub/sub would deliver every command to every worker.
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": url,
+                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
+                "prefix": prefix,
+                "capacity": CAPACITY,
+                "expiry": EXPIRY,
+                "group_expiry": GROUP_EXPIRY,
+            },
+        }
+    }
+
+
+def inmemory_layers() -> dict:
+    return {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CAPACITY, "expiry": EXPIRY, "group_expiry": GROUP_EXPIRY},
+        }
+    }

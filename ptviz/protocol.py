@@ -1,0 +1,170 @@
+"""docs/protocol.md in code: message shapes, command validation, error codes.
+
+No Django and no I/O here: the consumer parses and authorizes with it, the engine worker
+builds its replies with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+
+# error codes (docs/protocol.md, "error")
+BAD_MESSAGE = "bad_message"
+FORBIDDEN = "forbidden"
+ENGINE = "engine"
+REWOUND = "rewound"
+UNAVAILABLE = "unavailable"
+TOO_BIG = "too_big"
+
+# command -> role needed
+CONTROL_COMMANDS = ("step", "run", "pause", "back", "seek", "inject", "explore")
+VIEW_COMMANDS = ("subscribe", "unsubscribe", "resync")
+COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
+RUN_MODES = ("round_robin", "random")
+
+# The internal messages between consumers and engine workers (over the channel layer or,
+# embedded, the bridge's pipes). Every one names its session.
+ENGINE_CHANNEL = "ptviz-engine"  # the shared, load-balanced channel of the engine workers
+OUT = "ptviz.out"  # layer message type a consumer relays: {"type": OUT, "msg": {...}}
+JOIN = "engine.join"  # a viewer connected or wants a fresh snapshot: viewer, tables
+LEAVE = "engine.leave"  # a viewer disconnected: viewer
+COMMAND = "engine.command"  # a browser command: viewer, msg (validated), role
+TAKEOVER = "engine.takeover"  # (embedded) rebuild the session and resend a snapshot
+
+
+def group_name(session_id: str) -> str:
+    return f"session-{session_id}"
+
+
+def message(type_: str, **fields) -> dict:
+    return {"v": VERSION, "type": type_, **fields}
+
+
+def error(code: str, text: str, id_: Any = None) -> dict:
+    return message("error", id=id_, code=code, message=text)
+
+
+def ack(id_: Any) -> dict:
+    return message("ack", id=id_)
+
+
+@dataclass
+class ProtocolError(Exception):
+    code: str
+    text: str
+    id: Any = None
+
+    def as_message(self) -> dict:
+        return error(self.code, self.text, self.id)
+
+
+def parse_table_address(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        addr = value
+    elif isinstance(value, str):
+        addr = int(value.replace("_", ""), 16 if value.lower().startswith("0x") else 10)
+    else:
+        raise ValueError(value)
+    if addr < 0 or addr >= 1 << 64:
+        raise ValueError(value)
+    return addr
+
+
+def _int(obj: dict, key: str, id_: Any, *, minimum: int = 0, default: Any = ...) -> Any:
+    if key not in obj or obj[key] is None:
+        if default is ...:
+            raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}' needs an integer '{key}'", id_)
+        return default
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}': '{key}' must be an integer", id_)
+    if value < minimum:
+        raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}': '{key}' must be >= {minimum}", id_)
+    return value
+
+
+def _str(obj: dict, key: str, id_: Any) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}' needs a string '{key}'", id_)
+    return value.strip()
+
+
+def parse_client_message(text: str | None) -> dict:
+    """One browser message -> a normalized command dict {"cmd", "id", ...fields}.
+
+    `{"type": "resync"}` (no id) is accepted as a short form of the resync command.
+    Raises ProtocolError(bad_message) naming what is wrong.
+    """
+    if text is None:
+        raise ProtocolError(BAD_MESSAGE, "binary frames are not part of the protocol")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ProtocolError(BAD_MESSAGE, "the message is not JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_MESSAGE, "the message must be a JSON object")
+    id_ = obj.get("id")
+    if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, int | str)):
+        id_ = None
+    if obj.get("v") != VERSION:
+        raise ProtocolError(BAD_MESSAGE, f'"v" must be {VERSION}', id_)
+    kind = obj.get("type")
+    if kind == "resync":
+        return {"cmd": "resync", "id": id_}
+    if kind != "command":
+        raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind!r}", id_)
+    if isinstance(obj.get("id"), bool) or not isinstance(obj.get("id"), int):
+        raise ProtocolError(BAD_MESSAGE, "a command needs an integer 'id'", id_)
+    cmd = obj.get("cmd")
+    if cmd not in COMMANDS:
+        raise ProtocolError(
+            BAD_MESSAGE, f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})", id_
+        )
+    out: dict[str, Any] = {"cmd": cmd, "id": id_}
+    if cmd == "step":
+        out["actor"] = _str(obj, "actor", id_)
+    elif cmd == "inject":
+        out["actor"] = _str(obj, "actor", id_)
+        out["op"] = _str(obj, "op", id_)
+    elif cmd == "run":
+        mode = obj.get("mode", "round_robin")
+        if mode not in RUN_MODES:
+            raise ProtocolError(
+                BAD_MESSAGE, f"'run': 'mode' must be one of {', '.join(RUN_MODES)}", id_
+            )
+        speed = obj.get("speed", 0)
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or speed < 0:
+            raise ProtocolError(BAD_MESSAGE, "'run': 'speed' must be a number >= 0", id_)
+        out["mode"] = mode
+        out["seed"] = _int(obj, "seed", id_, minimum=-(1 << 63), default=0)
+        out["speed"] = float(speed)
+        out["max_steps"] = _int(obj, "max_steps", id_, minimum=1, default=None)
+    elif cmd == "back":
+        out["n"] = _int(obj, "n", id_, minimum=1, default=1)
+    elif cmd == "seek":
+        out["position"] = _int(obj, "position", id_)
+    elif cmd == "explore":
+        out["max_states"] = _int(obj, "max_states", id_, minimum=1, default=None)
+    elif cmd in ("subscribe", "unsubscribe"):
+        tables = obj.get("tables")
+        if not isinstance(tables, list) or len(tables) > 4096:
+            raise ProtocolError(
+                BAD_MESSAGE, f"'{cmd}' needs 'tables': a list of table addresses", id_
+            )
+        addrs = []
+        for value in tables:
+            try:
+                addrs.append(parse_table_address(value))
+            except ValueError:
+                raise ProtocolError(
+                    BAD_MESSAGE, f"'{cmd}': {value!r} is not a table address", id_
+                ) from None
+        out["tables"] = addrs
+    return out
