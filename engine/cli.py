@@ -11,13 +11,14 @@ import json
 import sys
 
 from . import isa as I
+from .bits import lost_bit_names
 from .core import ENGINES, new_machine
 from .decode import decode, format_text
-from .explore import explore
 from .report import (
     Observer,
     evaluate_expect,
     event_json,
+    explore_json,
     final_state_json,
     hexs,
     machine_json,
@@ -101,50 +102,13 @@ def _header(spec) -> dict:
     return {"scenario": sc.name, "kernel": sc.kernel, "machine": machine_json(spec)}
 
 
-def _replay_trace(spec, engine: str, schedule: list[int]) -> list[dict]:
-    m = new_machine(spec, engine)
-    for actor in schedule:
-        m.step(actor)
-    return [event_json(spec, e) for e in m.event_tuples()]
-
-
 def _explore(args, spec) -> int:
-    machine = new_machine(spec, args.engine)
-    observer = Observer(spec)
-    result = explore(machine, observer, max_states=args.max_states)
-    names = spec.actor_names
-    finals = [
-        final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
-        for f in result.finals
-    ]
-    violations = [
-        {
-            "check": v.check,
-            "ipa": hexs(v.ipa),
-            "bits": _bit_names(v.check, v.bits),
-            "actor": names[v.actor],
-            "op": spec.actors[v.actor].ops[v.op_index].name,
-            "schedule": [names[i] for i in v.schedule],
-            "trace": _replay_trace(spec, args.engine, v.schedule),
-        }
-        for v in result.violations.values()
-    ]
-    expect = evaluate_expect(
-        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
-    )
-    out = _header(spec) | {
-        "interleavings": result.interleavings,
-        "states": result.states,
-        "cycles": result.cycles,
-        "final_states": finals,
-        "violations": violations,
-        "expect": expect,
-    }
+    out = explore_json(spec, args.engine, args.max_states, progress=None)
     if args.json:
         print(json.dumps(out, indent=1))
     else:
         _print_text(out)
-    return 0 if expect["passed"] else 1
+    return 0 if out["expect"]["passed"] else 1
 
 
 def _run(args, spec) -> int:
@@ -191,7 +155,7 @@ def _run(args, spec) -> int:
             {
                 "check": name,
                 "ipa": hexs(ipa),
-                "bits": _bit_names(name, bits),
+                "bits": lost_bit_names(bits),
                 "actor": names[actor],
                 "op": spec.actors[actor].ops[op_i].name,
                 "seq": seq,
@@ -212,12 +176,6 @@ def _run(args, spec) -> int:
     else:
         _print_text(out)
     return 0 if expect["passed"] else 1
-
-
-def _bit_names(check: str, bits: int) -> list[str]:
-    from .bits import lost_bit_names
-
-    return lost_bit_names(bits)
 
 
 def _print_text(out: dict) -> None:

@@ -7,6 +7,8 @@ from array import array
 
 from . import bits as B
 from . import isa as I
+from .core import new_machine
+from .explore import explore
 from .scenario import Scenario
 from .spec import MachineSpec, walk_image
 
@@ -181,4 +183,51 @@ def machine_json(spec: MachineSpec) -> dict:
         "vttbr_el2": hexs(g.vttbr),
         "start_level": g.start_level,
         "start_tables": g.concat,
+    }
+
+
+def explore_json(spec, engine: str, max_states: int, machine=None, progress=False) -> dict:
+    """What `python -m engine explore FILE --json` prints (SCENARIOS.md); the web explorer
+    sends the same object."""
+    machine = machine if machine is not None else new_machine(spec, engine)
+    observer = Observer(spec)
+    result = explore(machine, observer, max_states=max_states, progress=progress)
+    names = spec.actor_names
+
+    def replay_trace(schedule: list[int]) -> list[dict]:
+        m = new_machine(spec, engine)
+        for actor in schedule:
+            m.step(actor)
+        return [event_json(spec, e) for e in m.event_tuples()]
+
+    finals = [
+        final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
+        for f in result.finals
+    ]
+    violations = [
+        {
+            "check": v.check,
+            "ipa": hexs(v.ipa),
+            "bits": B.lost_bit_names(v.bits),
+            "actor": names[v.actor],
+            "op": spec.actors[v.actor].ops[v.op_index].name,
+            "schedule": [names[i] for i in v.schedule],
+            "trace": replay_trace(v.schedule),
+        }
+        for v in result.violations.values()
+    ]
+    expect = evaluate_expect(
+        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
+    )
+    sc = spec.scenario
+    return {
+        "scenario": sc.name,
+        "kernel": sc.kernel,
+        "machine": machine_json(spec),
+        "interleavings": result.interleavings,
+        "states": result.states,
+        "cycles": result.cycles,
+        "final_states": finals,
+        "violations": violations,
+        "expect": expect,
     }

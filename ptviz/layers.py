@@ -54,3 +54,24 @@ def inmemory_layers() -> dict:
             "CONFIG": {"capacity": CAPACITY, "expiry": EXPIRY, "group_expiry": GROUP_EXPIRY},
         }
     }
+
+
+async def deliver(layer, kind: str, target: str, payload: dict, who: str) -> None:
+    """Send one outbound engine message (group_send for "group", else send). A full
+    channel drops it: the viewer sees the batch gap and resyncs (group_send itself never
+    raises, DESIGN.md pitfalls)."""
+    import logging
+
+    from channels.exceptions import ChannelFull
+
+    try:
+        if kind == "group":
+            await layer.group_send(target, payload)
+        else:
+            await layer.send(target, payload)
+    except ChannelFull:
+        logging.getLogger("ptviz.engine").info(
+            "%s: channel %s is full; message dropped", who, target
+        )
+    except Exception:
+        logging.getLogger("ptviz.engine").exception("%s: delivering to %s failed", who, target)

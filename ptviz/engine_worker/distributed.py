@@ -20,13 +20,13 @@ import socket
 import threading
 import uuid
 
-from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connections
 
 from ptviz import protocol as P
 from ptviz.engine_worker.loop import STOP, EngineLoop
+from ptviz.layers import deliver
 
 log = logging.getLogger("ptviz.engine")
 
@@ -88,17 +88,7 @@ async def serve(name: str | None = None, stop: asyncio.Event | None = None) -> N
             item = await outq.get()
             if item is None:
                 return
-            kind, target, payload = item
-            try:
-                if kind == "group":
-                    await layer.group_send(target, payload)
-                else:
-                    await layer.send(target, payload)
-            except ChannelFull:
-                # A viewer that cannot keep up: it sees the gap and resyncs.
-                log.info("%s: channel %s is full; message dropped", name, target)
-            except Exception:
-                log.exception("%s: sending to %s failed", name, target)
+            await deliver(layer, *item, who=name)
 
     own_stop = stop is None
     if stop is None:

@@ -229,23 +229,15 @@ class EmbeddedEngine:
                 log.exception("bridge: routing %r failed", message.get("type"))
 
     async def _deliveries(self) -> None:
-        from channels.exceptions import ChannelFull
         from channels.layers import get_channel_layer
+
+        from ptviz.layers import deliver as deliver_one
 
         layer = get_channel_layer()
         assert self.deliver is not None
         deliver = self.deliver
         while True:
-            kind, target, payload = await deliver.get()
-            try:
-                if kind == "group":
-                    await layer.group_send(target, payload)
-                else:
-                    await layer.send(target, payload)
-            except ChannelFull:
-                log.info("bridge: channel %s is full; message dropped", target)
-            except Exception:
-                log.exception("bridge: delivering to %s failed", target)
+            await deliver_one(layer, *(await deliver.get()), who="bridge")
 
     async def _monitor(self) -> None:
         while True:

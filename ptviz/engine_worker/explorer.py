@@ -13,17 +13,9 @@ from __future__ import annotations
 import threading
 import time
 
-from engine.bits import lost_bit_names
 from engine.core import new_machine
-from engine.explore import StateBoundExceeded, explore
-from engine.report import (
-    Observer,
-    evaluate_expect,
-    event_json,
-    final_state_json,
-    hexs,
-    machine_json,
-)
+from engine.explore import StateBoundExceeded
+from engine.report import explore_json
 from engine.scenario import parse_scenario
 from engine.spec import build_spec
 from engine.twin import EngineError
@@ -60,52 +52,6 @@ class _Probe:
     def release(self, mark):
         self._job.depth -= 1
         return self._m.release(mark)
-
-
-def explore_json(spec, engine: str, max_states: int, machine=None) -> dict:
-    """Exactly what `python -m engine explore FILE --json` prints (engine/cli.py)."""
-    machine = machine if machine is not None else new_machine(spec, engine)
-    observer = Observer(spec)
-    result = explore(machine, observer, max_states=max_states, progress=False)
-    names = spec.actor_names
-
-    def replay_trace(schedule: list[int]) -> list[dict]:
-        m = new_machine(spec, engine)
-        for actor in schedule:
-            m.step(actor)
-        return [event_json(spec, e) for e in m.event_tuples()]
-
-    finals = [
-        final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
-        for f in result.finals
-    ]
-    violations = [
-        {
-            "check": v.check,
-            "ipa": hexs(v.ipa),
-            "bits": lost_bit_names(v.bits),
-            "actor": names[v.actor],
-            "op": spec.actors[v.actor].ops[v.op_index].name,
-            "schedule": [names[i] for i in v.schedule],
-            "trace": replay_trace(v.schedule),
-        }
-        for v in result.violations.values()
-    ]
-    expect = evaluate_expect(
-        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
-    )
-    sc = spec.scenario
-    return {
-        "scenario": sc.name,
-        "kernel": sc.kernel,
-        "machine": machine_json(spec),
-        "interleavings": result.interleavings,
-        "states": result.states,
-        "cycles": result.cycles,
-        "final_states": finals,
-        "violations": violations,
-        "expect": expect,
-    }
 
 
 class ExploreJob:

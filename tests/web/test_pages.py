@@ -234,8 +234,8 @@ def test_fork_with_another_kernel_and_ha(client):
 
 
 def test_fork_a_counterexample_schedule(client):
+    from engine.report import explore_json
     from engine.spec import build_spec
-    from ptviz.engine_worker.explorer import explore_json
 
     session, control, _view = recorded_session([])
     result = explore_json(build_spec(parse_scenario(V46)), "cython", 100_000)
