@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup build lint bench clean
+.PHONY: run test setup build lint bench bench-engine bench-web clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,16 @@ test: setup
 	$(BIN)/ruff check engine ptviz tests
 	$(BIN)/python -m pytest -q
 
-bench: setup
+# Benchmarks (never part of `make test`): the engine's, then the web debugger's.
+bench: bench-engine bench-web
+
+bench-engine: setup
 	$(BIN)/python -m engine.bench
+
+# Starts its own deployments (temporary SQLite files, free ports; the Redis one only when
+# Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.
+bench-web: setup
+	$(BIN)/python manage.py webbench
 
 lint: setup
 	$(BIN)/ruff check engine ptviz tests

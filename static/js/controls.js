@@ -97,6 +97,8 @@ export class Toolbar {
         this.shareOut));
 
     this.bHelp = btn("?", "Keyboard shortcuts (?)", () => actions.help(), "icon help-btn");
+    keepInView(this.compare);
+    keepInView(this.share);
 
     this.el = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Session controls" },
       h("div", { class: "tb-row" },
@@ -201,6 +203,26 @@ export class Toolbar {
       b.title = `Step ${b.dataset.actor} one micro-step${a && a.done ? " (finished)" : a && a.blocked ? " (blocked on kvm->mmu_lock)" : ""}`;
     }
   }
+}
+
+// A popover menu opens right-aligned under its summary (the menus sit at the toolbar's
+// end); when the toolbar wraps and the summary starts a row, that would put the menu off
+// the left edge: align it the other way then.
+function keepInView(details) {
+  details.addEventListener("toggle", () => {
+    const body = details.querySelector(".menu-body");
+    if (!body) return;
+    body.style.left = body.style.right = "";
+    if (!details.open) return;
+    const r = body.getBoundingClientRect();
+    if (r.left < 0) {
+      body.style.left = "0";
+      body.style.right = "auto";
+    } else if (r.right > document.documentElement.clientWidth) {
+      body.style.left = "auto";
+      body.style.right = "0";
+    }
+  });
 }
 
 // --- inject ---------------------------------------------------------------------------

@@ -1,0 +1,1353 @@
+"""`make bench-web`: the web debugger's figures, each next to a baseline.
+
+    python manage.py webbench [--json] [--quick] [--no-redis] [--no-browser]
+
+Real deployments, started here as subprocesses on a temporary SQLite file and a free
+port, exactly as README.md runs them: `manage.py serve` alone (embedded: the in-process
+channel layer and its engine worker processes) and, when Redis answers on
+127.0.0.1:6379, `manage.py serve` with REDIS_URL plus `manage.py engineworker`
+processes (a channel prefix of its own, removed afterwards). The clients are a Python
+websocket client (the `websockets` package) speaking docs/protocol.md, and headless
+Debian Chromium (/usr/bin/chromium, through Playwright; never a downloaded browser).
+
+1. latency: one `step` command sent -> its `ack` and its `delta` received by the same
+   websocket client (p50, p99, max), on a 4,096-leaf and on a 1,048,576-leaf session.
+   Baselines: a websocket round trip the consumer answers itself (a bad command: daphne
+   and the consumer, no channel layer, no engine), the channel layer's own round trip
+   (send + receive of an ack-sized and of a delta-sized message, in-process), and the
+   engine's own step (SessionHost.command(step) with the database write left out).
+2. throughput: a `run` at full speed (speed 0) of a host write-protecting 1,048,576 4K
+   leaves (`wp` over 4 GiB, seed kernel: each leaf is one descriptor change), watched by
+   one websocket client subscribed to the start-level table, as the page is: descriptor
+   changes per second the client learns of (the root counters' read-only count in the
+   deltas), micro-steps decided per second, events covered (listed + `omitted`), deltas
+   and bytes per second. Target: 100,000 descriptor changes per second. The same run on
+   16,384 leaves, and the baselines: the core's own rate on the same workload
+   (Machine.run_round_robin), LiveSession.step (what the worker calls), and SessionHost's
+   run slices in-process without transport or database, each with and without the
+   LiveSession checkpoints, and the cost of one checkpoint and of one delta (building,
+   JSON encoding, channel layer).
+3. first render: a 1,048,576-leaf session opened in headless Chromium: time from the
+   navigation's start until the tree shows the root row with its counters ("1,048,576
+   leaves") and the start-level rows, with the page load, the websocket's hello and
+   snapshot and the root table's delta on the way. Cold (the engine worker loads the
+   session from the database) and warm (a reload). Target: under 1 s. Baseline: the
+   same for the one-leaf seed race example.
+
+Benchmarks are never part of the test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import http.cookiejar
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+CHROMIUM = os.environ.get("PTVIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BASE_IPA = 0x8000_0000
+BASE_PA = 0x4000_0000
+PAGE = 4096
+ROOT_TABLE = "0x1000000000"  # engine.bits.TABLE_BASE: the start-level table
+TARGET_CHANGES = 100_000
+TARGET_RENDER_MS = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    latency_steps: int = 300  # timed steps per session size (after `warmup`)
+    warmup: int = 20
+    latency_sizes: tuple[int, ...] = (4096, 1 << 20)
+    throughput_sizes: tuple[int, ...] = (1 << 20, 16384)
+    throughput_seconds: float = 5.0
+    render_leaves: int = 1 << 20
+    render_reps: int = 3
+    baseline_seconds: float = 2.0
+    layer_reps: int = 300
+
+
+QUICK = Config(
+    latency_steps=40,
+    warmup=5,
+    latency_sizes=(4096,),
+    throughput_sizes=(65536,),
+    throughput_seconds=1.5,
+    render_leaves=65536,
+    render_reps=1,
+    baseline_seconds=0.5,
+    layer_reps=50,
+)
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+def wp_scenario(leaves: int, kernel: str = "seed") -> str:
+    """One host write-protecting `leaves` young, writable 4K leaves (one change each)."""
+    return (
+        f'name = "bench: {kernel} wp over {leaves:,} 4K leaves"\n'
+        f'kernel = "{kernel}"\n'
+        f"[[map]]\nipa = {BASE_IPA:#x}\npa = {BASE_PA:#x}\ncount = {leaves}\naf = true\n"
+        f'[[actor]]\nname = "host0"\nkind = "host"\n'
+        f'do = ["wp {BASE_IPA:#x} {leaves * PAGE}"]\n'
+    )
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+@dataclass
+class Dist:
+    n: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Dist:
+        ms = [x * 1000 for x in seconds]
+        return cls(len(ms), pct(ms, 0.5), pct(ms, 0.99), max(ms), statistics.fmean(ms))
+
+
+# --- deployments ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Deployment:
+    """A real server (and, distributed, engine workers) on a temporary SQLite file."""
+
+    def __init__(self, mode: str, workers: int = 2):
+        self.mode = mode
+        self.workers = workers
+        self.dir = Path(tempfile.mkdtemp(prefix=f"ptviz-webbench-{mode}-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.prefix = f"ptviz-bench-{uuid.uuid4().hex[:10]}:"
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL", "PTVIZ_CHANNEL_PREFIX")
+        }
+        env.update(
+            DJANGO_SETTINGS_MODULE="ptviz.settings",
+            DATABASE_URL=f"sqlite:///{self.dir / 'db.sqlite3'}",
+            PTVIZ_LOG="INFO",  # the engine workers log "listening on" once ready
+            PYTHONUNBUFFERED="1",
+        )
+        if mode == "redis":
+            env.update(REDIS_URL=REDIS_URL, PTVIZ_CHANNEL_PREFIX=self.prefix)
+        self.env = env
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = self.dir / f"{name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append((name, proc, log))
+        return proc
+
+    def start(self, timeout: float = 90) -> Deployment:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+        )
+        args = ["serve", "--no-migrate", "--port", str(self.port)]
+        if self.mode == "embedded":
+            args += ["--workers", str(self.workers)]
+        self._spawn("serve", args)
+        if self.mode == "redis":
+            for k in range(self.workers):
+                self._spawn(f"worker{k}", ["engineworker", "--name", f"bench-w{k}"])
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, proc, log in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{log.read_text()}")
+            try:
+                with self.opener.open(self.url + "/", timeout=2) as r:
+                    ok = r.status == 200
+            except OSError:
+                ok = False
+            if ok and all(
+                "listening on" in log.read_text() or name == "serve" for name, _, log in self.procs
+            ):
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the {self.mode} deployment did not start")
+            time.sleep(0.1)
+
+    def create(self, scenario: str) -> dict:
+        """POST /sessions/new: {"url", "session", "links": {"control", "view"}}."""
+        csrf = next(c.value for c in self.cookies if c.name == "csrftoken")
+        req = urllib.request.Request(
+            self.url + "/sessions/new",
+            # a form post (session_new reads request.POST); JSON answer
+            data=urllib.parse.urlencode({"scenario": scenario}).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "X-CSRFToken": csrf,
+            },
+            method="POST",
+        )
+        try:
+            with self.opener.open(req, timeout=120) as r:
+                data = json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(
+                f"POST /sessions/new: {exc.code} {exc.read().decode()[:500]}"
+            ) from None
+        token = data["url"].rstrip("/").rsplit("/", 1)[-1]
+        data["ws"] = f"ws://127.0.0.1:{self.port}/ws/sessions/{data['session']}/?token={token}"
+        return data
+
+    def engine_pids(self) -> list[int]:
+        """The engine worker processes: `engineworker`s, or serve's spawned children."""
+        if self.mode == "redis":
+            return [proc.pid for name, proc, _ in self.procs if name != "serve"]
+        serve = next(proc.pid for name, proc, _ in self.procs if name == "serve")
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == serve and b"spawn_main" in cmd:
+                pids.append(int(d.name))
+        return pids
+
+    def engine_rss_mb(self) -> float:
+        total = 0
+        for pid in self.engine_pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+    def db_mb(self) -> float:
+        return sum(f.stat().st_size for f in self.dir.glob("db.sqlite3*")) / 1e6
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # serve then stops its engine workers
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        if self.mode == "redis":
+            flush_prefix(self.prefix)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def flush_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# --- the websocket client ------------------------------------------------------------------
+
+
+class Client:
+    """One viewer speaking docs/protocol.md; records when each message arrived."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+        self.backlog: list[tuple[float, dict, int]] = []
+
+    @classmethod
+    async def open(cls, url: str, origin: str) -> Client:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(url, origin=origin, max_size=None, open_timeout=30)
+        return cls(ws)
+
+    async def recv(self, timeout: float = 60) -> tuple[float, dict, int]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        return time.perf_counter(), json.loads(raw), len(raw)
+
+    async def until(self, pred, timeout: float = 60) -> tuple[float, dict, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no matching message")
+            item = await self.recv(left)
+            if item[1].get("type") == "error" and item[1].get("code") not in ("bad_message",):
+                raise RuntimeError(f"server error: {item[1]}")
+            if pred(item[1]):
+                return item
+
+    async def send(self, cmd: str, **fields) -> tuple[int, float]:
+        self.next_id += 1
+        msg = {"v": 1, "type": "command", "id": self.next_id, "cmd": cmd, **fields}
+        t0 = time.perf_counter()
+        await self.ws.send(json.dumps(msg))
+        return self.next_id, t0
+
+    async def start(self) -> dict:
+        await self.until(lambda m: m["type"] == "hello")
+        _, snap, _ = await self.until(lambda m: m["type"] == "snapshot")
+        return snap
+
+    async def subscribe_root(self) -> None:
+        await self.send("subscribe", tables=[ROOT_TABLE])
+        await self.until(lambda m: m["type"] == "delta" and ROOT_TABLE in (m.get("tables") or {}))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+# --- 1. latency ----------------------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    mode: str
+    leaves: int
+    echo: Dist  # websocket round trip answered by the consumer (no layer, no engine)
+    ack: Dist  # step sent -> ack received
+    delta: Dist  # step sent -> its delta received
+
+
+async def _latency(dep: Deployment, leaves: int, cfg: Config) -> Latency:
+    data = dep.create(wp_scenario(leaves))
+    c = await Client.open(data["ws"], dep.url)
+    await c.start()
+    await c.subscribe_root()
+    echo, acks, deltas = [], [], []
+    for k in range(cfg.warmup + cfg.latency_steps):
+        id_, t0 = await c.send("no-such-command")
+        t1, _, _ = await c.until(lambda m, i=id_: m["type"] == "error" and m.get("id") == i)
+        if k >= cfg.warmup:
+            echo.append(t1 - t0)
+    for position in range(1, cfg.warmup + cfg.latency_steps + 1):
+        id_, t0 = await c.send("step", actor="host0")
+        t_ack, _, _ = await c.until(lambda m, i=id_: m["type"] == "ack" and m.get("id") == i)
+        t_delta, _, _ = await c.until(
+            lambda m, p=position: m["type"] == "delta" and m.get("position") == p
+        )
+        if position > cfg.warmup:
+            acks.append(t_ack - t0)
+            deltas.append(t_delta - t0)
+    await c.close()
+    return Latency(dep.mode, leaves, Dist.of(echo), Dist.of(acks), Dist.of(deltas))
+
+
+# --- 2. throughput -------------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    mode: str
+    leaves: int
+    seconds: float  # from the first delta of the run to the last one counted
+    changes: int  # descriptor changes the client learned of (root counters)
+    steps: int  # micro-steps decided (delta positions)
+    events: int  # events the deltas covered (listed + omitted)
+    listed: int  # events listed in the deltas
+    deltas: int
+    bytes: int
+    max_gap_ms: float  # the longest wait between two deltas
+    rss_growth_mb: float = 0.0  # the engine workers' resident memory, after - before
+    db_growth_mb: float = 0.0  # the SQLite file(s), after - before
+
+    @property
+    def changes_per_s(self) -> float:
+        return self.changes / self.seconds
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    def as_json(self) -> dict:
+        return {
+            **asdict(self),
+            "changes_per_s": self.changes_per_s,
+            "steps_per_s": self.steps_per_s,
+            "events_per_s": self.events / self.seconds,
+            "deltas_per_s": self.deltas / self.seconds,
+            "bytes_per_s": self.bytes / self.seconds,
+            "bytes_per_delta": self.bytes / max(1, self.deltas),
+        }
+
+
+async def _throughput(dep: Deployment, leaves: int, cfg: Config) -> Throughput:
+    data = dep.create(wp_scenario(leaves))
+    c = await Client.open(data["ws"], dep.url)
+    await c.start()
+    await c.subscribe_root()
+    rss, db = dep.engine_rss_mb(), dep.db_mb()
+    await c.send("run", speed=0)
+    first = None  # (time, readonly, position)
+    last = None
+    events = listed = deltas = size = 0
+    gaps: list[float] = []
+    prev_t = None
+    while True:
+        t, m, n = await c.until(lambda m: m["type"] == "delta", timeout=120)
+        counts = (m.get("machine") or {}).get("counts")
+        if first is None:
+            if m.get("running") and counts is not None:
+                first = (t, counts["readonly"], m["position"])
+                prev_t = t
+            continue
+        if counts is not None:
+            gaps.append(t - prev_t)
+            prev_t = t
+            last = (t, counts["readonly"], m["position"])
+            events += len(m.get("events") or []) + m.get("omitted", 0)
+            listed += len(m.get("events") or [])
+            deltas += 1
+            size += n
+        if not m.get("running") or t - first[0] >= cfg.throughput_seconds:
+            break
+    if m.get("running"):
+        await c.send("pause")
+        with contextlib.suppress(TimeoutError):
+            await c.until(lambda m: m["type"] == "delta" and m.get("running") is False, timeout=30)
+    await c.close()
+    if last is None:
+        raise RuntimeError("the run sent no deltas")
+    return Throughput(
+        dep.mode,
+        leaves,
+        last[0] - first[0],
+        last[1] - first[1],
+        last[2] - first[2],
+        events,
+        listed,
+        deltas,
+        size,
+        max(gaps) * 1000 if gaps else 0.0,
+        dep.engine_rss_mb() - rss,
+        dep.db_mb() - db,
+    )
+
+
+# --- 3. first render -----------------------------------------------------------------------
+
+RENDER_PROBE = """
+((leaves) => {
+  const t = (window.__ptvizBench = {});
+  const W = window.WebSocket;
+  window.WebSocket = class extends W {
+    constructor(...args) {
+      super(...args);
+      t.wsCreated ??= performance.now();
+      this.addEventListener("open", () => (t.wsOpen ??= performance.now()));
+      this.addEventListener("message", (ev) => {
+        const now = performance.now();
+        const type = (/"type":\\s*"([a-z_]+)"/.exec(ev.data) || [])[1];
+        if (type) t[type] ??= now;
+        if (type === "delta" && ev.data.includes('"tables":{"0x')) t.rootTable ??= now;
+      });
+    }
+  };
+  const check = () => {
+    if (t.rendered) return;
+    const root = document.querySelector(".tree-space .tr.root .counts");
+    if (!root || !root.textContent.includes(leaves)) return;
+    if (!document.querySelector(".tree-space .tr.row")) return;
+    t.rendered = performance.now();
+  };
+  new MutationObserver(check).observe(document, { subtree: true, childList: true, characterData: true });
+})(LEAVES);
+"""
+
+
+@dataclass
+class Render:
+    mode: str
+    leaves: int
+    kind: str  # cold | warm
+    total_ms: float  # navigation start -> root row with counters and start-level rows
+    response_ms: float  # the HTML's responseEnd
+    dom_ms: float  # DOMContentLoaded done (modules loaded and run)
+    hello_ms: float
+    snapshot_ms: float
+    root_table_ms: float  # the delta that carries the start-level table
+
+
+def _render_once(page, url: str, leaves: int, mode: str, kind: str, reload: bool) -> Render:
+    if reload:
+        page.reload(wait_until="commit")
+    else:
+        page.goto(url, wait_until="commit")
+    page.wait_for_function(
+        "() => window.__ptvizBench && window.__ptvizBench.rendered", timeout=60_000
+    )
+    t = page.evaluate("() => window.__ptvizBench")
+    nav = page.evaluate(
+        "() => { const n = performance.getEntriesByType('navigation')[0]; return {r: n.responseEnd, d: n.domContentLoadedEventEnd}; }"
+    )
+    return Render(
+        mode,
+        leaves,
+        kind,
+        t["rendered"],
+        nav["r"],
+        nav["d"],
+        t.get("hello", float("nan")),
+        t.get("snapshot", float("nan")),
+        t.get("rootTable", float("nan")),
+    )
+
+
+def measure_render(dep: Deployment, cfg: Config, browser) -> list[Render]:
+    out: list[Render] = []
+    for leaves, scenario in (
+        (cfg.render_leaves, wp_scenario(cfg.render_leaves)),
+        (1, (ROOT / "scenarios" / "seed_race_seed.toml").read_text()),
+    ):
+        for _ in range(cfg.render_reps):
+            data = dep.create(scenario)
+            ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+            label = f"{leaves:,} {'leaf' if leaves == 1 else 'leaves'}"
+            ctx.add_init_script(RENDER_PROBE.replace("LEAVES", json.dumps(label)))
+            page = ctx.new_page()
+            out.append(_render_once(page, data["url"], leaves, dep.mode, "cold", False))
+            out.append(_render_once(page, data["url"], leaves, dep.mode, "warm", True))
+            ctx.close()
+    return out
+
+
+def render_summary(rows: list[Render]) -> list[dict]:
+    """Median per (mode, leaves, kind)."""
+    groups: dict[tuple, list[Render]] = {}
+    for r in rows:
+        groups.setdefault((r.mode, r.leaves, r.kind), []).append(r)
+    out = []
+    for (mode, leaves, kind), rs in groups.items():
+
+        def med(f, rs=rs):
+            return statistics.median(getattr(r, f) for r in rs)
+
+        out.append(
+            {
+                "mode": mode,
+                "leaves": leaves,
+                "kind": kind,
+                "reps": len(rs),
+                **{
+                    f: med(f)
+                    for f in (
+                        "total_ms",
+                        "response_ms",
+                        "dom_ms",
+                        "hello_ms",
+                        "snapshot_ms",
+                        "root_table_ms",
+                    )
+                },
+                "best_total_ms": min(r.total_ms for r in rs),
+            }
+        )
+    return out
+
+
+# --- baselines (in this process: no server, no database) ------------------------------------
+
+
+@dataclass
+class EngineBaseline:
+    leaves: int
+    what: str
+    steps: int
+    changes: int
+    seconds: float
+    rss_growth_mb: float = 0.0  # this process's resident memory, after - before
+
+    def as_json(self) -> dict:
+        return {
+            **asdict(self),
+            "steps_per_s": self.steps / self.seconds,
+            "changes_per_s": self.changes / self.seconds,
+        }
+
+
+def _readonly(live) -> int:
+    return live.machine_view()["counts"]["readonly"]
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def engine_baselines(leaves: int, cfg: Config) -> list[EngineBaseline]:
+    """The same wp run: the core alone, LiveSession.step, SessionHost's run slices (no
+    transport, no database), with the LiveSession's checkpoints and without them."""
+    from engine.core import machine_class
+    from engine.session import LiveSession
+    from ptviz.engine_worker.host import SessionHost
+
+    text = wp_scenario(leaves)
+    out = []
+    # the core alone, the whole run (no decisions recorded, no checkpoints)
+    live = LiveSession(text)
+    machine = machine_class("cython")(live.spec)
+    t0 = time.perf_counter()
+    steps = machine.run_round_robin()
+    seconds = time.perf_counter() - t0
+    out.append(EngineBaseline(leaves, "core: Machine.run_round_robin()", steps, leaves, seconds))
+    del machine, live
+    gc.collect()
+
+    for every, label in ((256, "checkpoint every 256 (as served)"), (10**12, "no checkpoints")):
+        rss = _rss_mb()
+        live = LiveSession(text, snapshot_every=every)
+        before = _readonly(live)
+        t0 = time.perf_counter()
+        steps = 0
+        while time.perf_counter() - t0 < cfg.baseline_seconds and not live.machine.all_done():
+            for _ in range(256):
+                if live.machine.done(0):
+                    break
+                live.step(0)
+                steps += 1
+            live.machine.clear_events()
+        seconds = time.perf_counter() - t0
+        out.append(
+            EngineBaseline(
+                leaves,
+                f"LiveSession.step, {label}",
+                steps,
+                _readonly(live) - before,
+                seconds,
+                _rss_mb() - rss,
+            )
+        )
+        del live
+        gc.collect()
+
+        rss = _rss_mb()
+        live = LiveSession(text, snapshot_every=every)
+        before = _readonly(live)
+        host = SessionHost("bench", live, set(), lambda *a: None, persist=False)
+        host.join("viewer", [ROOT_TABLE], reply=False)
+        host.command({"cmd": "run", "id": 1, "speed": 0}, "viewer")
+        t0 = time.perf_counter()
+        start = live.position
+        while time.perf_counter() - t0 < cfg.baseline_seconds and host.run is not None:
+            host.tick()
+        seconds = time.perf_counter() - t0
+        out.append(
+            EngineBaseline(
+                leaves,
+                f"SessionHost run slices, {label}",
+                live.position - start,
+                _readonly(live) - before,
+                seconds,
+                _rss_mb() - rss,
+            )
+        )
+        del host, live
+        gc.collect()
+    return out
+
+
+@dataclass
+class Costs:
+    leaves: int
+    state_bytes: int
+    pack_ms: float
+    hash_ms: float
+    compress_ms: float
+    compressed_bytes: int
+    checkpoints_per_leaf: float  # seed wp: 3 micro-steps per leaf, one every 256
+    delta_events: int
+    delta_build_ms: float  # SessionHost.flush(): event_json, views, counters
+    delta_json_ms: float  # json.dumps of that delta (the consumer does it per viewer)
+    delta_bytes: int
+
+
+def measure_costs(leaves: int) -> Costs:
+    """One LiveSession checkpoint and one full delta of a fast run, timed apart."""
+    from engine.session import LiveSession
+    from engine.snapshot import pack, state_hash
+    from ptviz.engine_worker.host import SessionHost
+    from ptviz.engine_worker.store import compress
+
+    live = LiveSession(wp_scenario(leaves), snapshot_every=10**12)
+
+    def best(fn, reps=5):
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            value = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1000, value
+
+    pack_ms, data = best(lambda: pack(live.machine.get_state()))
+    hash_ms, _ = best(lambda: state_hash(data))
+    compress_ms, blob = best(lambda: compress(data))
+    sent: list[dict] = []
+    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(p["msg"]), persist=False)
+    host.join("viewer", [ROOT_TABLE], reply=False)
+    builds = []
+    for _ in range(5):
+        for _ in range(3000):
+            live.step(0)
+        host._drain()
+        t0 = time.perf_counter()
+        host.flush()
+        builds.append(time.perf_counter() - t0)
+    msg = sent[-1]
+    json_ms, text = best(lambda: json.dumps(msg, separators=(",", ":")))
+    return Costs(
+        leaves,
+        len(data),
+        pack_ms,
+        hash_ms,
+        compress_ms,
+        len(blob),
+        3 / 256,
+        len(msg["events"]) + msg.get("omitted", 0),
+        min(builds) * 1000,
+        json_ms,
+        len(text),
+    )
+
+
+@dataclass
+class LayerTrip:
+    layer: str
+    message: str
+    bytes: int
+    dist: Dist
+
+
+async def _layer_trips(redis: bool, delta: dict, reps: int) -> list[LayerTrip]:
+    from channels.layers import InMemoryChannelLayer
+    from channels_redis.core import RedisChannelLayer
+
+    from ptviz import layers
+
+    out = []
+    small = {"type": "ptviz.out", "msg": {"v": 1, "type": "ack", "id": 1}}
+    big = {"type": "ptviz.out", "msg": delta}
+    kinds = [
+        ("in-memory", lambda: InMemoryChannelLayer(**layers.inmemory_layers()["default"]["CONFIG"]))
+    ]
+    prefix = f"ptviz-bench-{uuid.uuid4().hex[:10]}:"
+    if redis:
+        cfg = layers.redis_layers(REDIS_URL, prefix)["default"]["CONFIG"]
+        kinds.append(("redis", lambda: RedisChannelLayer(**cfg)))
+    for name, make in kinds:
+        layer = make()
+        channel = await layer.new_channel("bench")
+        for label, payload in (("ack", small), ("delta", big)):
+            times = []
+            for k in range(reps + 10):
+                t0 = time.perf_counter()
+                await layer.send(channel, payload)
+                await layer.receive(channel)
+                if k >= 10:
+                    times.append(time.perf_counter() - t0)
+            size = len(json.dumps(payload["msg"], separators=(",", ":")))
+            out.append(LayerTrip(name, label, size, Dist.of(times)))
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await close()
+    if redis:
+        flush_prefix(prefix)
+    return out
+
+
+def step_cost(leaves: int, n: int) -> Dist:
+    """SessionHost.command(step) in-process (no database write, no transport): the
+    engine's share of a step's latency."""
+    from engine.session import LiveSession
+    from ptviz.engine_worker.host import SessionHost
+
+    live = LiveSession(wp_scenario(leaves))
+    host = SessionHost("bench", live, set(), lambda *a: None, persist=False)
+    host.join("viewer", [ROOT_TABLE], reply=False)
+    times = []
+    for k in range(n):
+        t0 = time.perf_counter()
+        host.command({"cmd": "step", "id": k, "actor": "host0"}, "viewer")
+        times.append(time.perf_counter() - t0)
+    return Dist.of(times)
+
+
+@dataclass
+class WorkerProfile:
+    """Where an engine worker's time goes during a fast run: SessionHost with the real
+    database writes (a temporary SQLite file), in a child process."""
+
+    leaves: int
+    seconds: float
+    steps: int
+    changes: int
+    deltas: int
+    step_s: float  # LiveSession.step without its checkpoints, and the run loop
+    checkpoint_s: float  # LiveSession._checkpoint: pack + hash of the whole state
+    persist_s: float  # store.append: compress the checkpoints, insert decisions + blobs
+    compress_s: float  # (of which: compressing the checkpoints)
+    delta_s: float  # flush() without persist: events to JSON, table views, counters
+    encode_s: float  # what the transports then do per delta: pickle (embedded) + json
+
+    def as_json(self) -> dict:
+        return {
+            **asdict(self),
+            "steps_per_s": self.steps / self.seconds,
+            "changes_per_s": self.changes / self.seconds,
+        }
+
+
+def worker_profile(leaves: int, seconds: float) -> WorkerProfile:
+    """In a process whose DATABASE_URL is a temporary file (see profile_in_child)."""
+    import pickle
+
+    from django.core.management import call_command
+
+    from engine.session import LiveSession
+    from ptviz.debugger import records
+    from ptviz.engine_worker import host as host_mod
+    from ptviz.engine_worker import store
+
+    call_command("migrate", interactive=False, verbosity=0)
+    live = records.check_scenario(wp_scenario(leaves), "bench")
+    session, _, _ = records.create(live, "bench")
+    spent = {"checkpoint": 0.0, "persist": 0.0, "compress": 0.0, "flush": 0.0, "encode": 0.0}
+    sent = [0]
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - t0
+
+        return wrapper
+
+    def emit(kind, target, payload):
+        t0 = time.perf_counter()
+        pickle.dumps(payload)
+        json.dumps(payload["msg"], separators=(",", ":"))
+        spent["encode"] += time.perf_counter() - t0
+        sent[0] += payload["msg"].get("type") == "delta"
+
+    LiveSession._checkpoint = timed("checkpoint", LiveSession._checkpoint)
+    store.compress = timed("compress", store.compress)
+    h = host_mod.SessionHost.load(str(session.id), emit)
+    h.persist = timed("persist", h.persist)
+    inner_flush = h.flush
+
+    def flush(*a, **k):
+        before = spent["persist"]
+        t0 = time.perf_counter()
+        try:
+            return inner_flush(*a, **k)
+        finally:
+            spent["flush"] += time.perf_counter() - t0 - (spent["persist"] - before)
+
+    h.flush = flush
+    h.join("viewer", [ROOT_TABLE], reply=False)
+    start_ro = _readonly(h.live)
+    start_pos = h.live.position
+    for key in spent:
+        spent[key] = 0.0
+    sent[0] = 0
+    h.command({"cmd": "run", "id": 1, "speed": 0}, "viewer")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds and h.run is not None:
+        h.tick()
+    total = time.perf_counter() - t0
+    other = total - spent["checkpoint"] - spent["persist"] - spent["flush"] - spent["encode"]
+    return WorkerProfile(
+        leaves,
+        total,
+        h.live.position - start_pos,
+        _readonly(h.live) - start_ro,
+        sent[0],
+        other,
+        spent["checkpoint"],
+        spent["persist"],
+        spent["compress"],
+        spent["flush"],
+        spent["encode"],
+    )
+
+
+def profile_in_child(leaves: int, seconds: float) -> WorkerProfile:
+    tmp = Path(tempfile.mkdtemp(prefix="ptviz-webbench-profile-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}", DJANGO_SETTINGS_MODULE="ptviz.settings"
+    )
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "webbench",
+                "--worker-profile",
+                str(leaves),
+                "--seconds",
+                str(seconds),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    data = json.loads(out)
+    return WorkerProfile(**{k: data[k] for k in WorkerProfile.__dataclass_fields__})
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    config: Config
+    host: dict
+    modes: list[str]
+    latency: list[Latency] = field(default_factory=list)
+    throughput: list[Throughput] = field(default_factory=list)
+    render: list[Render] = field(default_factory=list)
+    engine: list[EngineBaseline] = field(default_factory=list)
+    costs: list[Costs] = field(default_factory=list)
+    layer: list[LayerTrip] = field(default_factory=list)
+    step_cost: dict = field(default_factory=dict)
+    workers: list[WorkerProfile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "host": self.host,
+            "modes": self.modes,
+            "latency": [asdict(x) for x in self.latency],
+            "throughput": [x.as_json() for x in self.throughput],
+            "render": [asdict(x) for x in self.render],
+            "render_summary": render_summary(self.render),
+            "baselines": {
+                "engine": [x.as_json() for x in self.engine],
+                "costs": [asdict(x) for x in self.costs],
+                "layer": [asdict(x) for x in self.layer],
+                "step": {str(k): asdict(v) for k, v in self.step_cost.items()},
+                "worker_profile": [x.as_json() for x in self.workers],
+            },
+            "targets": {"changes_per_s": TARGET_CHANGES, "render_ms": TARGET_RENDER_MS},
+            "notes": self.notes,
+        }
+
+
+def host_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def arun(coro):
+    """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop
+    running in this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cfg: Config, *, redis: bool = True, browser: bool = True) -> Results:
+    modes = ["embedded"]
+    notes = []
+    if redis:
+        if redis_up():
+            modes.append("redis")
+        else:
+            notes.append(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT}: redis mode skipped")
+    r = Results(cfg, host_info(), modes, notes=notes)
+
+    pw = chromium = None
+    if browser:
+        if not os.access(CHROMIUM, os.X_OK):
+            notes.append(f"no Chromium at {CHROMIUM}: first render skipped")
+        else:
+            from playwright.sync_api import sync_playwright
+
+            pw = sync_playwright().start()
+            chromium = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+    try:
+        for mode in modes:
+            log(f"webbench: starting the {mode} deployment…")
+            dep = Deployment(mode).start()
+            try:
+                if chromium is not None:
+                    log(f"webbench: {mode}: first render in Chromium…")
+                    r.render += measure_render(dep, cfg, chromium)
+                for leaves in cfg.latency_sizes:
+                    log(f"webbench: {mode}: step latency, {leaves:,} leaves…")
+                    r.latency.append(arun(_latency(dep, leaves, cfg)))
+                for leaves in cfg.throughput_sizes:
+                    log(f"webbench: {mode}: run throughput, {leaves:,} leaves…")
+                    r.throughput.append(arun(_throughput(dep, leaves, cfg)))
+            finally:
+                dep.stop()
+    finally:
+        if chromium is not None:
+            chromium.close()
+        if pw is not None:
+            pw.stop()
+
+    log("webbench: baselines in-process (core, LiveSession, SessionHost, checkpoint, delta)…")
+    for leaves in cfg.throughput_sizes:
+        r.engine += engine_baselines(leaves, cfg)
+        r.costs.append(measure_costs(leaves))
+        log(f"webbench: worker profile with the database, {leaves:,} leaves…")
+        r.workers.append(profile_in_child(leaves, cfg.baseline_seconds))
+    for leaves in cfg.latency_sizes:
+        r.step_cost[leaves] = step_cost(leaves, cfg.warmup + cfg.latency_steps)
+    from engine.session import LiveSession
+    from ptviz.engine_worker.host import SessionHost
+
+    sent: list[dict] = []
+    live = LiveSession(wp_scenario(cfg.throughput_sizes[0]), snapshot_every=10**12)
+    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(p["msg"]), persist=False)
+    host.join("viewer", [ROOT_TABLE], reply=False)
+    for _ in range(3000):
+        live.step(0)
+    host._drain()
+    host.flush()
+    r.layer = arun(_layer_trips("redis" in modes, sent[-1], cfg.layer_reps))
+    return r
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in rows]
+    return "\n".join("  " + line for line in lines)
+
+
+def _rate(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:,.2f} M"
+    if v >= 1e3:
+        return f"{v / 1e3:,.1f} k"
+    return f"{v:,.0f}"
+
+
+def _ms(v: float) -> str:
+    return f"{v:,.2f}" if v < 10 else f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def render_report(r: Results) -> str:
+    out = [
+        f"ptviz web benchmarks ({r.host['cpu']}, {r.host['cpus']} CPUs, Python "
+        f"{r.host['python']}); deployments: {', '.join(r.modes)}"
+    ]
+    out += [f"  note: {n}" for n in r.notes]
+    if r.latency:
+        out += [
+            "",
+            "1. Step latency: `step` command sent -> ack / delta received by the same websocket",
+            "   client (ms). echo: a command the consumer refuses itself (daphne + consumer, no",
+            "   channel layer, no engine): the floor of any websocket round trip.",
+            _table(
+                ["mode", "leaves", "echo p50", "p99", "ack p50", "p99", "delta p50", "p99", "max"],
+                [
+                    [
+                        x.mode,
+                        f"{x.leaves:,}",
+                        _ms(x.echo.p50_ms),
+                        _ms(x.echo.p99_ms),
+                        _ms(x.ack.p50_ms),
+                        _ms(x.ack.p99_ms),
+                        _ms(x.delta.p50_ms),
+                        _ms(x.delta.p99_ms),
+                        _ms(x.delta.max_ms),
+                    ]
+                    for x in r.latency
+                ],
+            ),
+        ]
+        if r.step_cost:
+            out += [
+                "   baseline, the engine's share: SessionHost.command(step) in-process, no database",
+                "   write, no transport:  "
+                + ";  ".join(
+                    f"{k:,} leaves p50 {_ms(v.p50_ms)} ms p99 {_ms(v.p99_ms)} ms max {_ms(v.max_ms)} ms"
+                    for k, v in r.step_cost.items()
+                ),
+            ]
+        if r.layer:
+            out += [
+                "   baseline, the channel layer alone (in-process send + receive, ms):  "
+                + ";  ".join(
+                    f"{x.layer} {x.message} ({x.bytes:,} B) p50 {_ms(x.dist.p50_ms)} p99 {_ms(x.dist.p99_ms)}"
+                    for x in r.layer
+                )
+            ]
+    if r.throughput:
+        out += [
+            "",
+            "2. Sustained run (speed 0), host0 `wp` over N 4K leaves (seed: one descriptor change",
+            "   per leaf, 3 micro-steps), one websocket client subscribed to the start-level table.",
+            "   changes/s: descriptor changes the client learns of (root counters in the deltas);",
+            f"   target {TARGET_CHANGES:,}/s. +RSS / +DB: what the engine workers' memory and the SQLite file\n   grew by during the run.",
+            _table(
+                [
+                    "mode",
+                    "leaves",
+                    "seconds",
+                    "changes/s",
+                    "steps/s",
+                    "events/s",
+                    "deltas/s",
+                    "KB/delta",
+                    "MB/s",
+                    "max gap ms",
+                    "+RSS MB",
+                    "+DB MB",
+                    "target",
+                ],
+                [
+                    [
+                        x.mode,
+                        f"{x.leaves:,}",
+                        f"{x.seconds:.2f}",
+                        _rate(x.changes_per_s),
+                        _rate(x.steps_per_s),
+                        _rate(x.events / x.seconds),
+                        f"{x.deltas / x.seconds:.1f}",
+                        f"{x.bytes / max(1, x.deltas) / 1024:,.0f}",
+                        f"{x.bytes / x.seconds / 1e6:.2f}",
+                        f"{x.max_gap_ms:,.0f}",
+                        f"{x.rss_growth_mb:,.0f}",
+                        f"{x.db_growth_mb:,.0f}",
+                        f"{x.changes_per_s / TARGET_CHANGES:.0%}",
+                    ]
+                    for x in r.throughput
+                ],
+            ),
+        ]
+    if r.engine:
+        out += [
+            "   baselines in-process, the same wp (no server, no database, no transport):",
+            _table(
+                ["leaves", "what", "steps/s", "changes/s", "+RSS MB"],
+                [
+                    [
+                        f"{x.leaves:,}",
+                        x.what,
+                        _rate(x.steps / x.seconds),
+                        _rate(x.changes / x.seconds),
+                        f"{x.rss_growth_mb:,.0f}" if "core" not in x.what else "",
+                    ]
+                    for x in r.engine
+                ],
+            ),
+        ]
+    if r.costs:
+        out += [
+            "   what one LiveSession checkpoint (every 256 decisions: a full machine state) and",
+            "   one delta of a fast run cost, in-process (ms):",
+            _table(
+                [
+                    "leaves",
+                    "state MB",
+                    "pack",
+                    "hash",
+                    "compress",
+                    "stored MB",
+                    "per 1k steps",
+                    "delta events",
+                    "build",
+                    "json",
+                    "delta KB",
+                ],
+                [
+                    [
+                        f"{c.leaves:,}",
+                        f"{c.state_bytes / 1e6:.1f}",
+                        _ms(c.pack_ms),
+                        _ms(c.hash_ms),
+                        _ms(c.compress_ms),
+                        f"{c.compressed_bytes / 1e6:.2f}",
+                        _ms((c.pack_ms + c.hash_ms + c.compress_ms) * 1000 / 256),
+                        f"{c.delta_events:,}",
+                        _ms(c.delta_build_ms),
+                        _ms(c.delta_json_ms),
+                        f"{c.delta_bytes / 1024:,.0f}",
+                    ]
+                    for c in r.costs
+                ],
+            ),
+            "   (per 1k steps: pack + hash + compress of the ~3.9 checkpoints 1,000 decisions",
+            "   make; the worker also stores each compressed one in the database)",
+        ]
+    if r.workers:
+        out += [
+            "   where a worker's time goes in the same run (SessionHost with its real database",
+            "   writes to a temporary SQLite file, in a child process; % of the wall time):",
+            _table(
+                [
+                    "leaves",
+                    "steps/s",
+                    "changes/s",
+                    "steps+loop",
+                    "checkpoints",
+                    "persist",
+                    "(compress)",
+                    "delta build",
+                    "encode",
+                ],
+                [
+                    [
+                        f"{w.leaves:,}",
+                        _rate(w.steps / w.seconds),
+                        _rate(w.changes / w.seconds),
+                        f"{w.step_s / w.seconds:.0%}",
+                        f"{w.checkpoint_s / w.seconds:.0%}",
+                        f"{w.persist_s / w.seconds:.0%}",
+                        f"{w.compress_s / w.seconds:.0%}",
+                        f"{w.delta_s / w.seconds:.0%}",
+                        f"{w.encode_s / w.seconds:.0%}",
+                    ]
+                    for w in r.workers
+                ],
+            ),
+            "   (persist: Decision rows (one per micro-step) and compressed checkpoint blobs in one",
+            "   transaction per delta; encode: pickle for the embedded queue + the consumer's JSON)",
+        ]
+    if r.render:
+        rows = render_summary(r.render)
+        out += [
+            "",
+            "3. First render in headless Chromium: navigation start -> the tree shows the root",
+            f"   row with its counters and the start-level rows (ms, median of {r.config.render_reps});",
+            f"   cold: the worker loads the session from the database; warm: a reload. Target {TARGET_RENDER_MS:,} ms.",
+            _table(
+                [
+                    "mode",
+                    "leaves",
+                    "kind",
+                    "HTML",
+                    "DOMContentLoaded",
+                    "hello",
+                    "snapshot",
+                    "root table",
+                    "rendered",
+                    "best",
+                    "target",
+                ],
+                [
+                    [
+                        x["mode"],
+                        f"{x['leaves']:,}",
+                        x["kind"],
+                        _ms(x["response_ms"]),
+                        _ms(x["dom_ms"]),
+                        _ms(x["hello_ms"]),
+                        _ms(x["snapshot_ms"]),
+                        _ms(x["root_table_ms"]),
+                        _ms(x["total_ms"]),
+                        _ms(x["best_total_ms"]),
+                        "ok" if x["total_ms"] < TARGET_RENDER_MS else "MISSED",
+                    ]
+                    for x in rows
+                ],
+            ),
+            "   (the 1-leaf rows are the baseline: the same page and protocol on a tiny session)",
+        ]
+    return "\n".join(out)
