@@ -23,6 +23,12 @@ from .spec import MachineSpec, build_spec, op_spec
 from .twin import EngineError
 
 RECORDING_FORMAT = "ptviz-recording/1"
+# Snapshots cost memory in proportion to the table memory (8 MiB for a 4 GiB guest), so a
+# big machine is snapshotted less often: at most about this many snapshot bytes per
+# decision, and at most MAX_CHECKPOINTS kept (older ones thinned out; seeking re-executes
+# from the nearest one left, at tens of millions of micro-steps a second).
+SNAPSHOT_BYTES_PER_DECISION = 1024
+MAX_CHECKPOINTS = 64
 
 
 class ReplayError(EngineError):
@@ -50,6 +56,9 @@ class LiveSession:
         self.names = self.spec.actor_names
         self.kinds = [a.kind for a in self.scenario.actors]
         self.machine = new_machine(self.spec, self.engine)
+        self.interval = max(
+            self.snapshot_every, 8 * len(self.spec.mem) // SNAPSHOT_BYTES_PER_DECISION
+        )
         self.position = 0
         self.checkpoints: dict[int, Checkpoint] = {}
         self._checkpoint()
@@ -100,7 +109,7 @@ class LiveSession:
             del self.checkpoints[pos]
         self.decisions.append(record)
         self.position += 1
-        if self.position % self.snapshot_every == 0:
+        if self.position % self.interval == 0:
             self._checkpoint()
 
     def step(self, actor: int | str) -> None:
@@ -133,6 +142,11 @@ class LiveSession:
     def _checkpoint(self) -> None:
         data = pack(self.machine.get_state())
         self.checkpoints[self.position] = Checkpoint(self.position, data, state_hash(data))
+        if len(self.checkpoints) > MAX_CHECKPOINTS:
+            # Keep the start and the newest; drop every other one in between.
+            positions = sorted(self.checkpoints)
+            for pos in positions[1:-1:2]:
+                del self.checkpoints[pos]
 
     def seek(self, position: int) -> None:
         """Go to the state after `position` decisions, by restoring the nearest snapshot at

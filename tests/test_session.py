@@ -92,3 +92,33 @@ def test_who_holds_mmu_lock_is_shown(engine):
     view = {a["name"]: a for a in s.actors_view()}
     assert view["host0"]["holds_lock"] == "spin"
     assert s.lock_view() == {"kind": "spinlock", "writer": "host0", "readers": 0}
+
+
+def test_snapshots_of_a_big_machine_are_rarer_and_bounded_in_number():
+    big = """
+name = "4 GiB"
+kernel = "seed"
+[[map]]
+ipa = 0x1_0000_0000
+pa = 0x4000_0000
+count = 1048576
+[[actor]]
+name = "host0"
+kind = "host"
+do = ["wp 0x1_0000_0000 4G"]
+"""
+    s = LiveSession(big, snapshot_every=256)
+    assert s.interval > 8000  # 8 MiB of tables: about 1 KiB of snapshot per decision
+    small = LiveSession(V46, snapshot_every=2)
+    hashes = [small.state_hash()]
+    for _ in range(3):
+        small.inject("host0", "age 0x8000_0000")
+        small.run(1000)
+        hashes.append(small.state_hash())
+    for _ in range(200):
+        small.inject("host0", "flush_tlb")
+        small.step("host0")
+    assert len(small.checkpoints) <= 64
+    assert 0 in small.checkpoints
+    small.seek(len(small.decisions) - 400)
+    assert small.state_hash() == hashes[-1]
