@@ -43,16 +43,24 @@ class DebugSession(models.Model):
 
 
 class Decision(models.Model):
-    """One scheduling decision or injected operation: the recording, append-only."""
+    """Scheduling decisions and injected operations: the recording, append-only.
+
+    A row is one injected operation, one step, or a run of consecutive steps ("steps":
+    `count` decisions from `index` on, one byte per step naming the actor) so that a fast
+    run records hundreds of thousands of micro-steps a second without a row each.
+    """
 
     STEP = "step"
     INJECT = "inject"
+    STEPS = "steps"
 
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="decisions")
     index = models.PositiveIntegerField()
-    kind = models.CharField(max_length=8, choices=[(STEP, STEP), (INJECT, INJECT)])
+    kind = models.CharField(max_length=8, choices=[(STEP, STEP), (INJECT, INJECT), (STEPS, STEPS)])
     actor = models.PositiveSmallIntegerField()
     op = models.TextField(blank=True, default="")
+    count = models.PositiveIntegerField(default=1)
+    steps = models.BinaryField(blank=True, default=b"")
 
     class Meta:
         ordering = ["session", "index"]
@@ -67,11 +75,58 @@ class Decision(models.Model):
             raise ValueError("decisions are append-only: a recorded decision is never changed")
         super().save(*args, **kwargs)
 
-    def as_list(self) -> list:
-        """The LiveSession form: ["step", actor] or ["inject", actor, op]."""
-        return (
-            [self.kind, self.actor] if self.kind == self.STEP else [self.kind, self.actor, self.op]
-        )
+    def as_lists(self) -> list[list]:
+        """The LiveSession form: ["step", actor] or ["inject", actor, op] per decision."""
+        if self.kind == self.STEPS:
+            return [[self.STEP, actor] for actor in bytes(self.steps)]
+        if self.kind == self.STEP:
+            return [[self.STEP, self.actor]]
+        return [[self.kind, self.actor, self.op]]
+
+    @classmethod
+    def recorded(cls, session) -> list[list]:
+        """Every decision of a session, in order."""
+        out: list[list] = []
+        for row in cls.objects.filter(session=session).order_by("index"):
+            out.extend(row.as_lists())
+        return out
+
+    @classmethod
+    def rows_for(cls, session_id, start: int, decisions: list[list]) -> list[Decision]:
+        """Rows recording decisions start.., consecutive steps packed into "steps" rows."""
+        rows: list[Decision] = []
+        n = 0
+        while n < len(decisions):
+            d = decisions[n]
+            if d[0] == cls.INJECT:
+                rows.append(
+                    cls(
+                        session_id=session_id, index=start + n, kind=cls.INJECT, actor=d[1], op=d[2]
+                    )
+                )
+                n += 1
+                continue
+            end = n
+            while end < len(decisions) and decisions[end][0] == cls.STEP:
+                end += 1
+            actors = bytes(x[1] for x in decisions[n:end])  # actors are few (< 256)
+            if end - n == 1:
+                rows.append(
+                    cls(session_id=session_id, index=start + n, kind=cls.STEP, actor=actors[0])
+                )
+            else:
+                rows.append(
+                    cls(
+                        session_id=session_id,
+                        index=start + n,
+                        kind=cls.STEPS,
+                        actor=actors[0],
+                        count=end - n,
+                        steps=actors,
+                    )
+                )
+            n = end
+        return rows
 
 
 class Checkpoint(models.Model):

@@ -67,16 +67,7 @@ def create(
         parent=parent,
         origin=origin[:200],
     )
-    Decision.objects.bulk_create(
-        Decision(
-            session=session,
-            index=n,
-            kind=d[0],
-            actor=d[1],
-            op=d[2] if d[0] == Decision.INJECT else "",
-        )
-        for n, d in enumerate(live.decisions)
-    )
+    Decision.objects.bulk_create(Decision.rows_for(session.pk, 0, live.decisions))
     if checkpoints is None:
         checkpoints = [
             (c.position, compress(c.snapshot), c.hash)
@@ -93,7 +84,7 @@ def create(
 
 
 def recorded(session: DebugSession) -> tuple[list[list], list[tuple[int, bytes, str]]]:
-    decisions = [d.as_list() for d in session.decisions.order_by("index")]
+    decisions = Decision.recorded(session)
     checkpoints = list(
         session.checkpoints.order_by("position").values_list("position", "snapshot", "state_hash")
     )

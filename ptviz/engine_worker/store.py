@@ -84,7 +84,7 @@ def load(session_id: str) -> tuple[DebugSession, LiveSession, set[int]]:
         row = DebugSession.objects.get(pk=session_id)
     except (DebugSession.DoesNotExist, ValidationError, ValueError):
         raise SessionGone(session_id) from None
-    decisions = [d.as_list() for d in Decision.objects.filter(session=row).order_by("index")]
+    decisions = Decision.recorded(row)
     checkpoints = list(
         Checkpoint.objects.filter(session=row).values_list("position", "snapshot", "state_hash")
     )
@@ -103,16 +103,7 @@ def append(
     holds the session's lease (a worker that lost it, say after a stall long enough for
     another to take over, must not write). The unique (session, index) constraint is the
     second fence."""
-    rows = [
-        Decision(
-            session_id=session_id,
-            index=start + n,
-            kind=d[0],
-            actor=d[1],
-            op=d[2] if d[0] == Decision.INJECT else "",
-        )
-        for n, d in enumerate(decisions)
-    ]
+    rows = Decision.rows_for(session_id, start, decisions)
     snaps = [
         Checkpoint(
             session_id=session_id,
@@ -130,6 +121,11 @@ def append(
                 )
                 if not held.exists():
                     raise LostOwnership(session_id)
+            # Rows start where the recording ends (a packed row covers several indexes, so
+            # the unique index alone would not catch an overlap).
+            last = Decision.objects.filter(session_id=session_id).order_by("-index").first()
+            if (last.index + last.count if last else 0) != start:
+                raise LostOwnership(session_id)
             Decision.objects.bulk_create(rows)
             if snaps:
                 Checkpoint.objects.bulk_create(snaps, ignore_conflicts=True)

@@ -72,7 +72,7 @@ def test_a_distributed_worker_dies_and_another_takes_over(redis_deployment):
             redis_workers.start(owner["dead"] + "-again")
     assert owner["new"] != owner["dead"]
     assert delta["actors"] == reference(6).actors_view()
-    stored = [d.as_list() for d in Decision.objects.filter(session=session)]
+    stored = Decision.recorded(session)
     assert stored == reference(6).decisions
 
 
@@ -97,4 +97,4 @@ def test_an_embedded_worker_process_dies_and_is_restarted(embedded_deployment):
 
     delta = arun(body())
     assert delta["actors"] == reference(5).actors_view()
-    assert [d.as_list() for d in Decision.objects.filter(session=session)] == reference(5).decisions
+    assert Decision.recorded(session) == reference(5).decisions

@@ -81,7 +81,7 @@ def test_step_produces_a_delta_with_the_engines_events(mode):
         return ref
 
     ref = arun(body())
-    stored = [d.as_list() for d in Decision.objects.filter(session=session)]
+    stored = Decision.recorded(session)
     assert stored == [["step", 0]] * 3 + [["step", 1]]
     # events: exactly what the engine produces for the same decisions, step by step
     replay = LiveSession(V46.read_text())
@@ -258,7 +258,7 @@ def test_a_decision_while_rewound_is_refused_and_seek_back_replay(mode):
     snap2, snap3 = arun(body())
     assert snap2["actors"] == reference([["step", n] for n in LOST[:2]]).actors_view()
     assert snap3["violations"] and snap3["violations"][0]["check"] == "no_lost_update"
-    assert Decision.objects.filter(session=session).count() == len(LOST)
+    assert len(Decision.recorded(session)) == len(LOST)
     assert hashes[-1] == reference([["step", n] for n in LOST]).state_hash()
 
 
@@ -311,7 +311,7 @@ def test_run_and_pause_while_running(mode):
         return running, end
 
     _running, end = arun(body())
-    assert Decision.objects.filter(session=session).count() == end["decisions"]
+    assert len(Decision.recorded(session)) == end["decisions"]
 
 
 def test_inject_queues_an_operation(mode):
@@ -334,8 +334,7 @@ def test_inject_queues_an_operation(mode):
         return end["decisions"]
 
     n = arun(body())
-    last = list(Decision.objects.filter(session=session).order_by("index"))[n:]
-    assert [d.as_list() for d in last] == [["inject", 1, "age 0x8000_0000"], ["step", 1]]
+    assert Decision.recorded(session)[n:] == [["inject", 1, "age 0x8000_0000"], ["step", 1]]
 
 
 def test_explore_returns_what_the_cli_prints(mode):
@@ -491,7 +490,7 @@ def test_a_slow_viewer_gets_a_snapshot_instead_of_a_backlog(mode, settings, monk
         return end
 
     end = arun(body())
-    assert Decision.objects.filter(session=session).count() == end["decisions"] > 1000
+    assert len(Decision.recorded(session)) == end["decisions"] > 1000
 
 
 def test_recording_roundtrip_through_the_database(mode, client):
@@ -512,7 +511,7 @@ def test_recording_roundtrip_through_the_database(mode, client):
     arun(body())
     rec = client.get(f"/sessions/{session.id}/recording.json?token={control.token}").json()
     live = LiveSession.from_recording(rec)
-    assert live.decisions == [d.as_list() for d in Decision.objects.filter(session=session)]
+    assert live.decisions == Decision.recorded(session)
     response = client.post(
         "/recordings/import", data=json.dumps(rec), content_type="application/json"
     )
