@@ -27,7 +27,7 @@ RECORDING_FORMAT = "ptviz-recording/1"
 # big machine is snapshotted less often: at most about this many snapshot bytes per
 # decision, and at most MAX_CHECKPOINTS kept (older ones thinned out; seeking re-executes
 # from the nearest one left, at tens of millions of micro-steps a second).
-SNAPSHOT_BYTES_PER_DECISION = 1024
+SNAPSHOT_BYTES_PER_DECISION = 64
 MAX_CHECKPOINTS = 64
 
 

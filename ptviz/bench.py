@@ -672,7 +672,7 @@ def engine_baselines(leaves: int, cfg: Config) -> list[EngineBaseline]:
     del machine, live
     gc.collect()
 
-    for every, label in ((256, "checkpoint every 256 (as served)"), (10**12, "no checkpoints")):
+    for every, label in ((256, "checkpoints as served"), (10**12, "no checkpoints")):
         rss = _rss_mb()
         live = LiveSession(text, snapshot_every=every)
         before = _readonly(live)
@@ -733,7 +733,7 @@ class Costs:
     hash_ms: float
     compress_ms: float
     compressed_bytes: int
-    checkpoints_per_leaf: float  # seed wp: 3 micro-steps per leaf, one every 256
+    interval: int  # decisions between two checkpoints (LiveSession.interval as served)
     delta_events: int
     delta_build_ms: float  # SessionHost.flush(): event_json, views, counters
     delta_json_ms: float  # json.dumps of that delta (the consumer does it per viewer)
@@ -780,7 +780,7 @@ def measure_costs(leaves: int) -> Costs:
         hash_ms,
         compress_ms,
         len(blob),
-        3 / 256,
+        LiveSession(wp_scenario(leaves)).interval,
         len(msg["events"]) + msg.get("omitted", 0),
         min(builds) * 1000,
         json_ms,
@@ -1240,7 +1240,7 @@ def render_report(r: Results) -> str:
         ]
     if r.costs:
         out += [
-            "   what one LiveSession checkpoint (every 256 decisions: a full machine state) and",
+            "   what one LiveSession checkpoint (a full machine state, every `interval` decisions) and",
             "   one delta of a fast run cost, in-process (ms):",
             _table(
                 [
@@ -1264,7 +1264,7 @@ def render_report(r: Results) -> str:
                         _ms(c.hash_ms),
                         _ms(c.compress_ms),
                         f"{c.compressed_bytes / 1e6:.2f}",
-                        _ms((c.pack_ms + c.hash_ms + c.compress_ms) * 1000 / 256),
+                        _ms((c.pack_ms + c.hash_ms + c.compress_ms) * 1000 / c.interval),
                         f"{c.delta_events:,}",
                         _ms(c.delta_build_ms),
                         _ms(c.delta_json_ms),
@@ -1273,8 +1273,8 @@ def render_report(r: Results) -> str:
                     for c in r.costs
                 ],
             ),
-            "   (per 1k steps: pack + hash + compress of the ~3.9 checkpoints 1,000 decisions",
-            "   make; the worker also stores each compressed one in the database)",
+            "   (per 1k steps: pack + hash + compress of the checkpoints 1,000 decisions make,",
+            "   one every `interval`; the worker also stores each compressed one in the database)",
         ]
     if r.workers:
         out += [
@@ -1307,7 +1307,7 @@ def render_report(r: Results) -> str:
                     for w in r.workers
                 ],
             ),
-            "   (persist: Decision rows (one per micro-step) and compressed checkpoint blobs in one",
+            "   (persist: Decision rows (runs of steps packed in one) and compressed checkpoints in one",
             "   transaction per delta; encode: pickle for the embedded queue + the consumer's JSON)",
         ]
     if r.render:

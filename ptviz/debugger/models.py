@@ -131,7 +131,7 @@ class Decision(models.Model):
 
 class Checkpoint(models.Model):
     """A machine snapshot after `position` decisions (zlib-compressed engine snapshot),
-    with the state hash of the uncompressed snapshot; every 256 decisions."""
+    with the state hash of the uncompressed snapshot (LiveSession.interval apart)."""
 
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="checkpoints")
     position = models.PositiveIntegerField()
