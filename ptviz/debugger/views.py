@@ -140,7 +140,10 @@ def gallery(request):
 
 @require_POST
 def session_new(request):
-    data = request.POST
+    try:
+        data = request_data(request)  # a form post, or a JSON body with the same fields
+    except InputError as exc:
+        return json_error(exc.code, exc.message, 400, exc.where)
     source = data.get("source", "")
     built = None
     form_fields = None

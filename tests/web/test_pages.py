@@ -86,7 +86,11 @@ def test_create_from_a_paste_an_upload_and_json(client):
     assert response.status_code == 201
     body = response.json()
     assert set(body["links"]) == {"control", "view"} and body["url"] == body["links"]["control"]
-    assert DebugSession.objects.count() == 3
+    as_json = client.post(
+        "/sessions/new", data=json.dumps({"scenario": V46}), content_type="application/json"
+    )
+    assert as_json.status_code == 201 and as_json.json()["url"].startswith("/s/")
+    assert DebugSession.objects.count() == 4
     assert set(DebugSession.objects.values_list("origin", flat=True)) == {"paste", "upload"}
 
 
