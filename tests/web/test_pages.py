@@ -89,7 +89,7 @@ def test_create_from_a_paste_an_upload_and_json(client):
     as_json = client.post(
         "/sessions/new", data=json.dumps({"scenario": V46}), content_type="application/json"
     )
-    assert as_json.status_code == 201 and as_json.json()["url"].startswith("/s/")
+    assert as_json.status_code == 201 and "/s/" in as_json.json()["url"]
     assert DebugSession.objects.count() == 4
     assert set(DebugSession.objects.values_list("origin", flat=True)) == {"paste", "upload"}
 
