@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 
 from . import isa as I
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         "actors left unfinished then run round-robin",
     )
     run.add_argument("--json", action="store_true")
+    run.add_argument(
+        "--random",
+        type=int,
+        metavar="SEED",
+        help="after --schedule, pick each micro-step's actor at random among the enabled "
+        "ones with this seed (the printed schedule reproduces the run)",
+    )
     run.add_argument(
         "--trace",
         action="store_true",
@@ -132,6 +140,14 @@ def _run(args, spec) -> int:
             machine.step(actor)
             schedule.append(actor)
     n = len(names)
+    rng = random.Random(args.random) if args.random is not None else None
+    while rng is not None and not machine.all_done():
+        enabled = machine.enabled()
+        if not enabled:
+            raise EngineError("deadlock: every unfinished actor is blocked")
+        actor = rng.choice(enabled)
+        machine.step(actor)
+        schedule.append(actor)
     while not machine.all_done():
         progressed = False
         for actor in range(n):

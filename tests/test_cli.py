@@ -169,3 +169,17 @@ def test_a_state_bound_stops_exploration_with_a_clear_message():
     rc, out, err = engine("explore", V46, "--max-states", "5")
     assert rc == 2 and out == ""
     assert "passed 5 states" in err and "--max-states" in err
+
+
+def test_a_seeded_random_run_is_reproducible_and_its_schedule_replays_it():
+    runs = [json.loads(engine("run", V46, "--random", "11", "--json")[1]) for _ in range(2)]
+    assert runs[0]["schedule"] == runs[1]["schedule"]
+    seeds = {
+        tuple(json.loads(engine("run", V46, "--random", str(s), "--json")[1])["schedule"])
+        for s in range(8)
+    }
+    assert len(seeds) > 1  # the seed matters
+    replay = json.loads(
+        engine("run", V46, "--schedule", ",".join(runs[0]["schedule"]), "--json")[1]
+    )
+    assert replay["trace"] == runs[0]["trace"]
