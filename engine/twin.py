@@ -621,8 +621,6 @@ class Machine:
         return h.digest()
 
     def mem_array(self):
-        from array import array
-
         return array("Q", self.mem)
 
     def lock_holder(self):
@@ -641,7 +639,7 @@ class Machine:
     def get_state(self) -> dict:
         """Everything that determines the future (engine/snapshot.py packs it)."""
         return {
-            "mem": array("Q", self.mem).tobytes(),
+            "mem": self.mem_array().tobytes(),
             "actors": [
                 {
                     "ops": [list(astuple(op)) for op in a.ops],
