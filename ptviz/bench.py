@@ -48,7 +48,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,17 +60,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ptviz.localservices import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_URL,
+    flush_redis_prefix,
+    free_port,
+    redis_up,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-CHROMIUM = os.environ.get("PTVIZ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BASE_IPA = 0x8000_0000
 BASE_PA = 0x4000_0000
 PAGE = 4096
@@ -143,21 +143,6 @@ class Dist:
 
 
 # --- deployments ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_up() -> bool:
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class Deployment:
@@ -302,20 +287,8 @@ class Deployment:
                 proc.wait(5)
         self.procs.clear()
         if self.mode == "redis":
-            flush_prefix(self.prefix)
+            flush_redis_prefix(self.prefix)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def flush_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 # --- the websocket client ------------------------------------------------------------------
@@ -829,7 +802,7 @@ async def _layer_trips(redis: bool, delta: dict, reps: int) -> list[LayerTrip]:
         if close is not None:
             await close()
     if redis:
-        flush_prefix(prefix)
+        flush_redis_prefix(prefix)
     return out
 
 

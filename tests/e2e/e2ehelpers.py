@@ -12,24 +12,16 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from ptviz.localservices import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
-CHROMIUM = os.environ.get("PTVIZ_CHROMIUM", "/usr/bin/chromium")
-# Never a downloaded browser: Debian's Chromium, headless, with nothing phoning home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1600, "height": 1000}
 TIMEOUT_MS = 15_000  # any one websocket-driven DOM state
 
@@ -44,12 +36,6 @@ STXR_FAIL = ["host0"] * 4 + ["vcpu0"] * 4 + ["host0"] * 4
 # v4.6 (plain load/store): host0 loads the leaf (AF=0), the walker sets AF, host0's
 # plain store writes the stale value back: AF is lost (tests/web/test_live.py's LOST).
 LOST = ["vcpu0"] * 3 + ["host0"] * 4 + ["vcpu0"] + ["host0"] * 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -32,6 +32,8 @@ from webhelpers import (
     redis_up,
 )
 
+from ptviz.localservices import flush_redis_prefix
+
 
 def _test_db_url() -> str:
     return "sqlite:///" + connections["default"].settings_dict["NAME"]
@@ -124,20 +126,7 @@ def redis_workers(django_db_setup, tmp_path_factory):
     workers.wait_started()
     yield workers
     workers.stop_all()
-    _flush_redis()
-
-
-def _flush_redis() -> None:
-    """Remove this run's keys (its prefix) from Redis."""
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    try:
-        keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    flush_redis_prefix(PREFIX)
 
 
 def _timeouts(settings) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -11,10 +10,9 @@ from pathlib import Path
 from channels.testing import WebsocketCommunicator
 
 from ptviz import layers
+from ptviz.localservices import REDIS_HOST, REDIS_PORT, REDIS_URL, redis_up  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 PREFIX = f"ptviz-test-{uuid.uuid4().hex[:10]}:"
 ORIGIN = [(b"origin", b"http://localhost")]
 LEASE_TIMEOUT = 2.5  # short, so that the takeover test is quick
@@ -22,15 +20,6 @@ LEASE_TIMEOUT = 2.5  # short, so that the takeover test is quick
 
 def arun(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def redis_up() -> bool:
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def inmemory_layers() -> dict:
