@@ -395,7 +395,7 @@ class Results:
         }
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(headers)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
@@ -403,7 +403,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  " + line for line in lines)
 
 
-def _rate(value: float) -> str:
+def format_rate(value: float) -> str:
     if value >= 1e6:
         return f"{value / 1e6:,.2f} M"
     if value >= 1e3:
@@ -418,19 +418,19 @@ def render(r: Results) -> str:
         "",
         "1. Micro-steps per second, Machine.run_round_robin(), same workload on both cores",
         f"   {t.workload}: {t.steps:,} micro-steps",
-        _table(
+        format_table(
             ["core", "seconds", "steps/s", "ns/step"],
             [
                 [
                     "cython",
                     f"{t.cython_s:.4f}",
-                    _rate(t.cython_steps_per_s),
+                    format_rate(t.cython_steps_per_s),
                     f"{t.cython_s * 1e9 / t.steps:.1f}",
                 ],
                 [
                     "python twin",
                     f"{t.twin_s:.3f}",
-                    _rate(t.twin_steps_per_s),
+                    format_rate(t.twin_steps_per_s),
                     f"{t.twin_s * 1e9 / t.steps:.1f}",
                 ],
             ],
@@ -443,7 +443,7 @@ def render(r: Results) -> str:
             f"2. Bulk wp / age over {r.bulk[0].leaves:,} 4K leaves, Cython core, one 56-byte event",
             "   record per micro-step (cold: a fresh machine, its event buffer grows during the",
             "   run, as the engine normally runs; warm: reset with set_state, buffer grown)",
-            _table(
+            format_table(
                 [
                     "kernel",
                     "op",
@@ -472,7 +472,7 @@ def render(r: Results) -> str:
             "",
             "3. The same work as a plain C loop (engine/_baseline.c, -O3): same walk, loads,",
             "   exclusives, stores and event records (cold: fresh buffer; warm: pre-touched)",
-            _table(
+            format_table(
                 [
                     "kernel",
                     "op",
@@ -505,7 +505,7 @@ def render(r: Results) -> str:
     out += [
         "",
         "4. Explorer (engine.explore.explore, final_key = engine.report.Observer)",
-        _table(
+        format_table(
             [
                 "kernel",
                 "scenario",
@@ -524,9 +524,9 @@ def render(r: Results) -> str:
                     f"{e.states:,}",
                     f"{e.interleavings:,}",
                     f"{e.cython_s:.4f}",
-                    _rate(e.cython_states_per_s),
+                    format_rate(e.cython_states_per_s),
                     f"{e.twin_s:.3f}",
-                    _rate(e.twin_states_per_s),
+                    format_rate(e.twin_states_per_s),
                     f"{e.twin_s / e.cython_s:.0f}x",
                 ]
                 for e in r.explore
@@ -534,7 +534,7 @@ def render(r: Results) -> str:
         ),
         "",
         "5. Latency of one Machine.step() call from Python (mixed seed workload)",
-        _table(
+        format_table(
             ["core", "calls", "p50 us", "p99 us", "mean us", "clock us"],
             [
                 [

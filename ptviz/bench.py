@@ -45,7 +45,6 @@ import gc
 import http.cookiejar
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -60,6 +59,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.bench import format_rate, format_table, host_info
 from ptviz.localservices import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -992,16 +992,6 @@ class Results:
         }
 
 
-def host_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version()}
-
-
 def arun(coro):
     """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop
     running in this one."""
@@ -1084,22 +1074,6 @@ def run(cfg: Config, *, redis: bool = True, browser: bool = True) -> Results:
 # --- the report ----------------------------------------------------------------------------
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*row) for row in rows]
-    return "\n".join("  " + line for line in lines)
-
-
-def _rate(v: float) -> str:
-    if v >= 1e6:
-        return f"{v / 1e6:,.2f} M"
-    if v >= 1e3:
-        return f"{v / 1e3:,.1f} k"
-    return f"{v:,.0f}"
-
-
 def _ms(v: float) -> str:
     return f"{v:,.2f}" if v < 10 else f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
@@ -1116,7 +1090,7 @@ def render_report(r: Results) -> str:
             "1. Step latency: `step` command sent -> ack / delta received by the same websocket",
             "   client (ms). echo: a command the consumer refuses itself (daphne + consumer, no",
             "   channel layer, no engine): the floor of any websocket round trip.",
-            _table(
+            format_table(
                 ["mode", "leaves", "echo p50", "p99", "ack p50", "p99", "delta p50", "p99", "max"],
                 [
                     [
@@ -1158,7 +1132,7 @@ def render_report(r: Results) -> str:
             "   per leaf, 3 micro-steps), one websocket client subscribed to the start-level table.",
             "   changes/s: descriptor changes the client learns of (root counters in the deltas);",
             f"   target {TARGET_CHANGES:,}/s. +RSS / +DB: what the engine workers' memory and the SQLite file\n   grew by during the run.",
-            _table(
+            format_table(
                 [
                     "mode",
                     "leaves",
@@ -1179,9 +1153,9 @@ def render_report(r: Results) -> str:
                         x.mode,
                         f"{x.leaves:,}",
                         f"{x.seconds:.2f}",
-                        _rate(x.changes_per_s),
-                        _rate(x.steps_per_s),
-                        _rate(x.events / x.seconds),
+                        format_rate(x.changes_per_s),
+                        format_rate(x.steps_per_s),
+                        format_rate(x.events / x.seconds),
                         f"{x.deltas / x.seconds:.1f}",
                         f"{x.bytes / max(1, x.deltas) / 1024:,.0f}",
                         f"{x.bytes / x.seconds / 1e6:.2f}",
@@ -1197,14 +1171,14 @@ def render_report(r: Results) -> str:
     if r.engine:
         out += [
             "   baselines in-process, the same wp (no server, no database, no transport):",
-            _table(
+            format_table(
                 ["leaves", "what", "steps/s", "changes/s", "+RSS MB"],
                 [
                     [
                         f"{x.leaves:,}",
                         x.what,
-                        _rate(x.steps / x.seconds),
-                        _rate(x.changes / x.seconds),
+                        format_rate(x.steps / x.seconds),
+                        format_rate(x.changes / x.seconds),
                         f"{x.rss_growth_mb:,.0f}" if "core" not in x.what else "",
                     ]
                     for x in r.engine
@@ -1215,7 +1189,7 @@ def render_report(r: Results) -> str:
         out += [
             "   what one LiveSession checkpoint (a full machine state, every `interval` decisions) and",
             "   one delta of a fast run cost, in-process (ms):",
-            _table(
+            format_table(
                 [
                     "leaves",
                     "state MB",
@@ -1253,7 +1227,7 @@ def render_report(r: Results) -> str:
         out += [
             "   where a worker's time goes in the same run (SessionHost with its real database",
             "   writes to a temporary SQLite file, in a child process; % of the wall time):",
-            _table(
+            format_table(
                 [
                     "leaves",
                     "steps/s",
@@ -1268,8 +1242,8 @@ def render_report(r: Results) -> str:
                 [
                     [
                         f"{w.leaves:,}",
-                        _rate(w.steps / w.seconds),
-                        _rate(w.changes / w.seconds),
+                        format_rate(w.steps / w.seconds),
+                        format_rate(w.changes / w.seconds),
                         f"{w.step_s / w.seconds:.0%}",
                         f"{w.checkpoint_s / w.seconds:.0%}",
                         f"{w.persist_s / w.seconds:.0%}",
@@ -1290,7 +1264,7 @@ def render_report(r: Results) -> str:
             "3. First render in headless Chromium: navigation start -> the tree shows the root",
             f"   row with its counters and the start-level rows (ms, median of {r.config.render_reps});",
             f"   cold: the worker loads the session from the database; warm: a reload. Target {TARGET_RENDER_MS:,} ms.",
-            _table(
+            format_table(
                 [
                     "mode",
                     "leaves",
