@@ -104,9 +104,10 @@ class LiveSession:
             record = ["inject", actor, op.text]
         else:
             raise EngineError(f"unknown decision {kind!r}")
-        del self.decisions[self.position :]
-        for pos in [p for p in self.checkpoints if p > self.position]:
-            del self.checkpoints[pos]
+        if self.position < len(self.decisions):  # rewound: the redo tail is dropped
+            del self.decisions[self.position :]
+            for pos in [p for p in self.checkpoints if p > self.position]:
+                del self.checkpoints[pos]
         self.decisions.append(record)
         self.position += 1
         if self.position % self.interval == 0:
