@@ -124,6 +124,30 @@ def with_machine(
     """The scenario with another kernel generation or VTCR_EL2.HA/HD/HAFDBS (a what-if
     copy). Leaving `ha` out after a kernel change lets the kernel's default decide."""
     doc = tomllib.loads(text)
+    what = what_if_label(kernel=kernel, ha=ha, hd=hd, hafdbs=hafdbs)
+    if what:
+        # The copy says what it is: the original's title and description were written
+        # for the original kernel and VTCR_EL2 (a v4.6 copy of the seed race is no longer
+        # about LDXR/STXR).
+        name = str(doc.get("name", "untitled"))
+        was = what_if_label(
+            kernel=doc.get("kernel") if kernel is not None else None,
+            ha=_machine_bool(doc, "ha") if ha is not None else None,
+            hd=_machine_bool(doc, "hd") if hd is not None else None,
+            hafdbs=doc.get("machine", {}).get("hafdbs") if hafdbs is not None else None,
+        )
+        doc["name"] = f"what-if {what}: {name}"
+        original = " ".join(str(doc.get("description", "")).split())
+        doc["description"] = (
+            f'What-if copy of "{name}" with {what}'
+            + (f" (the original: {was})" if was else "")
+            + "."
+            + (
+                f" The original's description, written for the original: {original}"
+                if original
+                else ""
+            )
+        )
     if kernel is not None:
         doc["kernel"] = kernel
         if ha is None and isinstance(doc.get("machine"), dict):
@@ -140,6 +164,27 @@ def with_machine(
     out = {k: doc[k] for k in order if k in doc}
     out.update({k: v for k, v in doc.items() if k not in out})
     return dump_scenario(out)
+
+
+def what_if_label(
+    *, kernel: str | None, ha: bool | None, hd: bool | None, hafdbs: int | None
+) -> str:
+    """ "kernel v4.6, HA on" for the values given (None: not part of the what-if)."""
+    parts = []
+    if kernel is not None:
+        parts.append(f"kernel {kernel}")
+    if hafdbs is not None:
+        parts.append(f"HAFDBS {hafdbs}")
+    for key, value in (("HA", ha), ("HD", hd)):
+        if value is not None:
+            parts.append(f"{key} {'on' if value else 'off'}")
+    return ", ".join(parts)
+
+
+def _machine_bool(doc: dict, key: str) -> bool | None:
+    machine = doc.get("machine")
+    value = machine.get(key) if isinstance(machine, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 # --- the form builder ---------------------------------------------------------------------

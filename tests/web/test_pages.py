@@ -235,6 +235,25 @@ def test_fork_with_another_kernel_and_ha(client):
     assert bad.status_code == 400 and "machine.hd" in bad.json()["message"]
 
 
+def test_a_what_if_fork_is_titled_and_described_as_the_what_if(client):
+    session, control, _view = recorded_session()
+    response = client.post(
+        f"/sessions/{session.id}/fork",
+        data=json.dumps({"kernel": "seed", "ha": False}),
+        content_type="application/json",
+        HTTP_X_PTVIZ_TOKEN=control.token,
+    )
+    fork = DebugSession.objects.get(pk=response.json()["session"])
+    sc = parse_scenario(fork.scenario_text)
+    old = parse_scenario(session.scenario_text)
+    assert sc.name == f"what-if kernel seed, HA off: {old.name}" == fork.name
+    assert sc.description.startswith(
+        f'What-if copy of "{old.name}" with kernel seed, HA off (the original: kernel v4.6, HA on).'
+    )
+    page = bootstrap(client.get(response.json()["url"]).content.decode())
+    assert page["name"] == sc.name and page["description"] == sc.description
+
+
 def test_fork_a_counterexample_schedule(client):
     from engine.report import explore_json
     from engine.spec import build_spec
