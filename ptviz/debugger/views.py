@@ -317,8 +317,9 @@ def session_fork(request, session_id):
             schedule = [s.strip() for s in schedule.split(",") if s.strip()]
         if not isinstance(schedule, list) or not all(isinstance(s, str) for s in schedule):
             raise InputError("schedule: a list of actor names", "invalid", "schedule")
-        created = records.fork_schedule(session, schedule)
-        return created_response(request, *created, step=0)
+        position = _int(data.get("position"), "position")
+        created = records.fork_schedule(session, schedule, position)
+        return created_response(request, *created, step=position or 0)
     kernel = data.get("kernel") or None
     machine = {
         "ha": _bool(data.get("ha")),

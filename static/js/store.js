@@ -191,6 +191,13 @@ export class Store extends EventTarget {
     this.explore.state = "running";
     this.explore.states = msg.states ?? this.explore.states;
     this.explore.depth = msg.depth ?? this.explore.depth;
+    this.explore.maxStates = msg.max_states ?? this.explore.maxStates;
+    this.emit({ explore: true });
+  }
+
+  exploreCancelled(msg) {
+    this.explore.state = "cancelled";
+    this.explore.states = msg.states ?? this.explore.states;
     this.emit({ explore: true });
   }
 
