@@ -1,6 +1,7 @@
 // Timeline: one swimlane per actor, the last N events as small labeled boxes in seq
 // order, filterable by actor and kind; lost updates and failed exclusives are marked.
 import { changedFields } from "./decode.js";
+import { failText } from "./explain.js";
 import { esc, h } from "./dom.js";
 import { eventBad, eventText, FAIL_KINDS, KIND_SHORT, KINDS, WRITE_KINDS } from "./fmt.js";
 import { ICONS } from "./icons.js";
@@ -164,7 +165,9 @@ export class Timeline {
       return;
     }
     let diff = "";
-    if (e.old !== undefined && e.new !== undefined && e.old !== e.new) {
+    const failed = failText(e, s.events);
+    if (failed) diff = ` · <b>${esc(failed)}</b>`;
+    else if (e.old !== undefined && e.new !== undefined && e.old !== e.new) {
       const f = changedFields(e.old, e.new);
       diff = ` · changed <b>${esc(f.join(", "))}</b>`;
     }
