@@ -129,8 +129,12 @@ export function mount(root, boot, opts = {}) {
         }
       });
     },
-    openSchedule(schedule, label) {
-      forkTo({ schedule }, label || "counterexample");
+    exploreCancel() {
+      if (needControl() && store.explore.state === "running") command("explore_cancel");
+    },
+    openSchedule(schedule, label, position) {
+      // an exploration's schedules start at the moment it explored from
+      forkTo(position ? { schedule, position } : { schedule }, label || "counterexample");
     },
     inject(actor, op) {
       if (!needControl()) return;
@@ -220,8 +224,8 @@ export function mount(root, boot, opts = {}) {
   const app = h("div", { class: "ptviz" },
     head,
     toolbar.el,
-    h("div", { class: "msgs" }, notices.el, rewoundBar),
-    h("div", { class: "work" }, treePanel, side),
+    h("div", { class: "msgs" }, rewoundBar),
+    h("div", { class: "work" }, treePanel, side, notices.el),
     timeline.el,
     help.el);
   root.replaceChildren(app);
@@ -407,6 +411,9 @@ export function mount(root, boot, opts = {}) {
       case "explore_result":
         store.exploreResult(msg);
         break;
+      case "explore_cancelled":
+        store.exploreCancelled(msg);
+        break;
       default:
         notices.error("bad_message", `unknown message type "${msg.type}"`);
     }
@@ -467,7 +474,13 @@ export function mount(root, boot, opts = {}) {
     else if (k === "End" && !inWidget) actions.seek(store.decisions);
     else if (k === "k") actions.forkHere();
     else if (k === "e") actions.explore();
-    else if (k === "i") inject.ipa.disabled ? inject.actor.focus() : inject.ipa.focus();
+    else if (k === "i") {
+      if (inject.ipa.disabled) inject.actor.focus();
+      else {
+        inject.ipa.focus();
+        inject.ipa.select(); // typing replaces the picked address, never appends to it
+      }
+    }
     else if (k === "t") tree.el.focus();
     else if (k === "l") timeline.scroller.focus();
     else if (k === "?") help.toggle();
@@ -479,16 +492,6 @@ export function mount(root, boot, opts = {}) {
   conn.connect();
   return { store, conn, tree, timeline, notices, actions };
 }
-
-// A page icon (so the browser does not ask the server for /favicon.ico).
-function ensureIcon() {
-  if (document.querySelector('link[rel~="icon"]')) return;
-  const svg =
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#0b5cad"/>' +
-    '<path d="M3 4h10M5 8h8M7 12h6" stroke="#fff" stroke-width="2"/></svg>';
-  document.head.append(h("link", { rel: "icon", href: "data:image/svg+xml," + encodeURIComponent(svg) }));
-}
-ensureIcon();
 
 if (!window.PTVIZ_NO_AUTOMOUNT) {
   const start = () => {
