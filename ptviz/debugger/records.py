@@ -160,6 +160,13 @@ def fork_schedule(session: DebugSession, schedule: list[str], position: int | No
     return create(live, f"fork:{session.id}:schedule", parent=session)
 
 
+def fork_scenario(session: DebugSession, text: str) -> tuple:
+    """A new session from an edited copy of the scenario (from position 0), its parent
+    this session; InputError naming the line or key at fault (nothing is created)."""
+    live = check_scenario(text, "the edited scenario")
+    return create(live, f"fork:{session.id}:edited", parent=session)
+
+
 # --- recordings ---------------------------------------------------------------------------
 def export(session: DebugSession) -> dict:
     rec = load_live(session).export()

@@ -9,6 +9,7 @@ import { ExplorePanel } from "./explore.js";
 import { Help } from "./help.js";
 import { label } from "./icons.js";
 import { Notices } from "./notify.js";
+import { SourcePanel } from "./source.js";
 import { ActorsPanel, LockPanel, MachinePanel, ViolationsPanel } from "./panels.js";
 import { Store } from "./store.js";
 import { Timeline } from "./timeline.js";
@@ -172,6 +173,14 @@ export function mount(root, boot, opts = {}) {
   }
 
   // --- components ----------------------------------------------------------------------
+  const source = new SourcePanel(boot, {
+    async rerun(text) {
+      const data = await api.fork({ scenario: text }); // rejects with the server's message
+      const url = Api.linkOf(data);
+      if (!url) throw Object.assign(new Error("the server answered without a link"), { code: "fork" });
+      navigate(url);
+    },
+  });
   const toolbar = new Toolbar(store, actions);
   const tree = new Tree(store, {
     toggle(pa, open) {
@@ -219,6 +228,7 @@ export function mount(root, boot, opts = {}) {
     h("span", { class: "kernel-tag", title: "kernel generation the host actors run" }, boot.kernel || ""),
     boot.parent ? h("span", { class: "muted small", title: `forked from session ${boot.parent}` }, "fork") : null,
     h("span", { class: "desc muted", title: boot.description || "" }, (boot.description || "").replace(/\s+/g, " ").trim()),
+    h("button", { type: "button", class: "btn small source-btn", title: "The scenario's source: read it, edit it and re-run it as a new session", onclick: () => source.toggle() }, "scenario"),
     h("a", { class: "small", href: "/docs/protocol", target: "_blank", rel: "noopener" }, "protocol"),
   );
   const app = h("div", { class: "ptviz" },
@@ -227,7 +237,8 @@ export function mount(root, boot, opts = {}) {
     h("div", { class: "msgs" }, rewoundBar),
     h("div", { class: "work" }, treePanel, side, notices.el),
     timeline.el,
-    help.el);
+    help.el,
+    source.el);
   root.replaceChildren(app);
   root.classList.add("ptviz-root");
   // Fill the viewport below whatever header the server renders above <main>.
@@ -443,6 +454,7 @@ export function mount(root, boot, opts = {}) {
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") {
       if (help.open) help.close();
+      else if (source.open) source.close();
       else {
         let closed = false;
         for (const d of app.querySelectorAll("details.menu[open]")) {

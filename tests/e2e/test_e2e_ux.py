@@ -238,3 +238,64 @@ def test_explore_includes_injected_operations_and_opens_counterexamples_there(se
     expect(page.locator(".panel.violations")).to_contain_text("no_lost_update")
     ops = page.evaluate("() => window.ptviz.store.events.map(e => e.op)")
     assert "set_readonly" in ops and None not in ops, ops
+
+
+def test_the_scenario_source_is_shown_edited_and_re_run_as_a_fork(server, page):
+    open_example(page, server, SEED_RACE)
+    page.locator(".ptviz-head button", has_text="scenario").click()
+    text = page.locator(".source-pop textarea")
+    expect(text).to_be_visible()
+    original = text.input_value()
+    assert 'kernel = "seed"' in original and "[[actor]]" in original
+    # a bad edit: refused inline, the offending line selected, the text kept
+    broken = original.replace('"set_readonly 0x8000_0000"', '"explode 0x8000_0000"')
+    text.fill(broken)
+    page.locator(".source-pop button", has_text="re-run").click()
+    error = page.locator(".source-pop .source-error")
+    expect(error).to_contain_text("actor[1].do[0]")
+    expect(error).to_contain_text("unknown operation")
+    selected = text.evaluate("t => t.value.slice(t.selectionStart, t.selectionEnd)")
+    assert "explode" in selected, selected
+    assert text.input_value() == broken
+    shot(page, "ux-source-error")
+    # fixed: a new session from the edited text
+    text.fill(original.replace('"set_readonly 0x8000_0000"', '"wp 0x8000_0000"'))
+    before = page.url
+    page.locator(".source-pop button", has_text="re-run").click()
+    page.wait_for_url(lambda url: url != before and "/s/" in url)
+    wait_live(page)
+    expect(page.locator(".ptviz-head .muted", has_text="fork")).to_be_visible()
+    ops = page.evaluate("() => window.ptviz.store.actors.map(a => a.ops)")
+    assert ["wp 0x8000_0000"] in ops, ops
+
+
+def test_the_form_builder_adds_and_removes_rows_and_starts_from_an_example(server, page):
+    page.goto(server.url + "/?from=wp_range_seed#builder")
+    form = page.locator("#builder-form")
+    expect(form).to_be_visible()
+    # the example is in the form: its actors, and its expectations
+    expect(form.locator('[name="actor-0-name"]')).to_have_value("vcpu0")
+    expect(form.locator('[name="x-always"]')).not_to_have_value("")
+    maps = form.locator("#map-rows tbody tr")
+    actors = form.locator("#actor-rows tbody tr")
+    n_maps, n_actors = maps.count(), actors.count()
+    for _ in range(5):
+        form.locator("button.add-row[data-add=map]").click()
+    expect(maps).to_have_count(n_maps + 5)
+    form.locator("button.add-row[data-add=actor]").click()
+    expect(actors).to_have_count(n_actors + 1)
+    new_actor = actors.last
+    expect(new_actor.locator("input").first).to_be_focused()
+    new_actor.locator("input").first.fill("vcpu9")
+    new_actor.locator("textarea").fill("read 0x8000_0000")
+    new_actor.locator('input[aria-label$="TLB preload"]').fill("0x8000_0000")
+    maps.last.locator("button.remove-row").click()
+    expect(maps).to_have_count(n_maps + 4)
+    shot(page, "ux-builder")
+    form.locator("button[type=submit]", has_text="Create session").click()
+    page.wait_for_url(re.compile(r"/s/[^/]+/"))
+    wait_live(page)
+    names = page.evaluate("() => window.ptviz.store.actorNames()")
+    assert names[-1] == "vcpu9", names
+    vcpu9 = page.evaluate("() => window.ptviz.store.actors.at(-1)")
+    assert [t["ipa"] for t in vcpu9["tlb"]] == ["0x80000000"], vcpu9
