@@ -61,8 +61,18 @@ class RunState:
     max_steps: int | None
     rng: random.Random
     started: float
+    seed: int = 0
     steps: int = 0
     turn: int = 0
+
+    def params(self) -> dict:
+        """The running parameters, as every viewer's toolbar shows them."""
+        return {
+            "mode": self.mode,
+            "seed": self.seed,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+        }
 
 
 @dataclass
@@ -209,6 +219,7 @@ class SessionHost:
             position=live.position,
             decisions=len(live.decisions),
             running=self.run is not None,
+            run=self.run.params() if self.run is not None else None,
             machine=live.machine_view(),
             actors=live.actors_view(),
             lock=live.lock_view(),
@@ -308,6 +319,8 @@ class SessionHost:
             tables=self.table_views(tables),
             violations=all_violations[self.violations_sent :],
         )
+        if self.run is not None:
+            msg["run"] = self.run.params()
         if self.omitted:
             msg["omitted"] = self.omitted
         if self.wrote:
@@ -392,6 +405,7 @@ class SessionHost:
             max_steps=msg.get("max_steps"),
             rng=random.Random(seed),
             started=time.monotonic(),
+            seed=seed,
         )
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true

@@ -299,3 +299,37 @@ def test_the_form_builder_adds_and_removes_rows_and_starts_from_an_example(serve
     assert names[-1] == "vcpu9", names
     vcpu9 = page.evaluate("() => window.ptviz.store.actors.at(-1)")
     assert [t["ipa"] for t in vcpu9["tlb"]] == ["0x80000000"], vcpu9
+
+
+def test_a_viewer_sees_the_running_parameters_and_seven_digit_limits_fit(server, browsing):
+    ctl = browsing.page()
+    open_example(ctl, server, "wp_range_seed")
+    boot = ctl.evaluate("() => JSON.parse(document.getElementById('bootstrap').textContent)")
+    made = ctl.request.post(
+        f"{server.url}/sessions/{boot['session']}/links",
+        data=json.dumps({"role": "view"}),
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "X-CSRFToken": boot["csrf"],
+            "X-Ptviz-Token": boot["token"],
+        },
+    )
+    viewer = browsing.page()
+    viewer.goto(made.json()["url"])
+    wait_live(viewer)
+    ctl.get_by_label("Scheduling mode").select_option("random")
+    ctl.get_by_label("Speed").select_option("2")
+    ctl.get_by_label("Maximum steps").fill("5000000")
+    ctl.locator(".toolbar button", has_text="run").first.click()
+    expect(viewer.get_by_label("Maximum steps")).to_have_value("5000000")
+    expect(viewer.get_by_label("Scheduling mode")).to_have_value("random")
+    expect(viewer.get_by_label("Speed")).to_have_value("2")
+    for page in (ctl, viewer):
+        for label in ("Maximum steps", "Maximum states to explore"):
+            field = page.get_by_label(label)
+            field.fill("5000000")
+            fits = field.evaluate("el => el.scrollWidth <= el.clientWidth")
+            assert fits, f"{label}: 7 digits do not fit"
+    shot(viewer, "ux-viewer-run-params")
+    ctl.locator(".toolbar button", has_text="pause").first.click()
