@@ -81,7 +81,9 @@ def main() -> None:
     states = runs[0][1]
     print(f"explore, {states:,} states, best of {args.repeat}")
     print(f"  CLI (python -m engine explore --json, subprocess) {cli:6.2f} s")
-    print(f"  web explorer job (ExploreJob, in-process)         {web:6.2f} s  ({web / cli:.2f}x the CLI)")
+    print(
+        f"  web explorer job (ExploreJob, in-process)         {web:6.2f} s  ({web / cli:.2f}x the CLI)"
+    )
 
 
 if __name__ == "__main__":
