@@ -333,3 +333,27 @@ def test_a_viewer_sees_the_running_parameters_and_seven_digit_limits_fit(server,
             assert fits, f"{label}: 7 digits do not fit"
     shot(viewer, "ux-viewer-run-params")
     ctl.locator(".toolbar button", has_text="pause").first.click()
+
+
+def test_timeline_chips_fit_six_digit_seq_numbers(server, page):
+    open_example(page, server, SEED_RACE)
+    step_keys(page, STXR_FAIL[:9])
+    # the events of a long run: the same kinds, with 6-digit seq numbers
+    page.evaluate(
+        """() => { const s = window.ptviz.store;
+           const late = s.events.map((e, i) => ({...e, seq: 123450 + i}));
+           s.addEvents(late, false); window.ptviz.timeline.render(); }"""
+    )
+    overlaps = page.locator(".tl-lanes .ev").evaluate_all(
+        """els => els.filter(el => {
+             const seq = el.querySelector('.seq');
+             const text = [...el.childNodes].find(n => n.nodeType === 3);
+             if (!seq || !text) return false;
+             const r = document.createRange(); r.selectNodeContents(text);
+             const label = r.getBoundingClientRect(), box = el.getBoundingClientRect();
+             const s = seq.getBoundingClientRect();
+             return s.left < label.right || s.right > box.right;
+           }).map(el => el.textContent)"""
+    )
+    assert overlaps == [], overlaps
+    shot(page, "ux-timeline-six-digits")
