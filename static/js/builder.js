@@ -1,6 +1,9 @@
-// The gallery's form builder: add and remove mapped-range and actor rows. Rows are named
+// The gallery's forms: the builder adds and removes mapped-range and actor rows (named
 // map-N-* / actor-N-*; a new row takes a number no row has had, so the server reads the
-// rows in order whatever was removed (ptviz/debugger/scenarios.py, row_numbers).
+// rows in order whatever was removed: ptviz/debugger/scenarios.py, row_numbers); a refused
+// pasted scenario has the line its error names selected.
+import { lineOf, selectLine } from "./source.js";
+
 function setup(form) {
   const next = { map: 0, actor: 0 };
   for (const kind of ["map", "actor"]) {
@@ -26,5 +29,16 @@ function setup(form) {
   });
 }
 
+function showErrorLine() {
+  const error = document.getElementById("scenario-error");
+  const text = document.querySelector('textarea[name="scenario"]');
+  if (!error || !text || !text.value || !text.closest("details[open]")) return;
+  const line = lineOf(text.value, error.dataset.where);
+  if (!line) return;
+  error.append(` (line ${line} is selected below)`);
+  selectLine(text, line);
+}
+
 const form = document.getElementById("builder-form");
 if (form) setup(form);
+showErrorLine();

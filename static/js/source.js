@@ -107,7 +107,8 @@ export class SourcePanel {
   }
 }
 
-function selectLine(ta, line) {
+/** Select (and scroll to) a 1-based line of a textarea. */
+export function selectLine(ta, line) {
   const lines = ta.value.split("\n");
   const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
   const end = start + (lines[line - 1] || "").length;

@@ -357,3 +357,17 @@ def test_timeline_chips_fit_six_digit_seq_numbers(server, page):
     )
     assert overlaps == [], overlaps
     shot(page, "ux-timeline-six-digits")
+
+
+def test_a_refused_paste_has_the_line_its_error_names_selected(server, page):
+    page.goto(server.url + "/")
+    page.locator("details#paste > summary").click()
+    bad = INJECT_LATER.replace('do = ["flush_tlb"]', 'do = ["flush_tlb", "explode 0x8000_0000"]')
+    page.locator('textarea[name="scenario"]').fill(bad)
+    page.locator("details#paste").get_by_role("button", name="Create session").click()
+    expect(page.locator("#scenario-error")).to_contain_text("actor[1].do[1]")
+    expect(page.locator("#scenario-error")).to_contain_text("is selected below")
+    text = page.locator('textarea[name="scenario"]')
+    assert text.input_value().strip() == bad.strip()
+    selected = text.evaluate("t => t.value.slice(t.selectionStart, t.selectionEnd)")
+    assert "explode" in selected, selected
