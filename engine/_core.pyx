@@ -25,7 +25,7 @@ cdef extern from "_bits.h":
     uint64_t PT_DESC_VALID, PT_DESC_TYPE, PT_AF, PT_DBM, PT_S2AP_R, PT_S2AP_W
     uint64_t PT_LEVEL_SHIFT_2, PT_NREGS, PT_TLB_ENTRIES
     uint64_t PT_R0, PT_PTR, PT_IPA, PT_END, PT_CUR, PT_LEVEL, PT_WLEVEL, PT_WT0, PT_RET
-    uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA
+    uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA, PT_FAULTS, PT_FAULTS_MAX
     uint64_t PT_OP_MOV, PT_OP_MOVK, PT_OP_AND, PT_OP_ANDN, PT_OP_ORR, PT_OP_BZ, PT_OP_BNZ
     uint64_t PT_OP_BEQ, PT_OP_B, PT_OP_BLT, PT_OP_ADDK, PT_OP_MEMSLOT, PT_OP_END
     uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
@@ -40,7 +40,7 @@ cdef extern from "_bits.h":
     uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
     uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
 
-DEF NR = 21  # isa.NREGS (checked at import)
+DEF NR = 22  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
@@ -161,7 +161,7 @@ cdef class Machine:
     cdef int n_memslots
     cdef int start_level
     cdef uint64_t start_entries
-    cdef bint ha, hd, tlb_on
+    cdef bint ha, hd, tlb_on, count_faults
     cdef int lock_writer
     cdef int lock_readers
     cdef Pending *pending
@@ -206,6 +206,7 @@ cdef class Machine:
         self.ha = spec.ha
         self.hd = spec.hd
         self.tlb_on = spec.tlb
+        self.count_faults = spec.count_faults
         self.nslots = len(spec.mem)
         self.mem = <uint64_t *>malloc(max(1, self.nslots) * 8)
         cdef const unsigned char[:] raw = spec.mem.tobytes()
@@ -458,8 +459,10 @@ cdef class Machine:
         if a.op_i >= a.n_ops:
             return
         cdef COp *op = &self.ops[a.op_base + a.op_i]
+        cdef uint64_t faults = a.regs[PT_FAULTS]
         a.pc = op.entry
         memset(a.regs, 0, sizeof(a.regs))
+        a.regs[PT_FAULTS] = faults
         a.regs[PT_IPA] = op.ipa
         a.regs[PT_END] = op.end
         a.regs[PT_WRITE] = op.write
@@ -805,6 +808,8 @@ cdef class Machine:
         return PT_EVF_TLB_FILL
 
     cdef inline void _fault(self, Actor *a, int fault) noexcept nogil:
+        if self.count_faults and a.regs[PT_FAULTS] < PT_FAULTS_MAX:
+            a.regs[PT_FAULTS] += 1
         a.regs[PT_STATUS] = fault
         a.regs[PT_PHASE] = 0
         a.pc = self.code[a.pc].b
@@ -1056,8 +1061,8 @@ cdef class Machine:
             a = &self.act[i]
             a.op_i = st["op_i"]
             a.pc = st["pc"]
-            for k in range(NR):
-                a.regs[k] = st["regs"][k]
+            for k in range(NR):  # older snapshots have fewer registers
+                a.regs[k] = st["regs"][k] if k < len(st["regs"]) else 0
             a.mon = st["mon"]
             if len(st["tlb"]) > NTLB:
                 raise EngineError("snapshot TLB larger than the model's")

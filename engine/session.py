@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import bits as B
 from . import isa as I
+from .commits import GENERATIONS, PGTABLE, commits_json, reverted
 from .core import new_machine
 from .decode import decode
 from .report import event_json, hexs
@@ -271,9 +272,9 @@ class LiveSession:
 
     def lock_view(self) -> dict:
         writer, readers = self.machine.lock_holder()
-        kernel = self.scenario.kernel
+        base = GENERATIONS[self.scenario.kernel].base
         return {
-            "kind": "rwlock" if kernel == "v6.6" else "spinlock",
+            "kind": "rwlock" if base == PGTABLE else "spinlock",
             "writer": self.names[writer] if writer >= 0 else None,
             "readers": readers,
         }
@@ -342,6 +343,8 @@ class LiveSession:
         return {
             "name": sc.name,
             "kernel": sc.kernel,
+            "commits": commits_json(sc.kernel, sc.commits),
+            "reverted": reverted(sc.kernel, sc.commits),
             "hafdbs": sc.machine.hafdbs,
             "ha": self.spec.ha,
             "hd": self.spec.hd,

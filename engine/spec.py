@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from . import bits as B
 from . import isa as I
+from .commits import GENERATIONS, MMU_C
 from .layout import Geometry, Image, Memslot, build_image
-from .programs import PROGRAMS, Program
+from .programs import Program, program_for
 from .scenario import Op, Scenario, ScenarioError
 
-FIXED_IPA_KERNELS = ("v4.6", "seed")  # KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20
+# KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20: the whole arch/arm/kvm/mmu.c era.
+FIXED_IPA_KERNELS = tuple(k for k, g in GENERATIONS.items() if g.base == MMU_C)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class MachineSpec:
     ha: bool  # effective: VTCR_EL2.HA && HAFDBS >= 1
     hd: bool  # effective: VTCR_EL2.HD && HA && HAFDBS >= 2 (QEMU ptw.c: .hd = ha && hd)
     tlb: bool
+    count_faults: bool = False  # a `faults` predicate reads isa.FAULTS
 
     @property
     def vtcr(self) -> int:
@@ -89,7 +92,7 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             scenario.path,
             "machine.ipa_bits",
             f"kernel {scenario.kernel!r} has a fixed 40-bit IPA space (KVM_PHYS_SHIFT); "
-            f"ipa_bits = {m.ipa_bits} needs kernel 'v6.6'",
+            f"ipa_bits = {m.ipa_bits} needs a kvm_pgtable kernel ('v6.6')",
         )
     geometry = Geometry.for_ipa_bits(m.ipa_bits)
     for i, mp in enumerate(scenario.maps):
@@ -103,7 +106,7 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             )
     image: Image
     image, memslots = build_image(scenario)
-    program = PROGRAMS[scenario.kernel]
+    program = program_for(scenario.kernel, scenario.commits)
     actors = []
     for actor in scenario.actors:
         ops = []
@@ -132,4 +135,11 @@ def build_spec(scenario: Scenario) -> MachineSpec:
         ha=m.ha and m.hafdbs >= B.HAFDBS_AF,
         hd=m.hd and m.ha and m.hafdbs >= B.HAFDBS_AF_DBM,
         tlb=m.tlb,
+        count_faults=_reads_faults(scenario),
     )
+
+
+def _reads_faults(scenario: Scenario) -> bool:
+    ex = scenario.expect
+    preds = (ex.always + ex.sometimes + ex.never) if ex else ()
+    return any(name == "faults" for p in preds if p.actor for name, _ in p.fields)

@@ -66,6 +66,7 @@ class Machine:
         self.start_entries = g.start_entries
         self.code = spec.program.code
         self.consts = spec.program.consts
+        self.count_faults = spec.count_faults
         self.mem = list(spec.mem)
         self.actors = [_Actor(a) for a in spec.actors]
         self.lock_writer = -1
@@ -169,7 +170,9 @@ class Machine:
             return
         op = a.ops[a.op_i]
         a.pc = op.entry
+        faults = a.regs[I.FAULTS]
         a.regs = [0] * I.NREGS
+        a.regs[I.FAULTS] = faults
         a.regs[I.IPA] = op.ipa
         a.regs[I.END] = op.end
         a.regs[I.WRITE] = op.write
@@ -473,6 +476,8 @@ class Machine:
         return I.EVF_TLB_FILL
 
     def _fault(self, a: _Actor, fault: int) -> None:
+        if self.count_faults and a.regs[I.FAULTS] < I.FAULTS_MAX:
+            a.regs[I.FAULTS] += 1
         a.regs[I.STATUS] = fault
         a.regs[I.PHASE] = 0
         a.pc = self.code[a.pc][2]
@@ -669,7 +674,8 @@ class Machine:
         self.mem = list(mem)
         for a, st in zip(self.actors, state["actors"], strict=True):
             a.ops = tuple(OpSpec(*op) for op in st["ops"])
-            a.op_i, a.pc, a.regs, a.mon = st["op_i"], st["pc"], list(st["regs"]), st["mon"]
+            regs = list(st["regs"]) + [0] * (I.NREGS - len(st["regs"]))  # older snapshots
+            a.op_i, a.pc, a.regs, a.mon = st["op_i"], st["pc"], regs, st["mon"]
             a.tlb = [tuple(e) for e in st["tlb"]]
         self.lock_writer, self.lock_readers = state["lock_writer"], state["lock_readers"]
         self.pending = [tuple(e) for e in state["pending"]]

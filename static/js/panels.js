@@ -29,6 +29,19 @@ export function countsOfTable(view) {
   return c;
 }
 
+/** The modelled kernel commits the session runs (engine/commits.py): the generation's,
+ * those the scenario applied (+) and those it reverted (-). */
+function commitsHtml(m) {
+  const applied = m.commits || [];
+  const reverted = m.reverted || [];
+  if (!applied.length && !reverted.length) return "";
+  const one = (c) =>
+    `<span class="commit ${c.origin}" title="${esc(`${c.subject} (${c.release})`)}">` +
+    `${c.origin === "scenario" ? "+" : ""}<code>${esc(c.id)}</code></span>`;
+  const gone = (id) => `<span class="commit reverted" title="reverted by the scenario">-<code>${esc(id)}</code></span>`;
+  return `<div class="kvs commits"><i>commits</i> ${applied.map(one).join(" ")} ${reverted.map(gone).join(" ")}</div>`;
+}
+
 export class MachinePanel {
   constructor(store) {
     this.store = store;
@@ -61,6 +74,7 @@ export class MachinePanel {
       kv("TLB", flag(m.tlb)) +
       (whatIf.length ? `<span class="kv whatif">what-if: ${esc(whatIf.join("; "))}</span>` : "") +
       `</div>` +
+      commitsHtml(m) +
       `<div class="reg"><span class="reg-name">VTCR_EL2</span> <code>${esc(m.vtcr_el2)}</code>` +
       `<span class="fields">` +
       kv("T0SZ", `${vt.t0sz} <span class="muted">(${vt.ipaBits}-bit IPA)</span>`, "bits 5:0") +
