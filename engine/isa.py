@@ -75,6 +75,8 @@ OP_RWALK = 30  # range walk over [CUR, reg c >> 4): loads every entry in order (
 OP_HW_ACCESS = 31  # the hardware: TLB lookup, stage-2 walk, AF/DBM update of IPA (WRITE says
 #                    load or store); completes -> pc + 1; faults -> goto b, STATUS = fault type
 
+OP_TLB_EVICT = 32  # the hardware evicts every entry of vCPU reg a's TLB (machine.tlb_evict)
+
 RWALK_VISIT_INVALID = 1
 
 # --- Lock modes (kvm->mmu_lock) --------------------------------------------------------
@@ -141,4 +143,5 @@ EVENT_KIND_NAMES = (
 FAULT_NAMES = ("", "translation", "access-flag", "permission")
 LOCK_MODE_NAMES = ("spin", "read", "write")
 CHECK_NAMES = ("no_lost_update", "break_before_make")
-SHARED_OPCODES = frozenset(range(OP_LOCK, OP_HW_ACCESS + 1))
+SHARED_OPCODES = frozenset(range(OP_LOCK, OP_TLB_EVICT + 1))
+TLBI_NAMES = ("ipa", "all", "evict")  # EV_TLBI detail: by IPA, the VMID, a TLB eviction

@@ -147,6 +147,16 @@ def _guest_access(p: Program) -> None:
     p.emit(I.OP_END, at="access complete")
 
 
+def _hardware_ops(p: Program) -> None:
+    """What the hardware does on its own (a [machine] what-if adds the actor that runs it)."""
+    p.op(
+        "tlb_evict",
+        "Arm ARM D8.14: a TLB may evict a cached entry at any time; the next access re-walks",
+    )
+    p.emit(I.OP_TLB_EVICT, I.IPA, at="the TLB of vCPU [IPA] loses every entry (eviction)")
+    p.emit(I.OP_END, at="evicted")
+
+
 def _walk_init(p: Program, kind: str) -> None:
     """Start a software walk at the start-level table (kvm->arch.pgd / pgt->pgd)."""
     p.emit(I.OP_WALK_INIT, 1 if kind == "range" else 0, at="walk from kvm->arch.pgd")
@@ -707,6 +717,7 @@ def assemble(kernel: str, commits: frozenset[str] | None = None) -> Program:
     gen = GENERATIONS[kernel]
     p = Program(kernel, gen.commits if commits is None else frozenset(commits))
     _guest_access(p)
+    _hardware_ops(p)
     if gen.base == PGTABLE:
         _v66_fault_handler(p)
         _v66_host_ops(p)

@@ -10,7 +10,7 @@ from . import isa as I
 from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
-from .scenario import Scenario
+from .scenario import WHAT_IF_KEYS, Scenario
 from .spec import MachineSpec, walk_image
 
 LEAVES_LISTED_MAX = 4096
@@ -126,9 +126,11 @@ def event_json(spec: MachineSpec, e: tuple) -> dict:
     if kind in (I.EV_LOCK, I.EV_UNLOCK):
         out["lock"] = I.LOCK_MODE_NAMES[detail]
     elif kind == I.EV_TLBI:
-        out["tlbi"] = "all" if detail else "ipa"
-        if not detail:
+        out["tlbi"] = I.TLBI_NAMES[detail]
+        if detail == 0:
             out["ipa"] = hexs(ipa)
+        elif detail == 2:  # a TLB eviction (machine.tlb_evict): whose TLB
+            out["vcpu"] = spec.actors[ipa].name
     else:
         out.update(level=level, addr=hexs(addr), ipa=hexs(ipa), old=hexs(old), new=hexs(new))
         if detail:
@@ -198,6 +200,7 @@ def machine_json(spec: MachineSpec) -> dict:
         "ipa_bits": m.ipa_bits,
         "granule": m.granule,
         "tlb": m.tlb,
+        **{key: getattr(m, key) for key in WHAT_IF_KEYS},
         "vtcr_el2": hexs(spec.vtcr),
         "vttbr_el2": hexs(g.vttbr),
         "start_level": g.start_level,

@@ -48,7 +48,11 @@ TOP_KEYS = (
     "actor",
     "expect",
 )
-MACHINE_KEYS = ("hafdbs", "ha", "hd", "ipa_bits", "granule", "tlb")
+# Arm ARM choices the hardware may make, each a what-if (default off): README, "What
+# hardware may do".
+WHAT_IF_KEYS = ("af_on_permission_fault", "af_dirty_separate", "tlb_evict", "tlbi_vmalle1")
+MACHINE_KEYS = ("hafdbs", "ha", "hd", "ipa_bits", "granule", "tlb", *WHAT_IF_KEYS)
+EVICT_ACTOR = "evict"  # the hardware actor machine.tlb_evict adds
 MAP_KEYS = ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")
 ACTOR_KEYS = ("name", "kind", "do", "tlb")
 ACTOR_KINDS = ("vcpu", "host")
@@ -134,6 +138,10 @@ class MachineConfig:
     ipa_bits: int
     granule: str
     tlb: bool
+    af_on_permission_fault: bool = False  # R_QSPMS: a faulting access may set AF
+    af_dirty_separate: bool = False  # R_PRHKD: AF and dirty state in two atomic updates
+    tlb_evict: bool = False  # a TLB may evict entries at any time: a hardware actor does
+    tlbi_vmalle1: bool = False  # KVM's TLBI by IPA is followed by TLBI VMALLE1IS
 
 
 @dataclass(frozen=True)
@@ -505,7 +513,17 @@ class _Parser:
         if granule not in GRANULES:
             self.fail("machine.granule", f"only the 4K granule is modelled, got {_q(granule)}")
         tlb = self.get(table, "tlb", "bool", "machine.tlb", True)
-        return MachineConfig(hafdbs, ha, hd, ipa_bits, granule, tlb)
+        what_if = {k: self.get(table, k, "bool", f"machine.{k}", False) for k in WHAT_IF_KEYS}
+        needs = {
+            "af_on_permission_fault": (ha, "ha = true (the walker sets AF only with HA)"),
+            "af_dirty_separate": (hd, "hd = true (no dirty-state update without HD)"),
+            "tlb_evict": (tlb, "tlb = true (nothing to evict)"),
+            "tlbi_vmalle1": (tlb, "tlb = true (nothing to invalidate)"),
+        }
+        for key, (ok, need) in needs.items():
+            if what_if[key] and not ok:
+                self.fail(f"machine.{key}", f"{key} = true needs {need}")
+        return MachineConfig(hafdbs, ha, hd, ipa_bits, granule, tlb, **what_if)
 
     # [[map]] -------------------------------------------------------------------------
     def maps(self, items: list) -> tuple[Mapping, ...]:
@@ -588,6 +606,11 @@ class _Parser:
             if name in seen:
                 self.fail(
                     f"{w}.name", f"duplicate actor name {_q(name)} (also actor[{seen[name]}])"
+                )
+            if name == EVICT_ACTOR and sc.machine.tlb_evict:
+                self.fail(
+                    f"{w}.name",
+                    f"{name!r} names the hardware actor of machine.tlb_evict: pick another name",
                 )
             seen[name] = i
             kind = self.get(table, "kind", "str", f"{w}.kind")
@@ -712,6 +735,8 @@ def parse_op(text: str, kind: str, ipa_bits: int, path: str = "<input>", where: 
     """One operation string for an actor of `kind` (a live session's injected operation)."""
     parser = _Parser(path)
     parser.ipa_bits = ipa_bits
+    if kind not in ACTOR_KINDS:
+        parser.fail(where, f"the {kind} actor runs no operations but its own")
     return parser.op(text, kind, where)
 
 

@@ -94,6 +94,18 @@ def machines(draw, racy: bool = False):
     tlb = draw(_optional(st.booleans()))
     if tlb is not None:
         lines.append(f"tlb = {str(tlb).lower()}")
+    # The Arm ARM choices ([machine] what-ifs), where their preconditions hold.
+    # (HA by default only where no drawn `commits` can take it away: v6.6.)
+    effective_ha = ha is True or (ha is None and kernel == "v6.6" and hafdbs >= 1)
+    allowed = {
+        "af_on_permission_fault": effective_ha,
+        "af_dirty_separate": hd is True,
+        "tlb_evict": tlb is not False,
+        "tlbi_vmalle1": tlb is not False,
+    }
+    for key, ok in allowed.items():
+        if ok and draw(st.integers(0, 3)) == 0:
+            lines.append(f"{key} = true")
     return kernel, lines, ipa_bits or 40, tlb is not False
 
 

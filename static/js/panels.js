@@ -61,6 +61,11 @@ export class MachinePanel {
     const whatIf = [];
     if (m.kernel === "v4.6" && m.ha) whatIf.push("HA on with pre-seed code");
     if (m.hd) whatIf.push("HD on (KVM never sets it)");
+    // Arm ARM choices the hardware may make ([machine] what-ifs, README "What hardware may do")
+    if (m.af_on_permission_fault) whatIf.push("AF set on a permission-faulting access (R_QSPMS)");
+    if (m.af_dirty_separate) whatIf.push("AF and dirty as two updates (R_PRHKD)");
+    if (m.tlb_evict) whatIf.push("TLB entries evicted at any time (actor evict)");
+    if (m.tlbi_vmalle1) whatIf.push("TLBI by IPA + TLBI VMALLE1IS, as KVM issues it");
     const flag = (on) => `<b class="${on ? "on" : "off"}">${on ? "on" : "off"}</b>`;
     const kv = (k, v, t = "") => `<span class="kv"${t ? ` title="${esc(t)}"` : ""}><i>${k}</i> ${v}</span>`;
     this.el.innerHTML =
