@@ -14,7 +14,14 @@ from pathlib import Path
 from django.conf import settings
 
 from engine.isa import CHECK_NAMES
-from engine.scenario import ACTOR_KINDS, KERNELS, MAP_SIZES, S2AP_NAMES, ScenarioError
+from engine.scenario import (
+    ACTOR_KINDS,
+    KERNELS,
+    MAP_SIZES,
+    S2AP_NAMES,
+    WHAT_IF_KEYS,
+    ScenarioError,
+)
 from engine.scenario import parse_scenario as _parse
 from engine.sizes import hexs, parse_int
 
@@ -243,8 +250,11 @@ def form_values(text: str) -> dict:
     """A scenario's text as the builder's field values (start from an example). Raises
     ScenarioError for a scenario the builder cannot show (it must parse first)."""
     sc = _parse(text, "example")
-    machine = tomllib.loads(text).get("machine", {})
+    doc = tomllib.loads(text)
+    machine = doc.get("machine", {})
     values = {
+        "b-commits": " ".join(doc.get("commits", [])),
+        "b-fix": doc.get("fix", ""),
         "b-name": sc.name,
         "b-description": " ".join(sc.description.split()),
         "b-kernel": sc.kernel,
@@ -254,6 +264,8 @@ def form_values(text: str) -> dict:
         "b-ipa_bits": str(sc.machine.ipa_bits),
         "b-tlb": "on" if sc.machine.tlb else "",
     }
+    for key in WHAT_IF_KEYS:
+        values[f"b-{key}"] = "on" if getattr(sc.machine, key) else ""
     for i, m in enumerate(sc.maps):
         values.update(
             {
@@ -317,6 +329,11 @@ def _build(data, fields: dict[str, str]) -> Built:
     if get("b-description"):
         doc["description"] = get("b-description")
     doc["kernel"] = get("b-kernel") or "seed"
+    commits = [c for c in re.split(r"[\s,;]+", get("b-commits")) if c]
+    if commits:
+        doc["commits"] = commits
+    if get("b-fix"):
+        doc["fix"] = get("b-fix")
     machine: dict = {}
     for key in ("hafdbs", "ipa_bits"):
         if get(f"b-{key}"):
@@ -327,6 +344,9 @@ def _build(data, fields: dict[str, str]) -> Built:
     if get("b-hd") == "on":
         machine["hd"] = True
     machine["tlb"] = get("b-tlb") == "on"
+    for key in WHAT_IF_KEYS:  # hardware what-ifs (the Arm ARM's permitted choices)
+        if get(f"b-{key}") == "on":
+            machine[key] = True
     doc["machine"] = machine
     maps = []
     for i in row_numbers(data, "map"):
@@ -398,7 +418,7 @@ def form_field(where: str, fields: dict[str, str]) -> str | None:
     m = re.match(r"expect\.(\w+)", where)
     if m:
         return f"x-{m[1]}"
-    if where in ("name", "description", "kernel"):
+    if where in ("name", "description", "kernel", "commits", "fix"):
         return f"b-{where}"
     if where == "actor":
         return "actor-0-name"
@@ -411,4 +431,5 @@ CHOICES = {
     "sizes": tuple(MAP_SIZES),
     "s2ap": S2AP_NAMES,
     "checks": CHECKS,
+    "what_ifs": WHAT_IF_KEYS,
 }

@@ -133,8 +133,20 @@ def builder_view(values: dict, error_field: str | None) -> dict:
     return {
         "top": {
             k: field(f"b-{k}")
-            for k in ("name", "description", "kernel", "hafdbs", "ha", "hd", "ipa_bits", "tlb")
+            for k in (
+                "name",
+                "description",
+                "kernel",
+                "commits",
+                "fix",
+                "hafdbs",
+                "ha",
+                "hd",
+                "ipa_bits",
+                "tlb",
+            )
         },
+        "what_ifs": [field(f"b-{k}") | {"key": k} for k in scenarios.WHAT_IF_KEYS],
         "maps": [
             row("map", i, MAP_FIELDS, NEW_MAP_ROW)
             for i in scenarios.row_numbers(values, "map") or [0]

@@ -33,7 +33,7 @@ function showErrorLine() {
   const error = document.getElementById("scenario-error");
   const text = document.querySelector('textarea[name="scenario"]');
   if (!error || !text || !text.value || !text.closest("details[open]")) return;
-  const line = lineOf(text.value, error.dataset.where);
+  const line = lineOf(text.value, text.dataset.errorWhere);
   if (!line) return;
   error.append(` (line ${line} is selected below)`);
   selectLine(text, line);
