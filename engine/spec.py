@@ -27,6 +27,11 @@ class OpSpec:
     write: int  # 1 for a guest store
     text: str
 
+    def row(self) -> list:
+        """The fields as a list, as get_state stores them (dataclasses.astuple deep-copies
+        and costs 0.2 ms per op: a snapshot of 512 queued ops took 100 ms)."""
+        return [self.name, self.entry, self.ipa, self.end, self.write, self.text]
+
 
 @dataclass(frozen=True)
 class ActorSpec:
