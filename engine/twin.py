@@ -727,5 +727,9 @@ class Machine:
             "tlb": [tuple(e) for e in a.tlb],
         }
 
+    @property
+    def n_events_recorded(self) -> int:
+        return len(self.events)
+
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]
