@@ -21,7 +21,7 @@ from . import bundle as BD
 from . import isa as I
 from .bits import lost_bit_names
 from .core import ENGINES, new_machine
-from .freeze import freeze
+from .freeze import FreezeError, freeze
 from .image import ImageError, scenario_from_image
 from .mailreport import Report, play
 from .ptdump import DumpError, read_ipa_bits, scenario_from_dump
@@ -110,7 +110,7 @@ def main(args) -> int:
 
     try:
         return commands[args.command](args)
-    except (CommandError, UsageError, ScenarioError, DumpError, ImageError) as exc:
+    except (CommandError, UsageError, ScenarioError, DumpError, ImageError, FreezeError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     except BD.BundleMismatch as exc:

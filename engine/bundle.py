@@ -27,7 +27,7 @@ from .report import machine_json
 from .scenario import ScenarioError, parse_op, parse_scenario
 from .session import LiveSession
 from .snapshot import pack, state_hash
-from .spec import build_spec, op_spec
+from .spec import actor_names_of, build_spec, op_spec
 from .twin import EngineError
 
 FORMAT = "ptviz-bundle/1"
@@ -369,7 +369,7 @@ def loads(data: bytes) -> Bundle:
         scenario = parse_scenario(scenario_text, "<bundle>")
     except ScenarioError as exc:
         raise BundleError(f"scenario: {exc}") from None
-    actors = [a.name for a in scenario.actors]
+    actors = actor_names_of(scenario)
     for key, want in (("name", scenario.name), ("kernel", scenario.kernel), ("actors", actors)):
         if doc[key] != want:
             raise BundleError(f"{key}: {doc[key]!r} does not match the scenario's {want!r}")

@@ -12,11 +12,20 @@ the start.
 
 from __future__ import annotations
 
+import tomllib
+
 from . import bits as B
 from .layout import leaf_value
 from .report import hexs
 from .scenario import parse_scenario
 from .sizes import size_name
+
+
+class FreezeError(ValueError):
+    """The moment cannot be a scenario (one line)."""
+
+
+FROZEN_KEYS = ("name", "description", "kernel", "machine", "map", "actor", "expect")
 
 
 def leaves_now(machine, geometry) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
@@ -87,16 +96,19 @@ def toml_value(value) -> str:
         return str(value).lower()
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return _toml_str(value)
 
 
-def write_scenario(name, description, kernel, machine: dict, maps, actors) -> str:
-    """Scenario text (SCENARIOS.md): `maps` as _maps makes them, `actors` as
-    (name, kind, do, tlb) tuples."""
+def write_scenario(name, description, kernel, machine: dict, maps, actors, extra=None) -> str:
+    """Scenario text (SCENARIOS.md): `maps` as maps_of makes them, `actors` as
+    (name, kind, do, tlb) tuples, `extra` more top-level keys (written as they are)."""
     lines = [
         f"name = {_toml_str(name)}",
         f"description = {_toml_str(description)}",
         f"kernel = {_toml_str(kernel)}",
+        *(f"{k} = {toml_value(v)}" for k, v in (extra or {}).items()),
         "",
         "[machine]",
         *(f"{k} = {toml_value(v)}" for k, v in machine.items()),
@@ -160,6 +172,8 @@ def freeze(session) -> tuple[str, list[str]]:
         )
     actors = []
     for i, name in enumerate(session.names):
+        if i >= len(sc.actors):  # the what-if TLB evictor: machine.tlb_evict brings it back
+            continue
         view = m.actor_view(i)
         ops = m.ops_of(i)
         if m.done(i):
@@ -185,25 +199,25 @@ def freeze(session) -> tuple[str, list[str]]:
                 )
         actors.append((name, session.kinds[i], [o.text for o in ops[view["op_i"] :]], tlb))
     if not actors:
-        notes.append("every actor had finished: the frozen scenario has nothing to run")
+        raise FreezeError(
+            f"every actor had finished by step {session.position:,}: a scenario needs one "
+            "to run (freeze an earlier step with --to)"
+        )
     for v in session.violations():
         notes.append(
             f"{v['check']} was already violated at {v['ipa']} ({'|'.join(v['bits'])}) by "
             f"{v['actor']}: the frozen scenario starts from its result"
         )
-    machine = {
-        "hafdbs": sc.machine.hafdbs,
-        "ha": spec.ha,
-        "hd": spec.hd,
-        "ipa_bits": sc.machine.ipa_bits,
-        "granule": sc.machine.granule,
-        "tlb": sc.machine.tlb,
-    }
+    # The machine and any other top-level keys (what-ifs, commits) as the scenario wrote
+    # them: the frozen scenario runs the same code on the same hardware.
+    source = tomllib.loads(session.scenario_text)
+    machine = source.get("machine", {})
+    extra = {k: v for k, v in source.items() if k not in FROZEN_KEYS}
     description = (
         f"Frozen from {sc.name!r} after {session.position:,} decisions (python -m engine freeze)."
         + "".join(f"\nNot carried over: {n}" for n in notes)
     )
     name = f"{sc.name} @ step {session.position:,}"
-    text = write_scenario(name, description, sc.kernel, machine, maps, actors)
+    text = write_scenario(name, description, sc.kernel, machine, maps, actors, extra)
     parse_scenario(text, "<frozen>")  # what we write must be a scenario
     return text, notes

@@ -95,6 +95,15 @@ def op_spec(program: Program, op: Op) -> OpSpec:
     return OpSpec(op.name, program.entries[op.name], ipa, end, int(op.name == "write"), op.text)
 
 
+def actor_names_of(scenario: Scenario) -> list[str]:
+    """The actors a machine of this scenario has, in order (what build_spec makes,
+    without building the tables): the scenario's, then the what-if evictor."""
+    names = [a.name for a in scenario.actors]
+    if scenario.machine.tlb_evict:
+        names.append(EVICT_ACTOR)
+    return names
+
+
 def build_spec(scenario: Scenario) -> MachineSpec:
     m = scenario.machine
     if scenario.kernel in FIXED_IPA_KERNELS and m.ipa_bits != 40:

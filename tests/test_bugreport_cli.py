@@ -174,3 +174,22 @@ def test_freeze_preloads_tlb_entries_that_still_match(tmp_path, capsys):
     for actor in load_scenario(frozen).actors:
         assert actor.kind == "vcpu" or not actor.tlb
     assert "[[actor]]" in text
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_every_example_freezes_mid_run_into_a_scenario_that_starts_there(path, tmp_path, capsys):
+    live = LiveSession(path.read_text())
+    live.run(7)
+    bundle = tmp_path / "b.json"
+    bundle.write_bytes(BD.dumps(BD.from_session(live)))
+    frozen = tmp_path / "f.toml"
+    code, _, err = cli(capsys, "freeze", bundle, "-o", frozen)
+    if live.machine.all_done():
+        assert code == 2 and "every actor had finished by step" in err
+        return
+    assert code == 0
+    scenario = load_scenario(frozen)
+    assert scenario.machine == live.scenario.machine  # what-ifs included
+    spec = build_spec(scenario)
+    start, _ = leaves_now(new_machine(spec), spec.geometry)
+    assert start == leaves_now(live.machine, live.spec.geometry)[0]
