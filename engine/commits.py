@@ -101,6 +101,14 @@ GENERATIONS: dict[str, Generation] = {
             frozenset({LOCAL_TLBI_RELAX}),
             "kvm_pgtable walker, rwlock mmu_lock",
         ),
+        # The 6.12 LTS: what changed since 6.6 on the modelled paths (docs/kernel-sources.md,
+        # "v6.12"): the relax -EAGAIN invalidation.
+        Generation(
+            "v6.12",
+            PGTABLE,
+            frozenset({LOCAL_TLBI_RELAX, RELAX_EAGAIN_TLBI}),
+            "the 6.12 LTS: v6.6 + be097997a273",
+        ),
     )
 }
 

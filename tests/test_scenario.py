@@ -481,7 +481,7 @@ def test_vcpu_ops_take_any_byte_address(tmp_path, op):
 def test_op_tables_are_the_contract():
     assert VCPU_OPS == ("read", "write")
     assert HOST_OPS == ("set_readonly", "wp", "age", "test_age", "unmap", "flush_tlb")
-    assert KERNELS == ("v4.6", "seed", "v6.6")
+    assert KERNELS == ("v4.6", "seed", "v6.6", "v6.12")
 
 
 def test_unknown_keys_are_reported_with_odd_characters_escaped(tmp_path):
