@@ -17,7 +17,8 @@ from engine.report import explore_json
 from engine.scenario import ScenarioError, load_scenario, parse_scenario
 from engine.spec import build_spec
 
-BUGS = sorted((Path(__file__).parent.parent / "scenarios" / "bugs").glob("*.toml"))
+ROOT_BUGS = Path(__file__).parent.parent / "scenarios" / "bugs"
+BUGS = sorted(ROOT_BUGS.glob("*.toml"))
 HEAD = 'name = "t"\nkernel = "{kernel}"\n'
 BODY = """
 [[map]]
@@ -166,3 +167,13 @@ def test_a_bug_shows_before_its_fix_and_not_after(path, engine):
     assert after["expect"]["passed"], after["expect"]
     before = explore_json(build_spec(load_scenario(path, (f"-{fixed.fix}",))), engine, 2_000_000)
     assert not before["expect"]["passed"], f"{path.name}: [expect] holds without {fixed.fix}"
+
+
+def test_a_fork_to_another_kernel_drops_the_commits_written_for_the_old_one():
+    from ptviz.debugger.scenarios import with_machine
+
+    text = (ROOT_BUGS / "be097997a273_relax_eagain_tlbi.toml").read_text()
+    forked = parse_scenario(with_machine(text, kernel="seed"))
+    assert forked.kernel == "seed" and forked.commit_changes == () and forked.fix is None
+    same = parse_scenario(with_machine(text, ha=True))
+    assert same.commit_changes == ("+be097997a273",) and same.fix == "be097997a273"
