@@ -38,6 +38,7 @@ class Commit:
 
 
 SEED = "064850532444"
+AF_READ_LOCK = "fc61f554e694"
 TEST_AGE_RANGE = "cf2d23e0bac9"
 LOCAL_TLBI_RELAX = "a12ab1378a88"
 RELAX_EAGAIN_TLBI = "be097997a273"
@@ -61,6 +62,15 @@ COMMITS: dict[str, Commit] = {
             MMU_C,
             "kvm_test_age_hva passes (hva, hva + PAGE_SIZE) to handle_hva_to_gpa, so "
             "kvm_test_age_hva_handler reads the leaf and returns its AF",
+        ),
+        Commit(
+            "fc61f554e6947edd21cd84fb814f8418349a3569",
+            "KVM: arm64: Handle access faults behind the read lock",
+            "v6.3",
+            PGTABLE,
+            "handle_access_fault takes mmu_lock for read and kvm_pgtable_stage2_mkyoung walks "
+            "shared (cmpxchg, -EAGAIN on a lost race) instead of under the write lock with an "
+            "exclusive walk (WRITE_ONCE)",
         ),
         Commit(
             "a12ab1378a88b38f3af8b1a899b7d8526324ba6f",
@@ -98,7 +108,7 @@ GENERATIONS: dict[str, Generation] = {
         Generation(
             "v6.6",
             PGTABLE,
-            frozenset({LOCAL_TLBI_RELAX}),
+            frozenset({AF_READ_LOCK, LOCAL_TLBI_RELAX}),
             "kvm_pgtable walker, rwlock mmu_lock",
         ),
         # The 6.12 LTS: what changed since 6.6 on the modelled paths (docs/kernel-sources.md,
@@ -106,7 +116,7 @@ GENERATIONS: dict[str, Generation] = {
         Generation(
             "v6.12",
             PGTABLE,
-            frozenset({LOCAL_TLBI_RELAX, RELAX_EAGAIN_TLBI}),
+            frozenset({AF_READ_LOCK, LOCAL_TLBI_RELAX, RELAX_EAGAIN_TLBI}),
             "the 6.12 LTS: v6.6 + be097997a273",
         ),
     )

@@ -27,7 +27,15 @@ from functools import lru_cache
 
 from . import bits as B
 from . import isa as I
-from .commits import GENERATIONS, LOCAL_TLBI_RELAX, PGTABLE, RELAX_EAGAIN_TLBI, SEED, TEST_AGE_RANGE
+from .commits import (
+    AF_READ_LOCK,
+    GENERATIONS,
+    LOCAL_TLBI_RELAX,
+    PGTABLE,
+    RELAX_EAGAIN_TLBI,
+    SEED,
+    TEST_AGE_RANGE,
+)
 
 ALL = (1 << 64) - 1
 
@@ -513,12 +521,16 @@ def _v66_fault_handler(p: Program) -> None:
         "uma",
         at="kvm_handle_guest_abort: if (fault_status == ESR_ELx_FSC_ACCESS)",
     )
-    p.emit(I.OP_LOCK, I.LOCK_READ, at="handle_access_fault: read_lock(&vcpu->kvm->mmu_lock)")
+    # fc61f554e694 (v6.3): the read lock and a shared walk (cmpxchg); before it, the write
+    # lock and an exclusive walk (WRITE_ONCE).
+    shared = p.has(AF_READ_LOCK)
+    mode, name = (I.LOCK_READ, "read") if shared else (I.LOCK_WRITE, "write")
+    p.emit(I.OP_LOCK, mode, at=f"handle_access_fault: {name}_lock(&vcpu->kvm->mmu_lock)")
     p.emit(I.OP_ADDK, I.END, I.IPA, K(1), at="kvm_pgtable_stage2_mkyoung(mmu->pgt, fault_ipa)")
     _walk_init(p, "range")
-    _v66_attr_walk(p, "mky", set_bits=B.AF, clr_bits=0, shared=True, done="mky_out")
+    _v66_attr_walk(p, "mky", set_bits=B.AF, clr_bits=0, shared=shared, done="mky_out")
     p.label("mky_out")
-    p.emit(I.OP_UNLOCK, I.LOCK_READ, at="read_unlock(&vcpu->kvm->mmu_lock)")
+    p.emit(I.OP_UNLOCK, mode, at=f"{name}_unlock(&vcpu->kvm->mmu_lock)")
     p.emit(I.OP_B, "access", at="return to the guest: retry the access")
 
     p.label("uma")

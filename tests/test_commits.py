@@ -72,10 +72,8 @@ def test_reverting_the_seed_also_reverts_its_ha_default():
 
 
 def test_a_commit_changes_only_the_paths_it_names():
-    before, after = (
-        assemble("v6.6"),
-        program_for("v6.6", frozenset(COMMITS) & {"a12ab1378a88", "be097997a273"}),
-    )
+    before = assemble("v6.6")
+    after = program_for("v6.6", GENERATIONS["v6.6"].commits | {"be097997a273"})
     changed = {before.lines[pc] for pc in range(len(before.code))} ^ {
         after.lines[pc] for pc in range(len(after.code))
     }
@@ -120,7 +118,10 @@ def test_the_json_machine_lists_applied_and_reverted_commits(capsys, tmp_path):
     path.write_text(HEAD.format(kernel="v6.6") + 'commits = ["+be097997a273"]\n' + BODY)
     assert main(["explore", str(path), "--json", "--commits=-a12ab1378a88"]) == 0
     machine = json.loads(capsys.readouterr().out)["machine"]
-    assert [(c["id"], c["origin"]) for c in machine["commits"]] == [("be097997a273", "scenario")]
+    assert [(c["id"], c["origin"]) for c in machine["commits"]] == [
+        ("fc61f554e694", "generation"),
+        ("be097997a273", "scenario"),
+    ]
     assert machine["reverted"] == ["a12ab1378a88"]
 
 
@@ -177,3 +178,17 @@ def test_a_fork_to_another_kernel_drops_the_commits_written_for_the_old_one():
     assert forked.kernel == "seed" and forked.commit_changes == () and forked.fix is None
     same = parse_scenario(with_machine(text, ha=True))
     assert same.commit_changes == ("+be097997a273",) and same.fix == "be097997a273"
+
+
+def test_before_fc61f554_the_access_flag_fault_takes_the_write_lock_and_stores_plainly():
+    before = program_for("v6.6", GENERATIONS["v6.6"].commits - {"fc61f554e694"})
+    after = assemble("v6.6")
+
+    def af_path(prog):
+        start = next(pc for pc, line in enumerate(prog.lines) if "handle_access_fault" in line)
+        return [prog.code[pc] for pc in range(start, start + 12)]
+
+    assert (I.OP_LOCK, I.LOCK_WRITE, 0, 0) in af_path(before)
+    assert (I.OP_LOCK, I.LOCK_READ, 0, 0) in af_path(after)
+    assert any(op == I.OP_STORE for op, *_ in af_path(before))
+    assert any(op == I.OP_CAS for op, *_ in af_path(after))
