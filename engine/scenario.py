@@ -24,11 +24,23 @@ from .sizes import MAP_SIZES, hexs, parse_int, parse_size, size_name
 
 KERNELS = ("v4.6", "seed", "v6.6")
 VCPU_OPS = ("read", "write")
-HOST_OPS = ("set_readonly", "wp", "age", "test_age", "unmap", "flush_tlb")
-CHECKS = ("no_lost_update", "break_before_make")
+HOST_OPS = (
+    "set_readonly",
+    "wp",
+    "age",
+    "test_age",
+    "unmap",
+    "flush_tlb",
+    "log_start",
+    "get_dirty_log",
+    "log_stop",
+)
+LOGGING_OPS = ("log_start", "get_dirty_log", "log_stop")
+CHECKS = ("no_lost_update", "break_before_make", "no_lost_dirty")
 GRANULES = ("4K",)
 S2AP_NAMES = ("none", "ro", "wo", "rw")
-PREDICATE_FIELDS = ("valid", "af", "dbm", "s2ap", "pa", "raw")
+PREDICATE_FIELDS = ("valid", "af", "dbm", "s2ap", "pa", "raw", "size", "dirty")
+LEAF_SIZES = ("4K", "2M", "1G")
 IPA_BITS_MIN, IPA_BITS_MAX = 32, 48
 MAX_LEAVES = 1 << 22  # total leaves over all [[map]]s the model will build
 
@@ -50,6 +62,9 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     "test_age": ("ipa4k",),
     "unmap": ("ipa4k", "size?"),
     "flush_tlb": (),
+    "log_start": ("ipa4k", "size?"),
+    "get_dirty_log": ("ipa4k", "size?"),
+    "log_stop": ("ipa4k", "size?"),
 }
 _ARG_USAGE = {"ipa": "IPA", "ipa4k": "IPA", "size?": "[SIZE]"}
 
@@ -177,7 +192,8 @@ class Predicate:
     text: str
 
     def holds(self, leaf: dict) -> bool:
-        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw"})."""
+        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw", "size",
+        "dirty"})."""
         for name, want in self.fields:
             got = leaf.get(name)
             if isinstance(got, bool):
@@ -231,7 +247,11 @@ class Scenario:
 
 
 def _predicate_value(name: str, value: str) -> int | str:
-    if name in ("valid", "af", "dbm"):
+    if name == "size":
+        if value not in LEAF_SIZES:
+            raise ValueError(f"size must be one of {', '.join(LEAF_SIZES)}, got {_q(value)}")
+        return value
+    if name in ("valid", "af", "dbm", "dirty"):
         if value not in ("0", "1"):
             raise ValueError(f"{name} must be 0 or 1, got {_q(value)}")
         return int(value)
@@ -649,6 +669,7 @@ __all__ = [
     "CHECKS",
     "HOST_OPS",
     "KERNELS",
+    "LOGGING_OPS",
     "MAP_SIZES",
     "OP_ARGS",
     "VCPU_OPS",
