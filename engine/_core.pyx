@@ -772,7 +772,7 @@ cdef class Machine:
             r[PT_R0] = 1 if pages else 0
             if pages:
                 r[PT_CUR] = pages[0]
-                r[PT_R2] = pages[-1] + PT_PAGE_SIZE
+                r[PT_R2] = pages[len(pages) - 1] + PT_PAGE_SIZE  # (wraparound is off)
             r[PT_AUX] = addr + PT_DIRTY_WORD_PAGES * PT_PAGE_SIZE
             self._event(i, PT_EV_HARVEST, 0, 0, addr, mask, 0, 0, 0)
             a.pc += 1

@@ -236,6 +236,7 @@ def explore_json(spec, engine: str, max_states: int, machine=None, progress=Fals
             "op": spec.actors[v.actor].ops[v.op_index].name,
             "schedule": [names[i] for i in v.schedule],
             "trace": replay_trace(v.schedule),
+            "interleavings": result.violation_counts.get(v.check, 0),
         }
         for v in result.violations.values()
     ]

@@ -202,8 +202,13 @@ def _size_token(size: int) -> str:
     return f"{size:#x}"
 
 
+# Dirty logging and table lifetime: the host toggles logging, harvests and unmaps while
+# vCPUs read and write (faults then dissolve/split blocks and allocate tables).
+LOGGING_HOST_OPS = (*LOGGING_OPS, "log_start", "get_dirty_log", "unmap", "wp", "set_readonly")
+
+
 @st.composite
-def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
+def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy, logging=False):
     out = []
     counters = {"vcpu": 0, "host": 0}
     focus = 10 if racy else 8 if small else 6
@@ -222,10 +227,12 @@ def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
         ops = []
         for _ in range(draw(st.integers(1, max_ops))):
             if kind == "vcpu":
-                op = draw(st.sampled_from(("read", "write")))
+                op = draw(
+                    st.sampled_from(("write", "read", "write") if logging else ("read", "write"))
+                )
                 ops.append(f"{op} {draw(target_ipa(ms, hot, ipa_bits, False, focus)):#x}")
                 continue
-            op = draw(st.sampled_from(HOST_OPS))
+            op = draw(st.sampled_from(LOGGING_HOST_OPS if logging else HOST_OPS))
             if op == "flush_tlb":
                 ops.append(op)
                 continue
@@ -253,11 +260,18 @@ def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
 
 @st.composite
 def scenario_texts(
-    draw, max_actors: int = 3, max_ops: int = 3, max_maps: int = 4, small=False, racy=False
+    draw,
+    max_actors: int = 3,
+    max_ops: int = 3,
+    max_maps: int = 4,
+    small=False,
+    racy=False,
+    logging=False,
 ):
     """The text of a valid scenario file. `small` keeps host ranges to a page or two (for
     exhaustive exploration); `racy` sets up a race: HA on, old leaves, a vCPU and a host
-    both working on the same page."""
+    both working on the same page; `logging`: the host mostly runs the dirty-logging
+    operations and unmap, the vCPUs mostly write."""
     kernel, machine_lines, ipa_bits, tlb = draw(machines(racy))
     ms = draw(maps(ipa_bits, max_maps, racy, kernel))
     parts = ['name = "generated"', f'kernel = "{kernel}"']
@@ -265,7 +279,8 @@ def scenario_texts(
         parts.append("\n[machine]\n" + "\n".join(machine_lines))
     parts += ["\n" + m.toml() for m in ms]
     parts += [
-        "\n" + a for a in draw(actors(ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy))
+        "\n" + a
+        for a in draw(actors(ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy, logging))
     ]
     if draw(st.integers(0, 3)) == 0:
         ipa = draw(mapped_ipa(ms, aligned=True))
