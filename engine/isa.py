@@ -10,7 +10,7 @@ header the core includes, so there is one definition.
 """
 
 # --- Registers (per actor) --------------------------------------------------------------
-NREGS = 27
+NREGS = 28
 R0, R1, R2, R3 = 0, 1, 2, 3  # general purpose
 PTR = 4  # address of the descriptor being operated on (a kernel `pte_t *`)
 IPA = 5  # the operation's address (a gfn loop's cursor)
@@ -26,12 +26,15 @@ HWOLD = 17  # the descriptor the walker evaluated
 HWNEW = 18  # the descriptor it means to write (AF / dirty state set)
 WRITE = 19  # the access is a store
 EIPA = 20  # IPA of the entry at PTR (aligned to its level), set by the walks
-FLEVEL = 21  # the level of the entry a hardware walk faulted on (ESR_EL2 ...FSC level)
-LOG = 22  # memslot_is_logging() for the fault's IPA, as OP_MEMSLOT found it
-TLEVEL = 23  # the level a map installs its leaf at (log2 of vma_pagesize)
-VISIT = 24  # what OP_RWALK visited: VISIT_LEAF / VISIT_TABLE_POST / VISIT_TABLE_PRE
-AUX = 25  # get_dirty_log: the dirty-bitmap word cursor
-PEND = 26  # OP_RWALK with TABLE_POST: tables finished by the last step, still to visit
+FAULTS = 21  # stage-2 faults this vCPU took, over all its operations (kept across ops),
+#              counted only when a scenario asks (MachineSpec.count_faults), up to FAULTS_MAX
+FAULTS_MAX = 3  # "3" reads "3 or more": a bound keeps spinning schedules finite
+FLEVEL = 22  # the level of the entry a hardware walk faulted on (ESR_EL2 ...FSC level)
+LOG = 23  # memslot_is_logging() for the fault's IPA, as OP_MEMSLOT found it
+TLEVEL = 24  # the level a map installs its leaf at (log2 of vma_pagesize)
+VISIT = 25  # what OP_RWALK visited: VISIT_LEAF / VISIT_TABLE_POST / VISIT_TABLE_PRE
+AUX = 26  # get_dirty_log: the dirty-bitmap word cursor
+PEND = 27  # OP_RWALK with TABLE_POST: tables finished by the last step, still to visit
 
 # --- Opcodes --------------------------------------------------------------------------
 # Instruction encoding: (opcode, a, b, c). `k` operands index the program's constant pool.
@@ -102,6 +105,7 @@ OP_HARVEST = 54  # kvm_get_dirty_log_protect: mask = xchg(&dirty_bitmap[AUX], 0)
 #                  64-page word at AUX (within [IPA, END)); the pages go to `harvested`;
 #                  R0 = mask != 0, CUR = first dirty page, R3 = last dirty page + 4K (the
 #                  range kvm_mmu_write_protect_pt_masked write-protects); AUX = next word
+OP_TLB_EVICT = 55  # the hardware evicts every entry of vCPU reg a's TLB (machine.tlb_evict)
 
 RWALK_VISIT_INVALID = 1
 RWALK_TABLE_POST = 2
@@ -182,4 +186,5 @@ EVENT_KIND_NAMES = (
 FAULT_NAMES = ("", "translation", "access-flag", "permission")
 LOCK_MODE_NAMES = ("spin", "read", "write")
 CHECK_NAMES = ("no_lost_update", "break_before_make", "no_lost_dirty")
-SHARED_OPCODES = frozenset(range(OP_LOCK, OP_HARVEST + 1))
+SHARED_OPCODES = frozenset(range(OP_LOCK, OP_TLB_EVICT + 1))
+TLBI_NAMES = ("ipa", "all", "evict")  # EV_TLBI detail: by IPA, the VMID, a TLB eviction
