@@ -237,8 +237,11 @@ const HOST_OPS = [
   ["test_age", "test_age"],
   ["unmap", "unmap (range)"],
   ["flush_tlb", "flush_tlb"],
+  ["log_start", "log_start (range)"],
+  ["get_dirty_log", "get_dirty_log (range)"],
+  ["log_stop", "log_stop (range)"],
 ];
-const SIZED = new Set(["wp", "age", "unmap"]);
+const SIZED = new Set(["wp", "age", "unmap", "log_start", "get_dirty_log", "log_stop"]);
 
 export class InjectPanel {
   constructor(store, actions) {
