@@ -415,25 +415,55 @@ cdef class Machine:
                     have = True
             if have:
                 changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
+            # twin: leaves of another size under a removed table, not invalidated yet
+            if leaf_kind(new, level):
+                for k in range(self.n_pending):
+                    if self._stale_under(&self.pending[k], addr, ipa, size):
+                        changed |= PT_DESC_TYPE
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
             w = 0
             for k in range(self.n_pending):
-                if self.pending[k].addr != addr:
+                if self.pending[k].addr != addr and not (
+                        leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
                     self.pending[w] = self.pending[k]
                     w += 1
             self.n_pending = w
         elif leaf_kind(cur, level):
-            if self.n_pending == self.cap_pending:
-                self.cap_pending *= 2
-                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
-            self.pending[self.n_pending].addr = addr
-            self.pending[self.n_pending].old = cur
-            self.pending[self.n_pending].ipa = ipa
-            self.pending[self.n_pending].size = size
-            self.n_pending += 1
+            self._pend(addr, cur, ipa, size)
+        elif level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
+            self._pend_leaves_below(cur & PT_OA_MASK, level + 1, ipa)
         return flags
+
+    cdef inline bint _stale_under(self, Pending *p, uint64_t addr, uint64_t ipa,
+                                  uint64_t size) noexcept nogil:
+        return (p.addr != addr and p.size != size and p.ipa < ipa + size
+                and ipa < p.ipa + p.size)
+
+    cdef int _pend(self, uint64_t addr, uint64_t old, uint64_t ipa, uint64_t size) except -1:
+        if self.n_pending == self.cap_pending:
+            self.cap_pending *= 2
+            self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
+        self.pending[self.n_pending].addr = addr
+        self.pending[self.n_pending].old = old
+        self.pending[self.n_pending].ipa = ipa
+        self.pending[self.n_pending].size = size
+        self.n_pending += 1
+        return 0
+
+    cdef int _pend_leaves_below(self, uint64_t table, int level, uint64_t base) except -1:
+        """twin: _leaves_below (a broken table entry: its leaves may still be cached)."""
+        cdef Py_ssize_t k
+        cdef uint64_t d, e_ipa
+        for k in range(PT_PTRS_PER_TABLE):
+            d = self._read(table + 8 * k)
+            e_ipa = base + ((<uint64_t>k) << level_shift(level))
+            if level < 3 and (d & PT_DESC_VALID) and (d & PT_DESC_TYPE):
+                self._pend_leaves_below(d & PT_OA_MASK, level + 1, e_ipa)
+            elif leaf_kind(d, level):
+                self._pend(table + 8 * k, d, e_ipa, (<uint64_t>1) << level_shift(level))
+        return 0
 
     cdef int _violation(self, int check, int actor, uint64_t ipa, uint64_t bits, int op_i=-1) except -1:
         self.viol_mask |= (<uint64_t>1) << check
