@@ -77,7 +77,8 @@ def test_a_commit_changes_only_the_paths_it_names():
     changed = {before.lines[pc] for pc in range(len(before.code))} ^ {
         after.lines[pc] for pc in range(len(after.code))
     }
-    assert changed and all("relax_perms" in line for line in changed)
+    # relax_perms's invalidation, and where its -EAGAIN now goes (nothing marked dirty)
+    assert changed and all("relax_perms" in line or "-EAGAIN" in line for line in changed)
 
 
 def test_reverting_local_tlbi_relaxes_with_a_broadcast_invalidation():
@@ -119,6 +120,8 @@ def test_the_json_machine_lists_applied_and_reverted_commits(capsys, tmp_path):
     assert main(["explore", str(path), "--json", "--commits=-a12ab1378a88"]) == 0
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert [(c["id"], c["origin"]) for c in machine["commits"]] == [
+        ("3a0b870e3448", "generation"),
+        ("694d071f8d85", "generation"),
         ("fc61f554e694", "generation"),
         ("be097997a273", "scenario"),
     ]
@@ -153,7 +156,7 @@ def test_faults_are_counted_only_when_a_predicate_reads_them():
 
 
 def test_the_catalogue_holds_at_least_the_bugs_it_promises():
-    assert len(BUGS) >= 3
+    assert len(BUGS) >= 6
     for path in BUGS:
         sc = load_scenario(path)
         assert sc.fix is not None and path.name.startswith(sc.fix), path.name
