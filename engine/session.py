@@ -104,7 +104,7 @@ class LiveSession:
                 )
             except ScenarioError as exc:
                 raise EngineError(str(exc)) from None
-            self.machine.append_op(actor, op_spec(self.spec.program, op))
+            self.machine.append_op(actor, op_spec(self.spec.program, op, self.spec.scenario))
             record = ["inject", actor, op.text]
         else:
             raise EngineError(f"unknown decision {kind!r}")
@@ -195,7 +195,7 @@ class LiveSession:
             self.machine.step(decision[1])
         else:
             op = parse_op(decision[2], self.kinds[decision[1]], self.scenario.machine.ipa_bits)
-            self.machine.append_op(decision[1], op_spec(self.spec.program, op))
+            self.machine.append_op(decision[1], op_spec(self.spec.program, op, self.spec.scenario))
         self.position += 1
 
     def back(self, n: int = 1) -> None:
