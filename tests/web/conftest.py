@@ -27,6 +27,7 @@ from webhelpers import (
     REDIS_PORT,
     REDIS_URL,
     ROOT,
+    VIEWER_EXPIRY,
     inmemory_layers,
     redis_layers,
     redis_up,
@@ -44,7 +45,10 @@ def embedded_engine(django_db_setup, django_db_blocker):
     from ptviz.engine_worker import embedded
 
     db = dict(connections["default"].settings_dict)
-    engine = embedded.EmbeddedEngine(1, db=db).start()
+    engine = embedded.EmbeddedEngine(1, db=db)
+    engine.options.update(viewer_expiry=VIEWER_EXPIRY, heartbeat=0.3)
+    engine.options["quotas"]["explorations"] = 1  # (test_leaks: the quota is reached)
+    engine.start()
     assert engine.wait_ready(60), "the embedded engine worker process did not start"
     embedded.set_engine(engine)
     yield engine
@@ -56,7 +60,8 @@ class Workers:
     """`manage.py engineworker` subprocesses on the test database and Redis prefix. Their
     output goes to files (a pipe nobody reads would fill up and stall them)."""
 
-    def __init__(self, logdir: Path):
+    def __init__(self, logdir: Path, **extra_env: str):
+        self.extra_env = extra_env
         self.logdir = logdir
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
@@ -70,7 +75,9 @@ class Workers:
             PTVIZ_CHANNEL_PREFIX=PREFIX,
             PTVIZ_LEASE_TIMEOUT=str(LEASE_TIMEOUT),
             PTVIZ_HEARTBEAT="0.3",
+            PTVIZ_VIEWER_EXPIRY=str(VIEWER_EXPIRY),
             PTVIZ_LOG="INFO",
+            **self.extra_env,
         )
         log = self.logdir / f"{name}.log"
         with open(log, "w") as out:
@@ -133,6 +140,7 @@ def _timeouts(settings) -> None:
     settings.PTVIZ_LEASE_TIMEOUT = LEASE_TIMEOUT
     settings.PTVIZ_LEASE_CHECK = 0.3
     settings.PTVIZ_ENGINE_TIMEOUT = 15.0
+    settings.PTVIZ_VIEWER_HEARTBEAT = 0.5
 
 
 @pytest.fixture

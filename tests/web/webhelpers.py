@@ -16,10 +16,40 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"ptviz-test-{uuid.uuid4().hex[:10]}:"
 ORIGIN = [(b"origin", b"http://localhost")]
 LEASE_TIMEOUT = 2.5  # short, so that the takeover test is quick
+VIEWER_EXPIRY = 2.0  # the engine forgets a viewer silent this long (consumers beat at 0.5 s)
 
 
 def arun(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def engine_stats(session_id) -> dict:
+    """What the engine worker serving `session_id` holds (EngineLoop.stats)."""
+    from channels.layers import get_channel_layer
+
+    from ptviz.debugger.models import EngineLease
+    from ptviz.engine_worker.loop import STATS
+
+    layer = get_channel_layer()
+    reply = await layer.new_channel()  # (the consumers' prefix: one receive loop for all)
+    lease = await EngineLease.objects.filter(session_id=session_id).afirst()
+    target = lease.channel if lease is not None else "ptviz-engine"
+    await layer.send(target, {"type": STATS, "reply": reply, "session": str(session_id)})
+    return await asyncio.wait_for(layer.receive(reply), 10)
+
+
+async def group_members(session_id) -> int:
+    """How many channels the session's group holds on the current channel layer."""
+    from channels.layers import get_channel_layer
+
+    from ptviz import protocol as P
+
+    layer = get_channel_layer()
+    group = P.group_name(session_id)
+    if hasattr(layer, "groups"):  # InMemoryChannelLayer
+        return len(layer.groups.get(group, {}))
+    conn = layer.connection(layer.consistent_hash(group))
+    return await conn.zcard(layer._group_key(group))
 
 
 def inmemory_layers() -> dict:
