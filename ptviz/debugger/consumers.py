@@ -114,8 +114,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.last_batch: int | None = None
         self.pending: dict = {}  # command id -> (deadline, command)
         self.subs: set[int] = set()
-        self.owner: str | None = None
-        self.owner_channel: str | None = None
+        self.owner: str | None = None  # the worker serving the session at the last check
         self.timeout = settings.PTVIZ_ENGINE_TIMEOUT
         self.backlog = settings.PTVIZ_VIEWER_BACKLOG
         self.bucket = TokenBucket(settings.PTVIZ_RATE, settings.PTVIZ_RATE_BURST)
@@ -158,6 +157,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.cleaned = True
         for task in self.tasks:
             task.cancel()
+        # (awaited: a heartbeat's group_add in flight must not land after the discard)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5)
         if self.joined:
             self.joined = False
             with contextlib.suppress(Exception):
@@ -220,21 +222,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 return
             self.last_resync = now
             self._ask_snapshot()
-        if id_ is not None:
-            self.pending[id_] = (time.monotonic() + self.timeout, cmd)
-        await self._to_engine({"type": P.COMMAND, "msg": cmd})
+        await self._command(cmd)
 
-    async def _route(self) -> str:
-        """The channel of the worker that owns the session, or the shared one."""
+    async def _route(self) -> tuple[str | None, str]:
+        """(the worker that owns the session, its channel), or (None, the shared one)."""
         lease = await EngineLease.objects.filter(session_id=self.session_id).afirst()
         fresh = timezone.now() - timedelta(seconds=settings.PTVIZ_LEASE_TIMEOUT)
         if lease is not None and lease.heartbeat >= fresh:
-            self.owner, self.owner_channel = lease.worker, lease.channel
-            return lease.channel
-        self.owner = self.owner_channel = None
-        return P.ENGINE_CHANNEL
+            return lease.worker, lease.channel
+        return None, P.ENGINE_CHANNEL
 
-    async def _to_engine(self, message: dict, quiet: bool = False) -> None:
+    async def _to_engine(self, message: dict, quiet: bool = False) -> str | None:
+        """Send to the session's worker; the channel it went to (None: it failed)."""
         message = {
             **message,
             "session": self.session_id,
@@ -243,17 +242,27 @@ class SessionConsumer(AsyncWebsocketConsumer):
         }
         cmd = message.get("msg") or {}
         try:
-            await self.channel_layer.send(await self._route(), message)
+            _owner, channel = await self._route()
+            await self.channel_layer.send(channel, message)
+            return channel
         except ChannelFull:
             text = "the engine workers are overloaded; retry"
         except Exception as exc:  # a Redis outage: the page retries, nothing is lost
             log.warning("viewer %s: sending to the engine failed: %r", self.channel_name, exc)
             text = "the engine workers cannot be reached right now; retry"
-        else:
-            return
         if not quiet:
             self.pending.pop(cmd.get("id"), None)
             self._enqueue(P.error(P.UNAVAILABLE, text, cmd.get("id")))
+        return None
+
+    async def _command(self, cmd: dict) -> None:
+        """Send a command to the engine; remember where it went until it is answered."""
+        id_ = cmd["id"]
+        if id_ is not None:
+            self.pending[id_] = (time.monotonic() + self.timeout, cmd, None)
+        channel = await self._to_engine({"type": P.COMMAND, "msg": cmd})
+        if id_ in self.pending and channel is not None:
+            self.pending[id_] = (time.monotonic() + self.timeout, cmd, channel)
 
     def _ask_snapshot(self) -> None:
         self.awaiting_snapshot = True
@@ -360,7 +369,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            for id_, (deadline, _cmd) in list(self.pending.items()):
+            for id_, (deadline, _cmd, _sent) in list(self.pending.items()):
                 if now > deadline:
                     del self.pending[id_]
                     self._enqueue(
@@ -374,7 +383,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 self.resync_due = False
                 self.last_resync = now
                 self._ask_snapshot()
-                await self._to_engine({"type": P.COMMAND, "msg": {"cmd": "resync", "id": None}})
+                await self._command({"cmd": "resync", "id": None})
             if self.awaiting_snapshot and now - self.snapshot_asked > self.timeout:
                 self._enqueue(
                     P.error(P.UNAVAILABLE, "no engine worker sent the session's state; retrying")
@@ -392,23 +401,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 log.warning("viewer %s: health check failed: %r", self.channel_name, exc)
 
     async def _check_owner(self) -> None:
-        before, before_channel = self.owner, self.owner_channel
-        await self._route()
+        before = self.owner
+        self.owner, channel = await self._route()
         dead = self.owner is None
         moved = before is not None and self.owner != before
-        if (dead or moved) and before_channel is not None:
-            await self._settle_pending(before_channel)
+        await self._settle_pending(channel)
         if not self.awaiting_snapshot and (dead or moved):
             await self._join()  # dead or moved: claim it / register our tables
 
-    async def _settle_pending(self, old_channel: str) -> None:
-        """The worker these commands went to stopped: send the harmless ones again (to the
-        new owner, or through the shared channel to whoever takes the session over) and
-        answer the others now rather than at the timeout (issue 6, defect 10)."""
-        for id_, (_deadline, cmd) in list(self.pending.items()):
+    async def _settle_pending(self, current: str) -> None:
+        """Commands sent to a worker that no longer serves the session will never be
+        answered: send the harmless ones again (to the new owner, or through the shared
+        channel to whoever takes the session over) and answer the others now rather than
+        at the timeout (issue 6, defect 10)."""
+        for id_, (_deadline, cmd, sent) in list(self.pending.items()):
+            if sent in (None, P.ENGINE_CHANNEL, current):
+                continue
             if cmd["cmd"] in RETRY_SAFE:
-                self.pending[id_] = (time.monotonic() + self.timeout, cmd)
-                await self._to_engine({"type": P.COMMAND, "msg": cmd})
+                await self._command(cmd)
             else:
                 del self.pending[id_]
                 self._enqueue(

@@ -65,6 +65,43 @@ class RunState:
     started: float
     steps: int = 0
     turn: int = 0
+    seed: int = 0
+
+    def as_json(self) -> dict:
+        """What a worker taking the session over needs to go on exactly (stored with
+        every append; the random generator's state only in random mode)."""
+        out = {
+            "mode": self.mode,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "steps": self.steps,
+            "turn": self.turn,
+        }
+        if self.mode == "random":
+            version, state, gauss = self.rng.getstate()
+            out["rng"] = [version, list(state), gauss]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict, now: float) -> RunState:
+        rng = random.Random(data["seed"])
+        if data.get("rng"):
+            version, state, gauss = data["rng"]
+            rng.setstate((version, tuple(state), gauss))
+        speed = float(data["speed"])
+        steps = int(data["steps"])
+        return cls(
+            mode=data["mode"],
+            speed=speed,
+            max_steps=data["max_steps"],
+            rng=rng,
+            # paced as if it had never stopped from here on
+            started=now - (steps / speed if speed > 0 else 0.0),
+            steps=steps,
+            turn=int(data["turn"]),
+            seed=data["seed"],
+        )
 
 
 @dataclass
@@ -280,11 +317,28 @@ class SessionHost:
             if p not in self.stored_checkpoints and p <= len(live.decisions)
         ]
         try:
-            store.append(self.session_id, self.persisted, new, checkpoints, self.worker)
+            store.append(
+                self.session_id,
+                self.persisted,
+                new,
+                checkpoints,
+                self.worker,
+                run=self.run.as_json() if self.run is not None else None,
+            )
         except (store.LostOwnership, store.SessionGone) as exc:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
         self.persisted = len(live.decisions)
         self.stored_checkpoints.update(c.position for c in checkpoints)
+
+    def save_run(self) -> None:
+        """Store the run's state now (it started or stopped; appends store it too)."""
+        if self.persist_enabled:
+            store.save_run(self.session_id, self.run.as_json() if self.run is not None else None)
+
+    def resume(self, data: dict) -> None:
+        """Go on with the run a previous owner stored (after a takeover)."""
+        self.run = RunState.from_json(data, time.monotonic())
+        log.info("session %s: resuming its run at step %d", self.session_id, self.run.steps)
 
     def flush(self, *, force: bool = False) -> None:
         """Persist, then send one delta batch with what happened since the last one."""
@@ -432,7 +486,9 @@ class SessionHost:
             max_steps=msg.get("max_steps"),
             rng=random.Random(seed),
             started=time.monotonic(),
+            seed=seed,
         )
+        self.save_run()
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
 
@@ -441,6 +497,8 @@ class SessionHost:
         self.run = None
         self._drain()
         self.persist()
+        if was_running:
+            self.save_run()
         self._ack(viewer, msg)
         if was_running or self.pending:
             self.flush(force=True)  # running: false
@@ -450,6 +508,7 @@ class SessionHost:
             self.run = None
             self._drain()
             self.flush(force=True)
+            self.save_run()
 
     def _goto(self, position: int, msg: dict, viewer: str | None) -> None:
         live = self.live
@@ -581,6 +640,7 @@ class SessionHost:
         if finished:
             self.run = None
             self.flush(force=True)
+            self.save_run()
             return None
         if self.pending and time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL:
             self.flush()

@@ -225,6 +225,10 @@ class EngineLoop:
         viewer = message.get("viewer")
         if viewer:
             host.join(viewer, message.get("tables") or (), reply=False)
+        run = store.saved_run(sid)
+        if run is not None:  # its previous owner died while running: go on with it
+            host.resume(run)
+            self.wakes[sid] = time.monotonic()
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
         return host

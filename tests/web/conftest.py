@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -26,18 +22,14 @@ from webhelpers import (
     REDIS_HOST,
     REDIS_PORT,
     REDIS_URL,
-    ROOT,
     VIEWER_EXPIRY,
+    Workers,
     inmemory_layers,
     redis_layers,
     redis_up,
 )
 
 from ptviz.localservices import flush_redis_prefix
-
-
-def _test_db_url() -> str:
-    return "sqlite:///" + connections["default"].settings_dict["NAME"]
 
 
 @pytest.fixture(scope="session")
@@ -56,65 +48,18 @@ def embedded_engine(django_db_setup, django_db_blocker):
     embedded.set_engine(None)
 
 
-class Workers:
-    """`manage.py engineworker` subprocesses on the test database and Redis prefix. Their
-    output goes to files (a pipe nobody reads would fill up and stall them)."""
-
-    def __init__(self, logdir: Path, **extra_env: str):
-        self.extra_env = extra_env
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
-
-    def start(self, name: str) -> subprocess.Popen:
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="ptviz.settings",
-            DATABASE_URL=_test_db_url(),
-            REDIS_URL=REDIS_URL,
-            PTVIZ_CHANNEL_PREFIX=PREFIX,
-            PTVIZ_LEASE_TIMEOUT=str(LEASE_TIMEOUT),
-            PTVIZ_HEARTBEAT="0.3",
-            PTVIZ_VIEWER_EXPIRY=str(VIEWER_EXPIRY),
-            PTVIZ_LOG="INFO",
-            **self.extra_env,
+@pytest.fixture(scope="session", autouse=True)
+def _no_connections_left_at_teardown(django_db_setup, django_db_blocker):
+    """PostgreSQL drops the test database only when nobody uses it: the threads of the
+    async ORM keep connections open, so end them first (SQLite needs nothing)."""
+    yield
+    if connections["default"].vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connections["default"].cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        log = self.logdir / f"{name}.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "manage.py", "engineworker", "--name", name],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        self.procs[name] = proc
-        self.logs[name] = log
-        return proc
-
-    def wait_started(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        for name, proc in self.procs.items():
-            while "listening on" not in self.logs[name].read_text():
-                assert proc.poll() is None, f"{name} exited: {self.logs[name].read_text()}"
-                assert time.monotonic() < deadline, f"{name} did not start"
-                time.sleep(0.05)
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.kill()
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
 
 
 def need_redis():

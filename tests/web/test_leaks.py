@@ -5,11 +5,10 @@ hearing from; explorations are bounded, cancelled on request and when nobody wat
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import pytest
-from webhelpers import ROOT, VIEWER_EXPIRY, Viewer, arun, engine_stats, group_members
+from webhelpers import ROOT, VIEWER_EXPIRY, WIDE, Viewer, arun, engine_stats, group_members
 
 from ptviz import protocol as P
 from ptviz.debugger import records
@@ -20,7 +19,6 @@ from ptviz.engine_worker.quotas import Quotas
 pytestmark = pytest.mark.django_db(transaction=True)
 
 V46 = (ROOT / "scenarios" / "seed_race_v4.6.toml").read_text()
-WIDE = re.search(r'WIDE = """(.*?)"""', (ROOT / "tests/web/test_live.py").read_text(), re.S)[1]
 
 
 def make_session(text=V46):
@@ -205,3 +203,4 @@ def test_a_worker_refuses_a_session_past_its_memory_quota():
     loop.handle({"type": P.JOIN, "session": str(sessions[2][0].id), "viewer": "v2"})
     assert list(loop.hosts) == [str(sessions[2][0].id)]
     loop.shutdown()
+
