@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Callable
 
 from . import bits as B
 from . import isa as I
+from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
-from .scenario import Scenario
+from .scenario import WHAT_IF_KEYS, Scenario
 from .spec import MachineSpec, walk_image
 
 LEAVES_LISTED_MAX = 4096
@@ -61,16 +63,28 @@ class Observer:
         self.leaf_ipas = [ipa for m in sc.maps for ipa, _pa in m.leaves()]
         ex = sc.expect
         preds = (ex.always + ex.sometimes + ex.never) if ex else ()
-        self.pred_ipas = sorted({p.ipa for p in preds})
+        self.pred_ipas = sorted({p.ipa for p in preds if p.actor is None})
+        # Actors that predicates read: their values are part of what tells states apart.
+        names = spec.actor_names
+        self.pred_actors = sorted({names.index(p.actor) for p in preds if p.actor})
         self.info: dict[bytes, dict] = {}
 
     def __call__(self, machine) -> bytes:
         mem = machine.mem_array()
         g = self.spec.geometry
         values = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.leaf_ipas))
+        actors = {}
+        for i in self.pred_actors:
+            regs = machine.actor_view(i)["regs"]
+            vcpu = self.spec.actors[i].kind == I.KIND_VCPU
+            actors[self.spec.actor_names[i]] = (
+                {"faults": regs[I.FAULTS]} if vcpu else {"ret": int(regs[I.RET] != 0)}
+            )
+        values.extend(v for a in actors.values() for v in a.values())
         key = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values)
+            self.info[key] = self._describe(mem, values[: len(self.leaf_ipas)])
+            self.info[key]["actors"] = actors
         return key
 
     def _describe(self, mem, values) -> dict:
@@ -98,13 +112,15 @@ class Observer:
         return {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
 
 
-def event_json(spec: MachineSpec, e: tuple) -> dict:
+def event_json(spec: MachineSpec, e: tuple, ops_of: Callable[[int], list] | None = None) -> dict:
+    """One event record as JSON. `ops_of` (a machine's ops_of) names the operations
+    injected after the scenario's own: pass it whenever the machine may have some."""
     seq, actor, op_i, pc, kind, detail, flags, level, addr, ipa, old, new = e
     a = spec.actors[actor]
     out = {
         "seq": seq,
         "actor": a.name,
-        "op": a.ops[op_i].name if op_i < len(a.ops) else None,
+        "op": op_name(spec, actor, op_i, ops_of),
         "op_index": op_i,
         "kind": I.EVENT_KIND_NAMES[kind],
         "at": spec.program.lines[pc],
@@ -113,9 +129,11 @@ def event_json(spec: MachineSpec, e: tuple) -> dict:
     if kind in (I.EV_LOCK, I.EV_UNLOCK):
         out["lock"] = I.LOCK_MODE_NAMES[detail]
     elif kind == I.EV_TLBI:
-        out["tlbi"] = "all" if detail else "ipa"
-        if not detail:
+        out["tlbi"] = I.TLBI_NAMES[detail]
+        if detail == 0:
             out["ipa"] = hexs(ipa)
+        elif detail == 2:  # a TLB eviction (machine.tlb_evict): whose TLB
+            out["vcpu"] = spec.actors[ipa].name
     else:
         out.update(level=level, addr=hexs(addr), ipa=hexs(ipa), old=hexs(old), new=hexs(new))
         if detail:
@@ -126,12 +144,28 @@ def event_json(spec: MachineSpec, e: tuple) -> dict:
     return out
 
 
+def op_name(
+    spec: MachineSpec, actor: int, op_i: int, ops_of: Callable[[int], list] | None = None
+) -> str | None:
+    """The name of actor's operation number op_i: the scenario's, else an injected one."""
+    ops = spec.actors[actor].ops
+    if op_i < len(ops):
+        return ops[op_i].name
+    if ops_of is not None:
+        live = ops_of(actor)
+        if op_i < len(live):
+            return live[op_i].name
+    return None
+
+
 def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[str]) -> dict:
     info = observer.info[key]
     out = {}
     if info["leaves"] is not None:
         out["leaves"] = {ipa: leaf_json(f) for ipa, f in info["leaves"].items()}
     out["leaf_summary"] = info["summary"]
+    if info["actors"]:
+        out["actors"] = info["actors"]
     out["count"] = count
     out["example_schedule"] = schedule
     return out
@@ -146,7 +180,8 @@ def evaluate_expect(
         return {"passed": True, "results": results}
 
     def holds(pred, key):
-        return pred.holds(observer.info[key]["preds"][pred.ipa])
+        info = observer.info[key]
+        return pred.holds(info["actors"][pred.actor] if pred.actor else info["preds"][pred.ipa])
 
     for kind, preds, test in (
         ("always", ex.always, all),
@@ -172,13 +207,17 @@ def evaluate_expect(
 def machine_json(spec: MachineSpec) -> dict:
     m = spec.scenario.machine
     g = spec.geometry
+    sc = spec.scenario
     return {
+        "commits": commits_json(sc.kernel, sc.commits),
+        "reverted": reverted(sc.kernel, sc.commits),
         "hafdbs": m.hafdbs,
         "ha": m.ha,
         "hd": m.hd,
         "ipa_bits": m.ipa_bits,
         "granule": m.granule,
         "tlb": m.tlb,
+        **{key: getattr(m, key) for key in WHAT_IF_KEYS},
         "vtcr_el2": hexs(spec.vtcr),
         "vttbr_el2": hexs(g.vttbr),
         "start_level": g.start_level,
@@ -186,19 +225,29 @@ def machine_json(spec: MachineSpec) -> dict:
     }
 
 
-def explore_json(spec, engine: str, max_states: int, machine=None, progress=False) -> dict:
+def explore_json(
+    spec, engine: str, max_states: int, machine=None, progress=False, on_progress=None
+) -> dict:
     """What `python -m engine explore FILE --json` prints (SCENARIOS.md); the web explorer
-    sends the same object."""
+    sends the same object. Explores from `machine`'s state (a live session's moment:
+    injected operations included) or from the scenario's start; a violation that had
+    already happened there is listed with an empty schedule and "before": true."""
     machine = machine if machine is not None else new_machine(spec, engine)
+    start = machine.get_state()
+    already = {I.CHECK_NAMES[v[0]]: v for v in machine.violations}
     observer = Observer(spec)
-    result = explore(machine, observer, max_states=max_states, progress=progress)
+    result = explore(
+        machine, observer, max_states=max_states, progress=progress, on_progress=on_progress
+    )
     names = spec.actor_names
+    ops_of = machine.ops_of
 
     def replay_trace(schedule: list[int]) -> list[dict]:
         m = new_machine(spec, engine)
+        m.set_state(start)
         for actor in schedule:
             m.step(actor)
-        return [event_json(spec, e) for e in m.event_tuples()]
+        return [event_json(spec, e, ops_of) for e in m.event_tuples()]
 
     finals = [
         final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
@@ -206,18 +255,35 @@ def explore_json(spec, engine: str, max_states: int, machine=None, progress=Fals
     ]
     violations = [
         {
+            "check": check,
+            "ipa": hexs(ipa),
+            "bits": B.lost_bit_names(bits),
+            "actor": names[who],
+            "op": op_name(spec, who, op_i, ops_of),
+            "schedule": [],
+            "trace": [],
+            "before": True,
+        }
+        for check, (_c, _seq, who, op_i, ipa, bits) in already.items()
+    ]
+    violations += [
+        {
             "check": v.check,
             "ipa": hexs(v.ipa),
             "bits": B.lost_bit_names(v.bits),
             "actor": names[v.actor],
-            "op": spec.actors[v.actor].ops[v.op_index].name,
+            "op": op_name(spec, v.actor, v.op_index, ops_of),
             "schedule": [names[i] for i in v.schedule],
             "trace": replay_trace(v.schedule),
         }
         for v in result.violations.values()
+        if v.check not in already
     ]
     expect = evaluate_expect(
-        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
+        spec.scenario,
+        observer,
+        [f.key for f in result.finals],
+        set(result.violations) | set(already),
     )
     sc = spec.scenario
     return {

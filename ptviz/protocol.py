@@ -20,6 +20,7 @@ ENGINE = "engine"
 REWOUND = "rewound"
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
+CANCELLED = "cancelled"  # (an exploration; sent as an explore_cancelled message)
 LIMIT = "limit"  # a per-worker quota (loaded memory, concurrent explorations)
 RATE_LIMITED = "rate_limited"  # over the per-connection message rate
 

@@ -145,10 +145,9 @@ PTVIZ_ENGINE_TIMEOUT = env_float("PTVIZ_ENGINE_TIMEOUT", 20.0)
 # How often a consumer checks that its session's engine worker is alive.
 PTVIZ_LEASE_CHECK = env_float("PTVIZ_LEASE_CHECK", 2.0)
 PTVIZ_EXPLORE_MAX_STATES = env_int("PTVIZ_EXPLORE_MAX_STATES", 2_000_000)
-# Per engine worker (ptviz/engine_worker/quotas.py): explorations at once, the memory of
-# each (its own process), and the sessions kept loaded.
+# Per engine worker (ptviz/engine_worker/quotas.py): explorations at once, and the
+# sessions kept loaded.
 PTVIZ_EXPLORATIONS = env_int("PTVIZ_EXPLORATIONS", 2)
-PTVIZ_EXPLORE_MEMORY_MB = env_int("PTVIZ_EXPLORE_MEMORY_MB", 1024)
 PTVIZ_WORKER_MEMORY_MB = env_int("PTVIZ_WORKER_MEMORY_MB", 4096)
 # A viewer with more than this many delta batches queued gets one fresh snapshot instead.
 PTVIZ_VIEWER_BACKLOG = env_int("PTVIZ_VIEWER_BACKLOG", 200)

@@ -1,7 +1,6 @@
 """What one engine worker lets its sessions hold (issue 9, item 8): settings in README.md.
 
-- explorations: at most this many at once on the worker (each is a process that may use
-  explore_memory_bytes);
+- explorations: at most this many at once on the worker (each holds its search's states);
 - loaded_bytes: the sessions a worker keeps loaded (their machines and checkpoints). A
   session that would take the worker past it is refused after idle sessions are unloaded.
 A limit reached is the `limit` error naming the setting.
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 @dataclass
 class Quotas:
     explorations: int = 2
-    explore_memory_bytes: int = 1 << 30
     loaded_bytes: int = 4 << 30
     jobs: set = field(default_factory=set)  # the worker's running ExploreJobs
 
@@ -25,13 +23,11 @@ class Quotas:
 
         return cls(
             explorations=settings.PTVIZ_EXPLORATIONS,
-            explore_memory_bytes=settings.PTVIZ_EXPLORE_MEMORY_MB << 20,
             loaded_bytes=settings.PTVIZ_WORKER_MEMORY_MB << 20,
         )
 
     def as_options(self) -> dict:
         return {
             "explorations": self.explorations,
-            "explore_memory_bytes": self.explore_memory_bytes,
             "loaded_bytes": self.loaded_bytes,
         }

@@ -12,7 +12,6 @@ from webhelpers import ROOT, VIEWER_EXPIRY, WIDE, Viewer, arun, engine_stats, gr
 
 from ptviz import protocol as P
 from ptviz.debugger import records
-from ptviz.engine_worker.explorer import ExploreJob
 from ptviz.engine_worker.loop import EngineLoop
 from ptviz.engine_worker.quotas import Quotas
 
@@ -123,10 +122,9 @@ def test_an_exploration_is_cancelled_on_request_and_when_nobody_watches(mode):
     async def body():
         v = await Viewer.open(session.id, control.token)
         await v.start()
-        explore = await v.command("explore", max_states=2_000_000)
+        await v.ok("explore", max_states=2_000_000)
         await v.ok("explore_cancel")
-        err = await v.expect(lambda m: m["type"] == "error" and m["id"] == explore, 10)
-        assert err["message"] == "exploration cancelled"
+        await v.type("explore_cancelled", timeout=10)
         stats = await engine_stats(session.id)
         assert not stats["sessions"][str(session.id)]["exploring"]
         err = await v.answer(await v.command("explore_cancel"))
@@ -171,13 +169,6 @@ def test_explorations_per_worker_are_limited(embedded_deployment):
     arun(body(), 60)
 
 
-def test_an_exploration_past_its_memory_limit_is_a_clear_error():
-    job = ExploreJob(WIDE, "cython", 5_000_000, None, 1, memory_bytes=8 << 20).start()
-    assert job.answered.wait(120)
-    assert job.error_code == "limit" and "PTVIZ_EXPLORE_MEMORY_MB" in job.error, job.error
-    assert job._proc.returncode is not None  # the process (and its memory) is gone
-
-
 def test_a_worker_refuses_a_session_past_its_memory_quota():
     """Loaded sessions' bytes are bounded: idle ones are unloaded to make room; a busy one
     is kept and the new one refused with `limit`."""
@@ -203,4 +194,3 @@ def test_a_worker_refuses_a_session_past_its_memory_quota():
     loop.handle({"type": P.JOIN, "session": str(sessions[2][0].id), "viewer": "v2"})
     assert list(loop.hosts) == [str(sessions[2][0].id)]
     loop.shutdown()
-
