@@ -78,7 +78,8 @@ def test_a_commit_changes_only_the_paths_it_names():
     changed = {before.lines[pc] for pc in range(len(before.code))} ^ {
         after.lines[pc] for pc in range(len(after.code))
     }
-    assert changed and all("relax_perms" in line for line in changed)
+    # relax_perms' invalidations, and be097997's -EAGAIN path back to out_unlock
+    assert changed and all("relax_perms" in line or "-EAGAIN" in line for line in changed)
 
 
 def test_reverting_local_tlbi_relaxes_with_a_broadcast_invalidation():
