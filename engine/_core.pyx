@@ -15,7 +15,6 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from dataclasses import astuple
 
 from .dirtylog import DirtyLog
 from .spec import OpSpec
@@ -415,25 +414,55 @@ cdef class Machine:
                     have = True
             if have:
                 changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
+            # twin: leaves of another size under a removed table, not invalidated yet
+            if leaf_kind(new, level):
+                for k in range(self.n_pending):
+                    if self._stale_under(&self.pending[k], addr, ipa, size):
+                        changed |= PT_DESC_TYPE
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
             w = 0
             for k in range(self.n_pending):
-                if self.pending[k].addr != addr:
+                if self.pending[k].addr != addr and not (
+                        leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
                     self.pending[w] = self.pending[k]
                     w += 1
             self.n_pending = w
         elif leaf_kind(cur, level):
-            if self.n_pending == self.cap_pending:
-                self.cap_pending *= 2
-                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
-            self.pending[self.n_pending].addr = addr
-            self.pending[self.n_pending].old = cur
-            self.pending[self.n_pending].ipa = ipa
-            self.pending[self.n_pending].size = size
-            self.n_pending += 1
+            self._pend(addr, cur, ipa, size)
+        elif level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
+            self._pend_leaves_below(cur & PT_OA_MASK, level + 1, ipa)
         return flags
+
+    cdef inline bint _stale_under(self, Pending *p, uint64_t addr, uint64_t ipa,
+                                  uint64_t size) noexcept nogil:
+        return (p.addr != addr and p.size != size and p.ipa < ipa + size
+                and ipa < p.ipa + p.size)
+
+    cdef int _pend(self, uint64_t addr, uint64_t old, uint64_t ipa, uint64_t size) except -1:
+        if self.n_pending == self.cap_pending:
+            self.cap_pending *= 2
+            self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
+        self.pending[self.n_pending].addr = addr
+        self.pending[self.n_pending].old = old
+        self.pending[self.n_pending].ipa = ipa
+        self.pending[self.n_pending].size = size
+        self.n_pending += 1
+        return 0
+
+    cdef int _pend_leaves_below(self, uint64_t table, int level, uint64_t base) except -1:
+        """twin: _leaves_below (a broken table entry: its leaves may still be cached)."""
+        cdef Py_ssize_t k
+        cdef uint64_t d, e_ipa
+        for k in range(PT_PTRS_PER_TABLE):
+            d = self._read(table + 8 * k)
+            e_ipa = base + ((<uint64_t>k) << level_shift(level))
+            if level < 3 and (d & PT_DESC_VALID) and (d & PT_DESC_TYPE):
+                self._pend_leaves_below(d & PT_OA_MASK, level + 1, e_ipa)
+            elif leaf_kind(d, level):
+                self._pend(table + 8 * k, d, e_ipa, (<uint64_t>1) << level_shift(level))
+        return 0
 
     cdef int _violation(self, int check, int actor, uint64_t ipa, uint64_t bits, int op_i=-1) except -1:
         self.viol_mask |= (<uint64_t>1) << check
@@ -512,6 +541,17 @@ cdef class Machine:
         if self._blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
         self._run(i, False)
+
+    def step_n(self, int i, long long n):
+        """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
+        returns how many it took (a run-length-encoded run of one actor's steps)."""
+        cdef long long taken = 0
+        if not 0 <= i < self.n_actors:
+            raise EngineError(f"no actor {i}")
+        while taken < n and not self._done(i) and not self._blocked(i):
+            self._run(i, False)
+            taken += 1
+        return taken
 
     cdef int _step(self, int i) except -1:
         return self._run(i, False)
@@ -1220,7 +1260,7 @@ cdef class Machine:
         for i in range(self.n_actors):
             a = &self.act[i]
             actors.append({
-                "ops": [list(astuple(op)) for op in self._op_texts[i]],
+                "ops": [op.row() for op in self._op_texts[i]],
                 "op_i": a.op_i,
                 "pc": a.pc,
                 "regs": [a.regs[k] for k in range(NR)],

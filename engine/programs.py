@@ -34,7 +34,18 @@ from functools import lru_cache
 
 from . import bits as B
 from . import isa as I
-from .commits import GENERATIONS, LOCAL_TLBI_RELAX, PGTABLE, RELAX_EAGAIN_TLBI, SEED, TEST_AGE_RANGE
+from .commits import (
+    AF_READ_LOCK,
+    GENERATIONS,
+    HUGE_OVER_TABLE,
+    LOCAL_TLBI_RELAX,
+    MAP_PERMS_FILTER,
+    MERGE_TABLES_TLBI,
+    PGTABLE,
+    RELAX_EAGAIN_TLBI,
+    SEED,
+    TEST_AGE_RANGE,
+)
 
 ALL = (1 << 64) - 1
 
@@ -267,6 +278,8 @@ def _v4_fault_handler(p: Program) -> None:
     p.label("uma_leaf")
     p.emit(I.OP_LOAD, I.R0, at="old_pte = *pte")
     p.emit(I.OP_BZ, I.R0, K(B.DESC_VALID), "uma_make", at="if (pte_present(old_pte))")
+    if p.has(HUGE_OVER_TABLE):  # 3c3736cd32bf (v5.1)
+        _v4_unmap_block_over_table(p)
     p.emit(I.OP_MOVK, I.R3, K(0), at="__pte(0)")
     p.emit(I.OP_STORE, I.R3, K(ALL), at="kvm_set_pte(pte, __pte(0))")
     p.emit(I.OP_TLBI_IPA, I.IPA, at="kvm_tlb_flush_vmid_ipa(kvm, addr)")
@@ -276,6 +289,60 @@ def _v4_fault_handler(p: Program) -> None:
     p.emit(I.OP_B, "access", at="return to the guest: retry the access")
     p.label("mmio")
     p.emit(I.OP_END, at="io_mem_abort: the access exits to userspace")
+
+
+def _v4_unmap_block_over_table(p: Program) -> None:
+    """3c3736cd32bf (v5.1) stage2_set_pmd_huge: a pmd that still points to a pte table
+    (dirty logging stopped after splitting the block) is unmapped first -- every pte cleared
+    and invalidated, the emptied table cleared, invalidated and freed -- and the walk
+    retried, so no 4K entry of the old table survives next to the block."""
+    K = p.k
+    p.emit(I.OP_BEQK, I.TLEVEL, K(3), "uma_break", at="stage2_set_pte: (a pte, no block)")
+    p.emit(
+        I.OP_BZ,
+        I.R0,
+        K(B.DESC_TYPE),
+        "uma_break",
+        at="stage2_set_pmd_huge: if (!pmd_thp_or_huge(old_pmd)) {",
+    )
+    _walk_init(p, "range")
+    p.emit(I.OP_ANDN, I.CUR, I.CUR, K((1 << B.LEVEL_SHIFT_2) - 1), at="addr & S2_PMD_MASK")
+    p.emit(
+        I.OP_ADDK,
+        I.R3,
+        I.CUR,
+        K(1 << B.LEVEL_SHIFT_2),
+        at="unmap_stage2_range(kvm, addr & S2_PMD_MASK, S2_PMD_SIZE)",
+    )
+    p.label("uma_un_next")
+    p.emit(
+        I.OP_RWALK,
+        I.R0,
+        "uma_retry",
+        (I.R3 << 4) | I.RWALK_TABLE_POST,
+        at="unmap_stage2_ptes: if (!pte_none(*pte))",
+    )
+    p.emit(I.OP_BNZ, I.VISIT, K(ALL), "uma_un_table", at="} while (pte++, addr += PAGE_SIZE, ...)")
+    p.emit(I.OP_MOVK, I.R0, K(0), at="old_pte = *pte")
+    p.emit(I.OP_STORE, I.R0, K(ALL), at="kvm_set_pte(pte, __pte(0))")
+    p.emit(I.OP_TLBI_IPA, I.EIPA, at="kvm_tlb_flush_vmid_ipa(kvm, addr)")
+    p.emit(I.OP_B, "uma_un_next", at="put_page(virt_to_page(pte))")
+    p.label("uma_un_table")
+    p.emit(
+        I.OP_TABLE_EMPTY,
+        I.AUX,
+        I.R0,
+        at="if (stage2_pte_table_empty(start_pte))  // kvm_page_empty(): page_count == 1",
+    )
+    p.emit(I.OP_BZ, I.AUX, K(ALL), "uma_un_next", at="(the table still maps something)")
+    p.emit(I.OP_MOVK, I.R0, K(0), at="clear_stage2_pmd_entry(kvm, pmd, start_addr)")
+    p.emit(I.OP_STORE, I.R0, K(ALL), at="clear_stage2_pmd_entry: pmd_clear(pmd)")
+    p.emit(I.OP_TLBI_IPA, I.EIPA, at="clear_stage2_pmd_entry: kvm_tlb_flush_vmid_ipa(kvm, addr)")
+    p.emit(I.OP_B, "uma_un_next", at="pte_free_kernel(NULL, pte_table); put_page()")
+    p.label("uma_retry")
+    _walk_init(p, "one")
+    p.emit(I.OP_B, "uma_walk", at="goto retry  // stage2_get_pmd() again: the table may be gone")
+    p.label("uma_break")
 
 
 def _v4_readonly_rmw(p: Program, retry: str, done: str) -> None:
@@ -700,12 +767,16 @@ def _v66_fault_handler(p: Program) -> None:
         "uma",
         at="kvm_handle_guest_abort: if (fault_status == ESR_ELx_FSC_ACCESS)",
     )
-    p.emit(I.OP_LOCK, I.LOCK_READ, at="handle_access_fault: read_lock(&vcpu->kvm->mmu_lock)")
+    # fc61f554e694 (v6.3): the read lock and a shared walk (cmpxchg); before it, the write
+    # lock and an exclusive walk (WRITE_ONCE).
+    shared = p.has(AF_READ_LOCK)
+    mode, name = (I.LOCK_READ, "read") if shared else (I.LOCK_WRITE, "write")
+    p.emit(I.OP_LOCK, mode, at=f"handle_access_fault: {name}_lock(&vcpu->kvm->mmu_lock)")
     p.emit(I.OP_ADDK, I.END, I.IPA, K(1), at="kvm_pgtable_stage2_mkyoung(mmu->pgt, fault_ipa)")
     _walk_init(p, "range")
-    _v66_attr_walk(p, "mky", set_bits=B.AF, clr_bits=0, shared=True, done="mky_out")
+    _v66_attr_walk(p, "mky", set_bits=B.AF, clr_bits=0, shared=shared, done="mky_out")
     p.label("mky_out")
-    p.emit(I.OP_UNLOCK, I.LOCK_READ, at="read_unlock(&vcpu->kvm->mmu_lock)")
+    p.emit(I.OP_UNLOCK, mode, at=f"{name}_unlock(&vcpu->kvm->mmu_lock)")
     p.emit(I.OP_B, "access", at="return to the guest: retry the access")
 
     p.label("uma")
@@ -854,10 +925,17 @@ def _v66_fault_handler(p: Program) -> None:
         "map_fail_reload",
         at="if (!stage2_try_break_pte()) return -EAGAIN",
     )
-    p.emit(
-        I.OP_TLBI_ALL,
-        at="if (kvm_pte_table(ctx->old)) kvm_call_hyp(__kvm_tlb_flush_vmid, mmu)",
-    )
+    if p.has(MERGE_TABLES_TLBI):  # 3a0b870e3448 (v5.10): every entry the table held
+        p.emit(
+            I.OP_TLBI_ALL,
+            at="if (kvm_pte_table(ctx->old)) kvm_call_hyp(__kvm_tlb_flush_vmid, mmu)",
+        )
+    else:
+        p.emit(
+            I.OP_TLBI_IPA,
+            I.EIPA,
+            at="kvm_call_hyp(__kvm_tlb_flush_vmid_ipa, data->mmu, addr, level)",
+        )
     p.emit(I.OP_LOAD, I.R3, at="stage2_make_pte: WARN_ON(!stage2_pte_is_locked(*ctx->ptep))")
     p.emit(I.OP_STORE, I.R2, K(ALL), at="stage2_make_pte: smp_store_release(ctx->ptep, new)")
     p.emit(
@@ -872,14 +950,23 @@ def _v66_fault_handler(p: Program) -> None:
         I.OP_BZ, I.R0, K(B.DESC_VALID), "map_invalid", at="stage2_pte_needs_update(ctx->old, new)"
     )
     p.emit(I.OP_EOR, I.R3, I.R0, I.R2, at="(old ^ new)")
-    p.emit(I.OP_ANDN, I.R3, I.R3, K(S2_PERMS), at="& ~KVM_PTE_LEAF_ATTR_S2_PERMS")
-    p.emit(
-        I.OP_BZ,
-        I.R3,
-        K(ALL),
-        "map_fail_reload",
-        at="if (!stage2_pte_needs_update()) return -EAGAIN",
-    )
+    if p.has(MAP_PERMS_FILTER):  # 694d071f8d85 (v5.12): permissions go to relax_perms
+        p.emit(I.OP_ANDN, I.R3, I.R3, K(S2_PERMS), at="& ~KVM_PTE_LEAF_ATTR_S2_PERMS")
+        p.emit(
+            I.OP_BZ,
+            I.R3,
+            K(ALL),
+            "map_fail_reload",
+            at="if (!stage2_pte_needs_update()) return -EAGAIN",
+        )
+    else:
+        p.emit(
+            I.OP_BZ,
+            I.R3,
+            K(ALL),
+            "map_reload",
+            at="if (kvm_pte_valid(old)) { if (old == new) return 0;  // the same mapping",
+        )
     p.emit(I.OP_B, "map_break", at="stage2_try_break_pte(ctx, mmu)")
     p.label("map_invalid")
     p.emit(

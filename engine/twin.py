@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from array import array
-from dataclasses import astuple
 
 from . import bits as B
 from . import isa as I
@@ -133,13 +132,43 @@ class Machine:
                     before = entry[1]
             # a different output address, or a block replaced by a table
             changed = (before ^ new) & B.BBM_MASK if before is not None else 0
+            # A leaf over leaves of another size that a removed table held and no TLBI has
+            # invalidated yet: they may still be cached next to it (a block-size change,
+            # Arm ARM D8.17.1 R_WHZWS).
+            stale = [
+                e
+                for e in self.pending
+                if _leaf_kind(new, level)
+                and e[0] != addr
+                and e[3] != size
+                and e[2] < ipa + size
+                and ipa < e[2] + e[3]
+            ]
+            if stale:
+                changed |= B.DESC_TYPE
             if changed:
                 flags |= I.EVF_BBM
                 self._violation(I.CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
-            self.pending = [e for e in self.pending if e[0] != addr]
+            self.pending = [e for e in self.pending if e[0] != addr and e not in stale]
         elif _leaf_kind(cur, level):
             self.pending.append((addr, cur, ipa, size))
+        elif level < 3 and cur & B.DESC_VALID and cur & B.DESC_TYPE:
+            # A table entry broken: every leaf below it may be cached until invalidated.
+            self.pending.extend(self._leaves_below(cur & B.OA_MASK, level + 1, ipa))
         return flags
+
+    def _leaves_below(self, table: int, level: int, base: int) -> list[tuple]:
+        """(descriptor PA, leaf, ipa, size) of every valid leaf in a table's subtree."""
+        out = []
+        shift = B.level_shift(level)
+        for k in range(B.PTRS_PER_TABLE):
+            d = self.read(table + 8 * k)
+            ipa = base + (k << shift)
+            if level < 3 and d & B.DESC_VALID and d & B.DESC_TYPE:
+                out += self._leaves_below(d & B.OA_MASK, level + 1, ipa)
+            elif _leaf_kind(d, level):
+                out.append((table + 8 * k, d, ipa, 1 << shift))
+        return out
 
     def _violation(self, check: int, actor: int, ipa: int, bits: int, op_i: int = -1) -> None:
         self.viol_mask |= 1 << check
@@ -214,6 +243,17 @@ class Machine:
         if self.blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
         self._run(i, shared_done=False)
+
+    def step_n(self, i: int, n: int) -> int:
+        """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
+        returns how many it took (a run-length-encoded run of one actor's steps)."""
+        if not 0 <= i < len(self.actors):
+            raise EngineError(f"no actor {i}")
+        taken = 0
+        while taken < n and not self.done(i) and not self.blocked(i):
+            self._run(i, shared_done=False)
+            taken += 1
+        return taken
 
     def _run(self, i: int, shared_done: bool) -> None:
         a = self.actors[i]
@@ -799,7 +839,7 @@ class Machine:
             "mem": self.mem_array().tobytes(),
             "actors": [
                 {
-                    "ops": [list(astuple(op)) for op in a.ops],
+                    "ops": [op.row() for op in a.ops],
                     "op_i": a.op_i,
                     "pc": a.pc,
                     "regs": list(a.regs),
@@ -884,6 +924,10 @@ class Machine:
             "monitor": a.mon,
             "tlb": [tuple(e) for e in a.tlb],
         }
+
+    @property
+    def n_events_recorded(self) -> int:
+        return len(self.events)
 
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine.commits import COMMITS, GENERATIONS
+from engine.commits import COMMITS, GENERATIONS, PGTABLE
 from engine.isa import FAULTS_MAX, TLB_ENTRIES
 from engine.scenario import HOST_OPS, LOGGING_OPS, Scenario, parse_scenario
 from engine.spec import NO_PUD_BLOCK_KERNELS, build_spec
@@ -71,7 +71,7 @@ def _optional(strategy):
 @st.composite
 def machines(draw, racy: bool = False):
     """(kernel, [machine] table lines, ipa_bits, tlb on); `racy`: hardware updates on (HA)."""
-    kernel = draw(st.sampled_from(("v6.6", "v4.6", "seed")))
+    kernel = draw(st.sampled_from(("v6.6", "v4.6", "seed", "v6.12")))
     hafdbs = draw(st.sampled_from((2, 1) if racy else (2, 1, 0)))
     lines = [f"hafdbs = {hafdbs}"] if hafdbs != 1 or draw(st.booleans()) else []
     # HA on (a what-if for v4.6) and HD on are where hardware updates race with software.
@@ -86,7 +86,7 @@ def machines(draw, racy: bool = False):
     hd = draw(st.sampled_from((True, None, False)) if hafdbs == 2 else _optional(st.just(False)))
     if hd is not None:
         lines.append(f"hd = {str(hd).lower()}")
-    if kernel == "v6.6":
+    if GENERATIONS[kernel].base == PGTABLE:
         ipa_bits = draw(st.sampled_from((40, 44, 36, 32, 48)) | st.integers(32, 48) | st.just(None))
     else:
         ipa_bits = draw(st.sampled_from((40, None)))
@@ -97,7 +97,7 @@ def machines(draw, racy: bool = False):
         lines.append(f"tlb = {str(tlb).lower()}")
     # The Arm ARM choices ([machine] what-ifs), where their preconditions hold.
     # (HA by default only where no drawn `commits` can take it away: v6.6.)
-    effective_ha = ha is True or (ha is None and kernel == "v6.6" and hafdbs >= 1)
+    effective_ha = ha is True or (ha is None and kernel.startswith("v6") and hafdbs >= 1)
     allowed = {
         "af_on_permission_fault": effective_ha,
         "af_dirty_separate": hd is True,
@@ -201,7 +201,7 @@ def op_sizes(draw, ms, ipa: int, ipa_bits: int, name: str, kernel: str, small: b
         size = next((m.end - ipa for m in ms if m.ipa <= ipa < m.end), None)
     if size is None:
         return None
-    if kernel != "v6.6" and name in GFN_LOOP_OPS:
+    if GENERATIONS[kernel].base != PGTABLE and name in GFN_LOOP_OPS:
         size = min(size, M2)
     if ipa + size > 1 << ipa_bits:
         return None

@@ -2,6 +2,7 @@
 // (<script id="bootstrap" type="application/json">) and speaks protocol v1 over the
 // websocket (docs/protocol.md).
 import { Api } from "./api.js";
+import { BugReportMenu } from "./bugreport.js";
 import { Connection } from "./conn.js";
 import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
@@ -182,6 +183,8 @@ export function mount(root, boot, opts = {}) {
     },
   });
   const toolbar = new Toolbar(store, actions);
+  const bugReport = new BugReportMenu(store, api);
+  toolbar.share.before(bugReport.el);
   const tree = new Tree(store, {
     toggle(pa, open) {
       setExpanded(pa, open);
@@ -340,6 +343,7 @@ export function mount(root, boot, opts = {}) {
     inject.render();
     explorePanel.render();
     toolbar.render();
+    bugReport.render();
     renderRewound();
     dirty.clear();
   });
@@ -410,6 +414,9 @@ export function mount(root, boot, opts = {}) {
           conn.send({ type: "resync" });
           notices.info(`missed delta batches (${store.batch + 1}…${msg.batch - 1}): resyncing`, 2500);
         }
+        break;
+      case "tables": // the answer to this viewer's subscribe (not numbered)
+        if (!awaitingSnapshot) store.tablesSent(msg);
         break;
       case "ack":
         break;
