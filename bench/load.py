@@ -108,9 +108,8 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
             if msg["type"] == "delta" and msg["decisions"] >= decisions:
                 return t
 
-    actors = ["host0", "vcpu0"]
-    for k in range(steps):
-        _id, t0 = await control.send("step", actor=actors[k % 2] if k < 2 else "vcpu0")
+    for k in range(steps):  # (wp_scenario's one actor: a host write-protecting every leaf)
+        _id, t0 = await control.send("step", actor="host0")
         arrivals = await asyncio.gather(
             *[wait_delta(c, g, k + 1) for c, g in zip(clients, gaps, strict=True)]
         )
