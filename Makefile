@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup build lint bench bench-engine bench-web clean
+.PHONY: run test setup build lint bench bench-engine bench-cli bench-web clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,10 +32,14 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (bench/, never part of `make test`): the engine's, then the web debugger's.
-bench: bench-engine bench-web
+bench: bench-engine bench-cli bench-web
 
 bench-engine: setup
 	$(BIN)/python -m bench.engine
+
+# `python -m engine run`/`explore` on 1M-leaf bulk scenarios, whole processes, next to the C loop.
+bench-cli: setup
+	$(BIN)/python -m bench.cli
 
 # Starts its own deployments (temporary SQLite files, free ports; the Redis one only when
 # Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.

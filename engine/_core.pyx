@@ -173,6 +173,7 @@ cdef class Machine:
     cdef Event *events
     cdef Py_ssize_t n_events, cap_events
     cdef public bint recording
+    cdef public Py_ssize_t record_limit  # recording stops for good past this many (-1: none)
     cdef uint64_t h1, h2
     cdef bint hash_valid
     # exploration marks: an undo log of descriptor writes and saved small state
@@ -268,6 +269,7 @@ cdef class Machine:
         self.events = <Event *>malloc(self.cap_events * sizeof(Event))
         self.n_events = 0
         self.recording = True
+        self.record_limit = -1
         self.cap_undo = 0
         self.n_undo = 0
         self.marks = []
@@ -331,6 +333,8 @@ cdef class Machine:
     cdef int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
                     uint64_t old, uint64_t new, int detail, int flags) except -1:
         cdef Event *e
+        if self.recording and self.n_events == self.record_limit:
+            self.recording = False  # nobody will list these events: stop keeping them
         if self.recording:
             if self.n_events == self.cap_events:
                 self.cap_events *= 2
@@ -495,24 +499,40 @@ cdef class Machine:
                 self._local(a, ins)
         return 0
 
-    def run_round_robin(self, long long max_steps=-1):
-        """Round-robin in file order, one micro-step each, skipping finished and blocked actors."""
+    def run_round_robin(self, long long max_steps=-1, list runs=None):
+        """Round-robin in file order, one micro-step each, skipping finished and blocked actors.
+        `runs`, if given, receives the schedule run-length encoded: [actor, steps] pairs,
+        the last pair extended while the same actor steps again."""
         cdef long long steps = 0
-        cdef int i
+        cdef int i, last = -1
+        cdef long long count = 0
         cdef bint progressed
-        while steps != max_steps:
-            progressed = False
-            for i in range(self.n_actors):
-                if not self._done(i) and not self._blocked(i):
-                    self._run(i, False)
-                    steps += 1
-                    progressed = True
-                    if steps == max_steps:
+        if runs:
+            last, count = runs.pop()  # (no runs[-1]: the core is compiled without wraparound)
+        try:
+            while steps != max_steps:
+                progressed = False
+                for i in range(self.n_actors):
+                    if not self._done(i) and not self._blocked(i):
+                        self._run(i, False)
+                        steps += 1
+                        progressed = True
+                        if runs is not None:
+                            if i == last:
+                                count += 1
+                            else:
+                                if count:
+                                    runs.append([last, count])
+                                last, count = i, 1
+                        if steps == max_steps:
+                            break
+                if not progressed:
+                    if self.all_done():
                         break
-            if not progressed:
-                if self.all_done():
-                    break
-                raise EngineError("deadlock: every unfinished actor is blocked")
+                    raise EngineError("deadlock: every unfinished actor is blocked")
+        finally:
+            if runs is not None and count:
+                runs.append([last, count])
         return steps
 
     # --- register-only instructions ----------------------------------------------------
@@ -1134,8 +1154,13 @@ cdef class Machine:
 
     # --- views -------------------------------------------------------------------------
     def mem_array(self):
-        out = array("Q")
-        out.frombytes(PyBytes_FromStringAndSize(<char *>self.mem, self.nslots * 8))
+        """A copy of table memory (one copy: a million-leaf image is 8 MB)."""
+        out = array("Q", bytes(0))
+        cdef uint64_t[::1] view
+        if self.nslots:
+            out = array("Q", [0]) * self.nslots
+            view = out
+            memcpy(&view[0], self.mem, self.nslots * 8)
         return out
 
     @property

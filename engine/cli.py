@@ -27,7 +27,7 @@ from .report import (
 from .scenario import ScenarioError, load_scenario
 from .sizes import parse_int
 from .spec import build_spec
-from .twin import EngineError
+from .twin import EngineError, add_run
 
 TRACE_LISTED_MAX = 10_000
 
@@ -122,7 +122,9 @@ def _explore(args, spec) -> int:
 def _run(args, spec) -> int:
     names = spec.actor_names
     machine = new_machine(spec, args.engine)
-    schedule: list[int] = []
+    if not args.trace:  # a trace longer than this is not listed: don't keep its events
+        machine.record_limit = TRACE_LISTED_MAX + 1
+    runs: list[list[int]] = []  # the schedule, run-length encoded: [actor, steps]
     if args.schedule:
         for n, name in enumerate(s.strip() for s in args.schedule.split(",")):
             where = f"--schedule entry {n + 1} ({name!r})"
@@ -138,8 +140,7 @@ def _run(args, spec) -> int:
                     f"{spec.scenario.path}: {where}: that actor is blocked on kvm->mmu_lock"
                 )
             machine.step(actor)
-            schedule.append(actor)
-    n = len(names)
+            add_run(runs, actor)
     rng = random.Random(args.random) if args.random is not None else None
     while rng is not None and not machine.all_done():
         enabled = machine.enabled()
@@ -147,16 +148,9 @@ def _run(args, spec) -> int:
             raise EngineError("deadlock: every unfinished actor is blocked")
         actor = rng.choice(enabled)
         machine.step(actor)
-        schedule.append(actor)
-    while not machine.all_done():
-        progressed = False
-        for actor in range(n):
-            if not machine.done(actor) and not machine.blocked(actor):
-                machine.step(actor)
-                schedule.append(actor)
-                progressed = True
-        if not progressed:
-            raise EngineError("deadlock: every unfinished actor is blocked")
+        add_run(runs, actor)
+    machine.run_round_robin(-1, runs)
+    schedule = expand_runs(runs, names)
     observer = Observer(spec)
     key = observer(machine)
     checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}
@@ -175,13 +169,13 @@ def _run(args, spec) -> int:
                 "actor": names[actor],
                 "op": spec.actors[actor].ops[op_i].name,
                 "seq": seq,
-                "schedule": [names[i] for i in schedule],
+                "schedule": schedule,
             }
         )
     expect = evaluate_expect(spec.scenario, observer, [key], checks)
     out = _header(spec) | {
-        "schedule": [names[i] for i in schedule],
-        "final_states": [final_state_json(observer, key, 1, [names[i] for i in schedule])],
+        "schedule": schedule,
+        "final_states": [final_state_json(observer, key, 1, schedule)],
         "violations": violations,
         "expect": expect,
     }
@@ -236,3 +230,11 @@ def _event_line(e: dict) -> str:
     extra = e.get("fault") or e.get("lock") or e.get("tlbi") or ""
     flags = " [" + ",".join(e["flags"]) + "]" if "flags" in e else ""
     return f"{e['seq']:>6} {e['actor']:<8} {e['kind']:<14} {where} {extra}{flags}   // {e['at']}"
+
+
+def expand_runs(runs: list[list[int]], names: list[str]) -> list[str]:
+    """A run-length encoded schedule as one actor name per micro-step."""
+    out: list[str] = []
+    for actor, steps in runs:
+        out += [names[actor]] * steps
+    return out

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from array import array
+from collections import Counter
 
 from . import bits as B
 from . import isa as I
 from .core import new_machine
 from .explore import explore
+from .layout import Geometry
 from .scenario import Scenario
 from .spec import MachineSpec, walk_image
 
@@ -58,7 +61,7 @@ class Observer:
     def __init__(self, spec: MachineSpec):
         self.spec = spec
         sc = spec.scenario
-        self.leaf_ipas = [ipa for m in sc.maps for ipa, _pa in m.leaves()]
+        self.n_leaves = sum(m.count for m in sc.maps)
         ex = sc.expect
         preds = (ex.always + ex.sometimes + ex.never) if ex else ()
         self.pred_ipas = sorted({p.ipa for p in preds})
@@ -66,27 +69,27 @@ class Observer:
 
     def __call__(self, machine) -> bytes:
         mem = machine.mem_array()
-        g = self.spec.geometry
-        values = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.leaf_ipas))
-        key = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+        per_map = [map_values(mem, self.spec.geometry, m) for m in self.spec.scenario.maps]
+        h = hashlib.blake2b(digest_size=16)
+        for v in per_map:  # the leaves' descriptors in scenario order, hashed without a copy
+            h.update(memoryview(v).cast("B"))
+        key = h.digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values)
+            self.info[key] = self._describe(mem, per_map)
         return key
 
-    def _describe(self, mem, values) -> dict:
+    def _describe(self, mem, per_map: list[array]) -> dict:
         g = self.spec.geometry
-        levels = [
-            B.leaf_level_for_size(m.size) for m in self.spec.scenario.maps for _ in range(m.count)
-        ]
-        rows: dict[tuple, int] = {}
-        leaves = {}
-        listed = len(self.leaf_ipas) <= LEAVES_LISTED_MAX
-        for ipa, desc, level in zip(self.leaf_ipas, values, levels, strict=True):
-            f = leaf_fields(desc, level)
-            row = (f["valid"], f["af"], f["s2ap"], f["dbm"])
-            rows[row] = rows.get(row, 0) + 1
-            if listed:
-                leaves[hexs(ipa)] = f
+        rows: Counter[tuple] = Counter()
+        leaves = {} if self.n_leaves <= LEAVES_LISTED_MAX else None
+        for m, values in zip(self.spec.scenario.maps, per_map, strict=True):
+            level = B.leaf_level_for_size(m.size)
+            for bits, n in row_bits_counts(values).items():
+                f = leaf_fields(bits, level)
+                rows[(f["valid"], f["af"], f["s2ap"], f["dbm"])] += n
+            if leaves is not None:
+                for (ipa, _pa), desc in zip(m.leaves(), values, strict=True):
+                    leaves[hexs(ipa)] = leaf_fields(desc, level)
         preds = {}
         for ipa in self.pred_ipas:
             desc, level, _ = walk_image(mem, g, ipa)
@@ -95,7 +98,68 @@ class Observer:
             {"valid": v, "af": af, "s2ap": s2ap, "dbm": dbm, "count": n}
             for (v, af, s2ap, dbm), n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
-        return {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
+        return {"leaves": leaves, "summary": summary, "preds": preds}
+
+
+# The descriptor bits leaf_fields reads for a summary row (valid, af, s2ap, dbm).
+ROW_BITS = B.DESC_VALID | B.DESC_TYPE | B.AF | B.S2AP_MASK | B.DBM
+_ROW_BIT_LIST = [b for b in range(64) if ROW_BITS >> b & 1]
+# Per row bit: translate a descriptor's byte holding it to that bit's place in a row code.
+_ROW_PLANES = [
+    (
+        b // 8 if sys.byteorder == "little" else 7 - b // 8,
+        bytes((v >> b % 8 & 1) << k for v in range(256)),
+    )
+    for k, b in enumerate(_ROW_BIT_LIST)
+]
+
+
+def row_bits_counts(values: array) -> Counter:
+    """{descriptor & ROW_BITS: how many of `values`}, a byte plane at a time: each row bit
+    becomes one bit of a one-byte code per descriptor (a summary over a million leaves is
+    a few byte-string operations, not a million Python integers)."""
+    raw = memoryview(values).cast("B")
+    n = len(values)
+    code = 0
+    for byte, table in _ROW_PLANES:
+        code |= int.from_bytes(bytes(raw[byte::8]).translate(table), "little")
+    counts = Counter(code.to_bytes(n, "little"))
+    return Counter(
+        {
+            sum(1 << b for k, b in enumerate(_ROW_BIT_LIST) if c >> k & 1): m
+            for c, m in counts.items()
+        }
+    )
+
+
+def map_values(mem, g: Geometry, m) -> array:
+    """The descriptor translating each of the map's leaves, in order (walk_image per leaf),
+    read a table run at a time: one walk per table, then a slice of its entries."""
+    out = array("Q")
+    ipa, left = m.ipa, m.count
+    while left:
+        desc, level, desc_pa = walk_image(mem, g, ipa)
+        shift = B.level_shift(level)
+        entries = g.start_entries if level == g.start_level else B.PTRS_PER_TABLE
+        if 1 << shift == m.size:  # the leaves' own table: the next entries are the next leaves
+            n = min(left, entries - ((ipa >> shift) & (entries - 1)))
+            slot = (desc_pa - B.TABLE_BASE) >> 3
+            run = mem[slot : slot + n]
+            if level < 3:  # a block split into a table since: walk into it
+                for k, d in enumerate(run):
+                    if d & B.DESC_VALID and d & B.DESC_TYPE:
+                        run[k] = walk_image(mem, g, ipa + k * m.size)[0]
+            out += run
+        elif 1 << shift > m.size:  # a block or an invalid entry above: it covers the next leaves
+            covered = ((ipa >> shift) + 1 << shift) - ipa
+            n = min(left, covered // m.size)
+            out += array("Q", [desc]) * n
+        else:  # a table below the leaf size (a split block): the first entry translates ipa
+            n = 1
+            out.append(desc)
+        ipa += n * m.size
+        left -= n
+    return out
 
 
 def event_json(spec: MachineSpec, e: tuple) -> dict:
