@@ -233,7 +233,8 @@ class LiveSession:
     # --- views -------------------------------------------------------------------------------
     def events(self, drain: bool = True) -> list[dict]:
         """Event records produced since the last drain, as JSON objects."""
-        out = [event_json(self.spec, e) for e in self.machine.event_tuples()]
+        ops_of = self.machine.ops_of
+        out = [event_json(self.spec, e, ops_of) for e in self.machine.event_tuples()]
         if drain:
             self.machine.clear_events()
         return out

@@ -19,9 +19,19 @@ ENGINE = "engine"
 REWOUND = "rewound"
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
+CANCELLED = "cancelled"  # (an exploration; sent as an explore_cancelled message)
 
 # command -> role needed
-CONTROL_COMMANDS = ("step", "run", "pause", "back", "seek", "inject", "explore")
+CONTROL_COMMANDS = (
+    "step",
+    "run",
+    "pause",
+    "back",
+    "seek",
+    "inject",
+    "explore",
+    "explore_cancel",
+)
 VIEW_COMMANDS = ("subscribe", "unsubscribe", "resync")
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
 RUN_MODES = ("round_robin", "random")

@@ -99,21 +99,28 @@ def load_live(session: DebugSession) -> LiveSession:
 
 
 # --- forks --------------------------------------------------------------------------------
-def fork_at(session: DebugSession, position: int) -> tuple[DebugSession, ShareLink, ShareLink]:
-    """A copy holding the first `position` decisions of the recording."""
+def _replayed(session: DebugSession, position: int, kept: list | None = None) -> LiveSession:
+    """The session's first `position` decisions replayed (from its stored checkpoints)."""
     decisions, checkpoints = recorded(session)
     if not 0 <= position <= len(decisions):
         raise InputError(
             f"position {position} is outside 0..{len(decisions)} (the recorded decisions)",
             where="position",
         )
-    kept = [c for c in checkpoints if c[0] <= position]
+    kept = kept if kept is not None else []
+    kept[:] = [c for c in checkpoints if c[0] <= position]
     try:
-        live = live_from_rows(
+        return live_from_rows(
             session.scenario_text, session.engine, decisions[:position], kept, path=session.name
         )
     except (ReplayError, EngineError, ScenarioError) as exc:
         raise InputError(f"the recording does not replay: {exc}", "engine") from None
+
+
+def fork_at(session: DebugSession, position: int) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """A copy holding the first `position` decisions of the recording."""
+    kept: list = []
+    live = _replayed(session, position, kept)
     return create(live, f"fork:{session.id}@{position}", parent=session, checkpoints=kept)
 
 
@@ -135,10 +142,14 @@ def fork_machine(
     return create(live, f"fork:{session.id}:{what}", parent=session)
 
 
-def fork_schedule(session: DebugSession, schedule: list[str]) -> tuple:
-    """The scenario as written with a schedule (a counterexample) recorded as its
-    decisions, positioned at 0 so the user steps through it."""
-    live = check_scenario(session.scenario_text, session.name)
+def fork_schedule(session: DebugSession, schedule: list[str], position: int | None = None) -> tuple:
+    """A schedule (a counterexample) recorded as decisions: after the scenario's start,
+    or after the first `position` decisions of the session (an exploration from that
+    moment). The page opens at that position so the user steps through it."""
+    if position is None:
+        live = check_scenario(session.scenario_text, session.name)
+    else:
+        live = _replayed(session, position)
     for n, name in enumerate(schedule):
         try:
             live.step(str(name))
@@ -147,6 +158,13 @@ def fork_schedule(session: DebugSession, schedule: list[str]) -> tuple:
                 f"schedule entry {n + 1} ({name!r}): {exc}", "engine", where=f"schedule[{n}]"
             ) from None
     return create(live, f"fork:{session.id}:schedule", parent=session)
+
+
+def fork_scenario(session: DebugSession, text: str) -> tuple:
+    """A new session from an edited copy of the scenario (from position 0), its parent
+    this session; InputError naming the line or key at fault (nothing is created)."""
+    live = check_scenario(text, "the edited scenario")
+    return create(live, f"fork:{session.id}:edited", parent=session)
 
 
 # --- recordings ---------------------------------------------------------------------------

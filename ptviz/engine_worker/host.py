@@ -61,8 +61,18 @@ class RunState:
     max_steps: int | None
     rng: random.Random
     started: float
+    seed: int = 0
     steps: int = 0
     turn: int = 0
+
+    def params(self) -> dict:
+        """The running parameters, as every viewer's toolbar shows them."""
+        return {
+            "mode": self.mode,
+            "seed": self.seed,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+        }
 
 
 @dataclass
@@ -209,6 +219,7 @@ class SessionHost:
             position=live.position,
             decisions=len(live.decisions),
             running=self.run is not None,
+            run=self.run.params() if self.run is not None else None,
             machine=live.machine_view(),
             actors=live.actors_view(),
             lock=live.lock_view(),
@@ -255,7 +266,7 @@ class SessionHost:
         events = live.machine.event_tuples()[-self.RECENT_EVENTS :]
         live.machine.clear_events()
         self.recent.clear()
-        self.recent.extend(event_json(live.spec, e) for e in events)
+        self.recent.extend(event_json(live.spec, e, live.machine.ops_of) for e in events)
         self.pending.clear()
         self.omitted = 0
         self.touched.clear()
@@ -289,7 +300,7 @@ class SessionHost:
             return
         live = self.live
         spec = live.spec
-        events = [event_json(spec, e) for e in self.pending]
+        events = [event_json(spec, e, live.machine.ops_of) for e in self.pending]
         self.recent.extend(events)
         subscribed = self.subscribed()
         changed = self.index.containing(self.touched) if self.touched else set()
@@ -308,6 +319,8 @@ class SessionHost:
             tables=self.table_views(tables),
             violations=all_violations[self.violations_sent :],
         )
+        if self.run is not None:
+            msg["run"] = self.run.params()
         if self.omitted:
             msg["omitted"] = self.omitted
         if self.wrote:
@@ -392,6 +405,7 @@ class SessionHost:
             max_steps=msg.get("max_steps"),
             rng=random.Random(seed),
             started=time.monotonic(),
+            seed=seed,
         )
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
@@ -437,9 +451,13 @@ class SessionHost:
                 P.TOO_BIG,
                 f"max_states {wanted:,} is above this server's limit of {limit:,} states",
             )
-        self.job = ExploreJob(
-            self.live.scenario_text, self.live.engine, wanted, viewer, msg.get("id")
-        ).start()
+        self.job = ExploreJob(self.live, wanted, viewer, msg.get("id"), server_limit=limit).start()
+        self._ack(viewer, msg)
+
+    def cmd_explore_cancel(self, msg: dict, viewer: str | None) -> None:
+        if self.job is None or self.job.done:
+            raise CommandError(P.ENGINE, "no exploration of this session is running")
+        self.job.cancel()  # the thread stops at its next progress call
         self._ack(viewer, msg)
 
     def cmd_subscribe(self, msg: dict, viewer: str | None) -> None:
@@ -537,6 +555,8 @@ class SessionHost:
             self.job = None
             if job.result is not None:
                 self.to_group(P.message("explore_result", result=job.result))
+            elif job.error_code == P.CANCELLED:
+                self.to_group(P.message("explore_cancelled", states=job.states))
             else:
                 self.to_viewer(
                     job.requester, P.error(job.error_code or P.ENGINE, job.error, job.cmd_id)
@@ -544,7 +564,14 @@ class SessionHost:
             return now
         if now - job.last_report >= self.PROGRESS_INTERVAL:
             job.last_report = now
-            self.to_group(P.message("explore_progress", states=job.visited, depth=job.depth))
+            self.to_group(
+                P.message(
+                    "explore_progress",
+                    states=job.states,
+                    depth=job.depth,
+                    max_states=job.max_states,
+                )
+            )
         return min(job.last_report + self.PROGRESS_INTERVAL, now + 0.05)
 
     # --- lifecycle ---------------------------------------------------------------------

@@ -81,6 +81,7 @@ export class Store extends EventTarget {
     this.position = msg.position ?? 0;
     this.decisions = msg.decisions ?? 0;
     this.running = !!msg.running;
+    this.run = msg.run || null;
     this.machine = msg.machine || null;
     this.actors = msg.actors || [];
     this.lock = msg.lock || null;
@@ -99,6 +100,7 @@ export class Store extends EventTarget {
     if (msg.position !== undefined) this.position = msg.position;
     if (msg.decisions !== undefined) this.decisions = msg.decisions;
     if (msg.running !== undefined) this.running = !!msg.running;
+    this.run = this.running ? msg.run || this.run : null;
     if (msg.actors) this.actors = msg.actors;
     if (msg.lock) this.lock = msg.lock;
     if (msg.machine) this.machine = msg.machine;
@@ -191,6 +193,13 @@ export class Store extends EventTarget {
     this.explore.state = "running";
     this.explore.states = msg.states ?? this.explore.states;
     this.explore.depth = msg.depth ?? this.explore.depth;
+    this.explore.maxStates = msg.max_states ?? this.explore.maxStates;
+    this.emit({ explore: true });
+  }
+
+  exploreCancelled(msg) {
+    this.explore.state = "cancelled";
+    this.explore.states = msg.states ?? this.explore.states;
     this.emit({ explore: true });
   }
 
