@@ -11,7 +11,7 @@ from array import array
 
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
@@ -138,10 +138,13 @@ cdef inline uint64_t mix(uint64_t slot, uint64_t value, uint64_t seed) noexcept 
     return z ^ (z >> 31)
 
 
-cdef inline uint64_t fnv(uint64_t h, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+cdef inline uint64_t words(uint64_t h, const uint64_t *p, Py_ssize_t n) noexcept nogil:
+    """Hash n 64-bit words into h: one multiply and shift per word (a byte at a time was a
+    third of the explorer's time)."""
     cdef Py_ssize_t k
     for k in range(n):
-        h = (h ^ p[k]) * <uint64_t>0x100000001B3ULL
+        h = (h ^ p[k]) * <uint64_t>0x9E3779B97F4A7C15ULL
+        h ^= h >> 32
     return h
 
 
@@ -1011,28 +1014,27 @@ cdef class Machine:
         """128 bits identifying the state (memory hashed incrementally, the rest here)."""
         if not self.hash_valid:
             self._rehash()
-        cdef uint64_t a = self.h1, b = self.h2
+        cdef uint64_t a = self.h1
+        cdef uint64_t key[2]
+        cdef uint64_t small[3]
         cdef int j
         cdef Actor *x
-        cdef int32_t small[4]
         for j in range(self.n_actors):
             x = &self.act[j]
-            small[0] = x.op_i
-            small[1] = x.pc
-            small[2] = x.tlb_n
-            small[3] = 0
-            a = fnv(a, <unsigned char *>small, sizeof(small))
-            a = fnv(a, <unsigned char *>x.regs, sizeof(x.regs))
-            a = fnv(a, <unsigned char *>&x.mon, 8)
-            a = fnv(a, <unsigned char *>x.tlb, x.tlb_n * sizeof(TlbEntry))
-        small[0] = self.lock_writer
-        small[1] = self.lock_readers
-        small[2] = <int32_t>self.viol_mask
-        small[3] = <int32_t>self.n_pending
-        a = fnv(a, <unsigned char *>small, sizeof(small))
-        a = fnv(a, <unsigned char *>self.pending, self.n_pending * sizeof(Pending))
-        b ^= a * <uint64_t>0x9E3779B97F4A7C15ULL
-        return a.to_bytes(8, "little") + b.to_bytes(8, "little")
+            small[0] = <uint32_t>x.op_i | (<uint64_t><uint32_t>x.pc) << 32
+            small[1] = <uint32_t>x.tlb_n
+            a = words(a, small, 2)
+            a = words(a, x.regs, NR)
+            a = words(a, &x.mon, 1)
+            a = words(a, <uint64_t *>x.tlb, x.tlb_n * (sizeof(TlbEntry) // 8))
+        small[0] = <uint32_t>self.lock_writer | (<uint64_t><uint32_t>self.lock_readers) << 32
+        small[1] = self.viol_mask
+        small[2] = <uint64_t>self.n_pending
+        a = words(a, small, 3)
+        a = words(a, <uint64_t *>self.pending, self.n_pending * (sizeof(Pending) // 8))
+        key[0] = a
+        key[1] = self.h2 ^ (a * <uint64_t>0x9E3779B97F4A7C15ULL)
+        return PyBytes_FromStringAndSize(<char *>key, 16)
 
     # --- live sessions: injected operations, snapshots, table views ------------------------
     cdef int _freeze_ops(self) except -1:
