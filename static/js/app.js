@@ -2,6 +2,7 @@
 // (<script id="bootstrap" type="application/json">) and speaks protocol v1 over the
 // websocket (docs/protocol.md).
 import { Api } from "./api.js";
+import { BugReportMenu } from "./bugreport.js";
 import { Connection } from "./conn.js";
 import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
@@ -182,6 +183,8 @@ export function mount(root, boot, opts = {}) {
     },
   });
   const toolbar = new Toolbar(store, actions);
+  const bugReport = new BugReportMenu(store, api);
+  toolbar.share.before(bugReport.el);
   const tree = new Tree(store, {
     toggle(pa, open) {
       setExpanded(pa, open);
@@ -340,6 +343,7 @@ export function mount(root, boot, opts = {}) {
     inject.render();
     explorePanel.render();
     toolbar.render();
+    bugReport.render();
     renderRewound();
     dirty.clear();
   });
