@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-postgres setup build lint bench bench-engine bench-web bench-bundle bench-load clean
+.PHONY: run test test-postgres setup build lint bench bench-engine bench-cli bench-explore bench-callgrind bench-web bench-bundle bench-load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,7 +45,7 @@ test-postgres: setup
 	else echo "(no PostgreSQL on 127.0.0.1:5432: the PostgreSQL run is skipped)"; fi
 
 # Benchmarks (bench/, never part of `make test`): the engine's, then the web debugger's.
-bench: bench-engine bench-web
+bench: bench-engine bench-cli bench-explore bench-web
 
 # 200 viewers of one session, 50 sessions running at once (bench/load.py).
 bench-load: setup
@@ -53,6 +53,18 @@ bench-load: setup
 
 bench-engine: setup
 	$(BIN)/python -m bench.engine
+
+# `python -m engine run`/`explore` on 1M-leaf bulk scenarios, whole processes, next to the C loop.
+bench-cli: setup
+	$(BIN)/python -m bench.cli
+
+# The explorer's states per CPU-second and bytes per state (--large: up to 9.3M states).
+bench-explore: setup
+	$(BIN)/python -m bench.explore
+
+# Instructions per micro-step of the core and of the C loop, counted by callgrind.
+bench-callgrind: setup
+	$(BIN)/python -m bench.callgrind
 
 # Starts its own deployments (temporary SQLite files, free ports; the Redis one only when
 # Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.
@@ -68,4 +80,4 @@ lint: setup
 	$(BIN)/ruff format --check engine ptviz bench tests
 
 clean:
-	rm -rf build *.egg-info engine/_core.c engine/_core*.so bench/_baseline*.so engine/_bits.h
+	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_states*.so engine/_states.c bench/_baseline*.so engine/_bits.h

@@ -36,7 +36,9 @@ extensions = [
         ["engine/_core.pyx"],
         include_dirs=["engine"],
         extra_compile_args=["-O3"],
-    )
+    ),
+    # The explorer's visited-state set (engine/explore.py), whichever core it drives.
+    Extension("engine._states", ["engine/_states.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

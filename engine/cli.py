@@ -30,7 +30,7 @@ from .scenario import ScenarioError, load_scenario
 from .schedules import compact_json, fold
 from .sizes import parse_int
 from .spec import build_spec
-from .twin import EngineError
+from .twin import EngineError, add_run
 
 TRACE_LISTED_MAX = 10_000
 
@@ -142,8 +142,14 @@ def _explore(args, spec) -> int:
 def play_schedule(spec, machine, schedule_text: str | None, seed: int | None) -> list[int]:
     """Step `machine` as `run --schedule S --random SEED` does: S first, then random
     choices, then round-robin until every actor finishes; returns the actors stepped."""
+    return [a for a, n in play_runs(spec, machine, schedule_text, seed) for _ in range(n)]
+
+
+def play_runs(spec, machine, schedule_text: str | None, seed: int | None) -> list[list[int]]:
+    """play_schedule's steps, run-length encoded ([actor, steps]); the round-robin part
+    runs inside the core (Machine.run_round_robin), not a Python call per micro-step."""
     names = spec.actor_names
-    schedule: list[int] = []
+    runs: list[list[int]] = []
     if schedule_text:
         for n, name in enumerate(s.strip() for s in schedule_text.split(",")):
             where = f"--schedule entry {n + 1} ({name!r})"
@@ -159,8 +165,7 @@ def play_schedule(spec, machine, schedule_text: str | None, seed: int | None) ->
                     f"{spec.scenario.path}: {where}: that actor is blocked on kvm->mmu_lock"
                 )
             machine.step(actor)
-            schedule.append(actor)
-    n = len(names)
+            add_run(runs, actor)
     rng = random.Random(seed) if seed is not None else None
     while rng is not None and not machine.all_done():
         enabled = machine.enabled()
@@ -168,23 +173,17 @@ def play_schedule(spec, machine, schedule_text: str | None, seed: int | None) ->
             raise EngineError("deadlock: every unfinished actor is blocked")
         actor = rng.choice(enabled)
         machine.step(actor)
-        schedule.append(actor)
-    while not machine.all_done():
-        progressed = False
-        for actor in range(n):
-            if not machine.done(actor) and not machine.blocked(actor):
-                machine.step(actor)
-                schedule.append(actor)
-                progressed = True
-        if not progressed:
-            raise EngineError("deadlock: every unfinished actor is blocked")
-    return schedule
+        add_run(runs, actor)
+    machine.run_round_robin(-1, runs)
+    return runs
 
 
 def _run(args, spec) -> int:
     names = spec.actor_names
     machine = new_machine(spec, args.engine)
-    schedule = play_schedule(spec, machine, args.schedule, args.random)
+    if not args.trace:  # a trace longer than this is not listed: don't keep its events
+        machine.record_limit = TRACE_LISTED_MAX + 1
+    schedule = expand_runs(play_runs(spec, machine, args.schedule, args.random), names)
     observer = Observer(spec)
     key = observer(machine)
     checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}
@@ -203,13 +202,13 @@ def _run(args, spec) -> int:
                 "actor": names[actor],
                 "op": spec.actors[actor].ops[op_i].name,
                 "seq": seq,
-                "schedule": [names[i] for i in schedule],
+                "schedule": schedule,
             }
         )
     expect = evaluate_expect(spec.scenario, observer, [key], checks)
     out = _header(spec) | {
-        "schedule": [names[i] for i in schedule],
-        "final_states": [final_state_json(observer, key, 1, [names[i] for i in schedule])],
+        "schedule": schedule,
+        "final_states": [final_state_json(observer, key, 1, schedule)],
         "violations": violations,
         "expect": expect,
     }
@@ -282,3 +281,11 @@ def _event_line(e: dict) -> str:
         )
     flags = " [" + ",".join(e["flags"]) + "]" if "flags" in e else ""
     return f"{e['seq']:>6} {e['actor']:<8} {e['kind']:<14} {where} {extra}{flags}   // {e['at']}"
+
+
+def expand_runs(runs: list[list[int]], names: list[str]) -> list[str]:
+    """A run-length encoded schedule as one actor name per micro-step."""
+    out: list[str] = []
+    for actor, steps in runs:
+        out += [names[actor]] * steps
+    return out

@@ -145,9 +145,8 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
             room = B.PTRS_PER_TABLE - (slot % B.PTRS_PER_TABLE)
             n = min(room, m.count - i)
             pa0 = m.pa + i * m.size
-            image.mem[slot : slot + n] = array(
-                "Q", (template | (pa0 + k * m.size) for k in range(n))
-            )
+            first = template | pa0  # the template holds no output-address bit: | is +
+            image.mem[slot : slot + n] = array("Q", range(first, first + n * m.size, m.size))
             i += n
         memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
     return image, memslots

@@ -223,7 +223,8 @@ class Report:
         n = len(self.names)
         stepw = max(5, len(f"{len(self.rows):,}"))
         colw = max(12, (width - stepw - 3 * n) // n)
-        lines = [*textwrap.wrap(self.verdict(), width), *self.header(), ""]
+        head = [part for text in self.header() for part in textwrap.wrap(text, width)]
+        lines = [*textwrap.wrap(self.verdict(), width), *head, ""]
 
         def line(step: str, cells: list[str]) -> str:
             return (f"{step:>{stepw}} | " + " | ".join(f"{c:<{colw}}" for c in cells)).rstrip()

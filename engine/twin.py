@@ -77,6 +77,7 @@ class Machine:
         self.seq = 0
         self.events = []
         self.recording = True
+        self.record_limit = -1  # recording stops for good past this many events (-1: none)
         self._marks = []
         self.dlog = DirtyLog()
         self.free_pages = ()  # table pages given back before they were ever linked
@@ -104,6 +105,8 @@ class Machine:
     # --- events ------------------------------------------------------------------------
     def _event(self, actor, kind, level=0, addr=0, ipa=0, old=0, new=0, detail=0, flags=0):
         a = self.actors[actor]
+        if self.recording and len(self.events) == self.record_limit:
+            self.recording = False  # nobody will list these events: stop keeping them
         if self.recording:
             self.events.append(
                 [self.seq, actor, a.op_i, a.pc, kind, detail, flags, level, addr, ipa, old, new]
@@ -272,8 +275,10 @@ class Machine:
             else:
                 self._local(a, instr)
 
-    def run_round_robin(self, max_steps: int = -1) -> int:
-        """Round-robin in file order, one micro-step each, skipping finished and blocked actors."""
+    def run_round_robin(self, max_steps: int = -1, runs: list | None = None) -> int:
+        """Round-robin in file order, one micro-step each, skipping finished and blocked actors.
+        `runs`, if given, receives the schedule run-length encoded: [actor, steps] pairs,
+        the last pair extended while the same actor steps again."""
         steps = 0
         n = len(self.actors)
         while not self.all_done() and steps != max_steps:
@@ -283,6 +288,8 @@ class Machine:
                     self.step(i)
                     steps += 1
                     progressed = True
+                    if runs is not None:
+                        add_run(runs, i)
                     if steps == max_steps:
                         break
             if not progressed:
@@ -931,3 +938,11 @@ class Machine:
 
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]
+
+
+def add_run(runs: list, actor: int) -> None:
+    """One more micro-step of `actor` on a run-length encoded schedule ([actor, steps] pairs)."""
+    if runs and runs[-1][0] == actor:
+        runs[-1][1] += 1
+    else:
+        runs.append([actor, 1])
