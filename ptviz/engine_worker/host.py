@@ -667,21 +667,24 @@ class SessionHost:
             elif job.error_code == P.CANCELLED:
                 self.to_group(P.message("explore_cancelled", states=job.states))
             else:
+                if job.error_code == P.TOO_BIG:
+                    # A search faster than PROGRESS_INTERVAL still shows how far it got.
+                    self._explore_progress(job)
                 self.to_viewer(
                     job.requester, P.error(job.error_code or P.ENGINE, job.error, job.cmd_id)
                 )
             return now
         if now - job.last_report >= self.PROGRESS_INTERVAL:
             job.last_report = now
-            self.to_group(
-                P.message(
-                    "explore_progress",
-                    states=job.states,
-                    depth=job.depth,
-                    max_states=job.max_states,
-                )
-            )
+            self._explore_progress(job)
         return min(job.last_report + self.PROGRESS_INTERVAL, now + 0.05)
+
+    def _explore_progress(self, job) -> None:
+        self.to_group(
+            P.message(
+                "explore_progress", states=job.states, depth=job.depth, max_states=job.max_states
+            )
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from e2ehelpers import (
@@ -25,6 +26,12 @@ expect = require_playwright()
 pytestmark = pytest.mark.e2e
 
 # Three actors: 79,522 states, 9,535,360,195,439,978,008,223,968,594,754 interleavings.
+WIDE = (
+    (Path(__file__).resolve().parents[1] / "web" / "test_live.py")
+    .read_text()
+    .split('WIDE = """')[1]
+    .split('"""')[0]
+)
 MEDIUM = """
 name = "three actors, four pages"
 kernel = "seed"
@@ -171,7 +178,8 @@ def test_dark_mode_is_honoured_with_readable_contrast_and_no_404(server, browsin
 
 
 def test_exact_interleaving_counts_and_a_cancellable_explore_from_this_moment(server, page):
-    create(page, server, MEDIUM)
+    # A search long enough to cancel (four actors: far more states than the limit).
+    create(page, server, WIDE)
     page.keyboard.press("e")
     cancel = page.locator(".panel.explore button", has_text="cancel")
     expect(cancel).to_be_visible()
@@ -179,7 +187,8 @@ def test_exact_interleaving_counts_and_a_cancellable_explore_from_this_moment(se
     cancel.click()
     expect(page.locator(".panel.explore")).to_contain_text("cancelled after")
     expect(cancel).to_be_hidden()
-    # again, to the end: the count is exact (a JavaScript number would round it)
+    # to the end: the count is exact (a JavaScript number would round it)
+    create(page, server, MEDIUM)
     page.keyboard.press("e")
     summary = page.locator(".panel.explore .summary")
     expect(summary).to_contain_text("9,535,360,195,439,978,008,223,968,594,754", timeout=60_000)
