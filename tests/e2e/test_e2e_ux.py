@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from e2ehelpers import (
@@ -22,37 +21,10 @@ from e2ehelpers import (
     wait_position,
 )
 
+from tests.scenario_texts import MEDIUM, WIDE
+
 expect = require_playwright()
 pytestmark = pytest.mark.e2e
-
-# Three actors: 79,522 states, 9,535,360,195,439,978,008,223,968,594,754 interleavings.
-WIDE = (
-    (Path(__file__).resolve().parents[1] / "web" / "test_live.py")
-    .read_text()
-    .split('WIDE = """')[1]
-    .split('"""')[0]
-)
-MEDIUM = """
-name = "three actors, four pages"
-kernel = "seed"
-[[map]]
-ipa = 0x8000_0000
-pa = 0x4000_0000
-count = 4
-af = false
-[[actor]]
-name = "vcpu0"
-kind = "vcpu"
-do = ["read 0x8000_0000", "write 0x8000_1000", "read 0x8000_2000"]
-[[actor]]
-name = "vcpu1"
-kind = "vcpu"
-do = ["write 0x8000_2000"]
-[[actor]]
-name = "host0"
-kind = "host"
-do = ["wp 0x8000_0000 16K", "age 0x8000_0000 16K"]
-"""
 
 
 def create(page, server, text: str) -> None:

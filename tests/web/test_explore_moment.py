@@ -13,35 +13,12 @@ from webhelpers import ROOT, Viewer, arun
 
 from ptviz.debugger import records
 from ptviz.engine_worker.explorer import SAFE_INTEGER, exact_counts
+from tests.scenario_texts import MEDIUM, WIDE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 V46 = ROOT / "scenarios" / "seed_race_v4.6.toml"
 LOST = ["vcpu0"] * 3 + ["host0"] * 4 + ["vcpu0"] + ["host0"] * 2
-WIDE = (ROOT / "tests" / "web" / "test_live.py").read_text().split('WIDE = """')[1].split('"""')[0]
-# Three actors: 79,522 states (about 1.5 s), 9,535,360,195,439,978,008,223,968,594,754
-# interleavings: far above 2^53.
-MEDIUM = """
-name = "three actors, four pages"
-kernel = "seed"
-[[map]]
-ipa = 0x8000_0000
-pa = 0x4000_0000
-count = 4
-af = false
-[[actor]]
-name = "vcpu0"
-kind = "vcpu"
-do = ["read 0x8000_0000", "write 0x8000_1000", "read 0x8000_2000"]
-[[actor]]
-name = "vcpu1"
-kind = "vcpu"
-do = ["write 0x8000_2000"]
-[[actor]]
-name = "host0"
-kind = "host"
-do = ["wp 0x8000_0000 16K", "age 0x8000_0000 16K"]
-"""
 
 
 def make_session(text: str, name: str = "test.toml"):

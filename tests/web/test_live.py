@@ -16,6 +16,7 @@ from webhelpers import ROOT, Viewer, arun
 from engine.session import LiveSession
 from ptviz.debugger import records
 from ptviz.debugger.models import Decision
+from tests.scenario_texts import WIDE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -363,33 +364,6 @@ def test_explore_returns_what_the_cli_prints(mode):
     )
     assert result.pop("from_position") == 0  # explored from the start: the CLI's object
     assert json.loads(cli.stdout) == result
-
-
-WIDE = """
-name = "four actors, four pages"
-kernel = "seed"
-[[map]]
-ipa = 0x8000_0000
-pa = 0x4000_0000
-count = 4
-af = false
-[[actor]]
-name = "vcpu0"
-kind = "vcpu"
-do = ["read 0x8000_0000", "write 0x8000_1000", "read 0x8000_2000"]
-[[actor]]
-name = "vcpu1"
-kind = "vcpu"
-do = ["write 0x8000_2000", "read 0x8000_3000", "write 0x8000_0000"]
-[[actor]]
-name = "host0"
-kind = "host"
-do = ["wp 0x8000_0000 16K", "age 0x8000_0000 16K"]
-[[actor]]
-name = "host1"
-kind = "host"
-do = ["age 0x8000_0000 16K"]
-"""
 
 
 def test_commands_are_served_while_exploring(mode):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,13 +14,13 @@ from channels.testing import WebsocketCommunicator
 
 from ptviz import layers
 from ptviz.localservices import REDIS_HOST, REDIS_PORT, REDIS_URL, redis_up  # noqa: F401
+from tests.scenario_texts import WIDE  # noqa: F401 (re-exported to the web tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"ptviz-test-{uuid.uuid4().hex[:10]}:"
 ORIGIN = [(b"origin", b"http://localhost")]
 LEASE_TIMEOUT = 2.5  # short, so that the takeover test is quick
 # A scenario with many interleavings and an 84-step round-robin run (test_live.py).
-WIDE = re.search(r'WIDE = """(.*?)"""', (ROOT / "tests/web/test_live.py").read_text(), re.S)[1]
 VIEWER_EXPIRY = 2.0  # the engine forgets a viewer silent this long (consumers beat at 0.5 s)
 
 
