@@ -61,7 +61,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.role = link.role
+        self.token = token
+        self.label = link.label
+        self.expires = link.expires
         session = link.session
+        # The viewer's cursor as the engine last told it (None: following the head live),
+        # re-sent with every message so a worker that takes the session over puts it
+        # back; a link to a moment starts it there (`at`, checked against `h`).
+        self.at: str | None = (query.get("at") or [None])[0]
+        self.want_hash: str | None = (query.get("h") or [None])[0]
+        self.viewer_name = (query.get("name") or [""])[0][:60]
+        self.following_head = self.at is None
         self.outq: deque[dict] = deque()
         self.wake = asyncio.Event()
         self.queued_deltas = 0
@@ -125,8 +135,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.subs.update(cmd["tables"])
         elif cmd["cmd"] == "unsubscribe":
             self.subs.difference_update(cmd["tables"])
-        elif cmd["cmd"] == "resync":
+        elif cmd["cmd"] in ("resync", "seek", "back", "live", "follow"):
             self._ask_snapshot()
+        elif cmd["cmd"] == "hello":
+            self.viewer_name = cmd["name"]
         if id_ is not None:
             self.pending[id_] = time.monotonic() + self.timeout
         await self._to_engine({"type": P.COMMAND, "msg": cmd})
@@ -146,6 +158,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
             "session": self.session_id,
             "viewer": self.channel_name,
             "tables": [hex(t) for t in sorted(self.subs)],
+            "who": {
+                "role": self.role,
+                "name": self.viewer_name,
+                "label": self.label,
+                "at": self.at,
+                "hash": self.want_hash,
+            },
         }
         try:
             await self.channel_layer.send(await self._route(), message)
@@ -174,6 +193,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         kind = msg.get("type")
         if kind in ("ack", "error"):
             self.pending.pop(msg.get("id"), None)
+        elif kind in ("delta", "snapshot") and "you" not in msg and not self.following_head:
+            # The head moved on; this viewer looks at another moment: only say where the
+            # head is now (nothing it looks at moves).
+            if not self.awaiting_snapshot and msg.get("head"):
+                self._enqueue(P.message("head", **msg["head"]))
+            return
         elif kind == "delta":
             batch = msg.get("batch", 0)
             if self.awaiting_snapshot or (self.last_batch is not None and batch <= self.last_batch):
@@ -186,6 +211,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
             msg = self._own_tables(msg)
             self.queued_deltas += 1
         elif kind == "snapshot":
+            cursor = msg.get("cursor") or {}
+            if "you" in msg:
+                self.following_head = bool(cursor.get("live", True))
+                self.at = None if self.following_head else cursor.get("moment")
+                self.want_hash = None
             self.awaiting_snapshot = False
             self.last_batch = msg.get("batch")
             self._drop_deltas()

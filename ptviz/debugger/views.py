@@ -335,7 +335,8 @@ def session_fork(request, session_id):
         raise InputError(
             "fork needs a position, a kernel/ha/hd/hafdbs change or a schedule", "invalid"
         )
-    created = records.fork_at(session, position)
+    branch = _int(data.get("branch"), "branch") or 0
+    created = records.fork_at(session, position, branch)
     return created_response(request, *created, step=position)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from engine import bits as B
 from engine import isa as I
+from engine.history import HistoryError
 from engine.report import event_json, hexs
 from engine.session import LiveSession
 from engine.twin import EngineError
@@ -63,6 +64,23 @@ class RunState:
     started: float
     steps: int = 0
     turn: int = 0
+    until: str | None = None  # "violation": stop right after a check is first violated
+    violations: int = 0
+
+
+@dataclass
+class Viewer:
+    """One websocket's view of the session: its cursor (None: following the head live),
+    the tables it has open, and what the others see of it (presence)."""
+
+    id: str  # short, shown to the others ("v3")
+    role: str = "view"
+    name: str = ""
+    label: str = ""  # the share link's name, if the owner gave it one
+    tables: set[int] = field(default_factory=set)
+    cursor: tuple[int, int] | None = None  # (branch, position)
+    follows: str | None = None  # the viewer (channel) whose cursor and focus it follows
+    focus: str | None = None  # the descriptor it has selected (hex address)
 
 
 @dataclass
@@ -147,13 +165,19 @@ class SessionHost:
         self.persist_enabled = persist
         self.worker = worker  # the lease holder the decisions are stored under
         self.explore_max_states = explore_max_states
-        self.persisted = len(live.decisions)
-        self.stored_checkpoints = set(stored_checkpoints) | {0}
+        # Stored: each branch's decisions up to this end, and these (branch, position)
+        # checkpoints.
+        self.persisted = {br.id: br.end for br in live.tree.branches}
+        self.stored_checkpoints = set(stored_checkpoints) | {(0, 0)}
         # Batch numbers only need to be consecutive; starting from the clock (ms) keeps
         # them increasing across a takeover by another worker, so a viewer never mistakes
         # a new owner's batches for ones it has seen.
         self.batch = int(time.time() * 1000)
-        self.viewers: dict[str, set[int]] = {}
+        self.viewers: dict[str, Viewer] = {}
+        self.viewer_serial = 0
+        self.head_moved = False  # the head went to another existing branch: store it
+        self.lens: LiveSession | None = None  # a second machine for viewers in the past
+        self.lens_index: TableIndex | None = None
         self.index = TableIndex(live)
         self.recent: deque[dict] = deque(maxlen=self.RECENT_EVENTS)
         self.pending: list[tuple] = []
@@ -182,27 +206,48 @@ class SessionHost:
             self.emit("channel", viewer, {"type": P.OUT, "msg": msg})
 
     def subscribed(self) -> set[int]:
+        """The tables the viewers following the head have open (deltas carry those)."""
         out: set[int] = set()
-        for tables in self.viewers.values():
-            out |= tables
+        for v in self.viewers.values():
+            if v.cursor is None:
+                out |= v.tables
         return out
 
-    def table_views(self, tables: Iterable[int]) -> dict:
+    def table_views(self, tables: Iterable[int], live=None, index=None) -> dict:
+        live = live or self.live
+        index = index or self.index
         out = {}
         for pa in sorted(tables):
-            info = self.index.info(pa)
+            info = index.info(pa)
             view = None
             if info is not None:
                 try:
-                    view = self.live.table_view(pa, info.level)
+                    view = live.table_view(pa, info.level)
                 except (EngineError, IndexError):
                     view = None
             out[hexs(pa)] = view  # null: the table is gone (the browser drops it)
         return out
 
-    def snapshot(self, tables: Iterable[int]) -> dict:
+    def head(self) -> dict:
         live = self.live
-        return P.message(
+        return {
+            "moment": live.moment(),
+            "branch": live.branch,
+            "position": live.position,
+            "running": self.run is not None,
+        }
+
+    def snapshot(self, tables: Iterable[int], viewer: str | None = None) -> dict:
+        """The head's state (for the group, or a viewer following it live), or the state
+        at a viewer's cursor (computed on the lens, a second machine)."""
+        v = self.viewers.get(viewer or "")
+        cursor = v.cursor if v is not None else None
+        if cursor is None:
+            live, recent, index = self.live, list(self.recent), self.index
+        else:
+            live, index = self._lens_at(cursor)
+            recent = self._lens_events
+        msg = P.message(
             "snapshot",
             batch=self.batch,
             seq=live.machine.seq,
@@ -213,9 +258,59 @@ class SessionHost:
             actors=live.actors_view(),
             lock=live.lock_view(),
             violations=live.violations(),
-            tables=self.table_views(tables),
-            events=list(self.recent),
+            tables=self.table_views(tables, live, index),
+            events=recent,
+            cursor={
+                "moment": live.moment(),
+                "branch": live.branch,
+                "position": live.position,
+                "end": len(live.decisions),
+                "live": cursor is None,
+            },
+            head=self.head(),
+            branches=self.live.tree.summary(),
         )
+        if v is not None:
+            msg["you"] = v.id
+            msg["hash"] = live.state_hash()
+        return msg
+
+    def _lens_at(self, cursor: tuple[int, int]) -> tuple[LiveSession, TableIndex]:
+        """The lens at a node, with the events of the decisions just before it."""
+        if self.lens is None:
+            self.lens = self.live.lens()
+            self.lens_index = TableIndex(self.lens)
+            self._lens_node = None
+        assert self.lens_index is not None
+        if self._lens_node != cursor:
+            branch, position = cursor
+            self.lens.machine.clear_events()
+            self.lens.seek(position, branch, replay=self.RECENT_EVENTS)
+            events = self.lens.machine.event_tuples()[-self.RECENT_EVENTS :]
+            self.lens.machine.clear_events()
+            self._lens_events = self._events_json(self.lens, events)
+            self._lens_node = cursor
+            self.lens_index.valid = False
+        return self.lens, self.lens_index
+
+    def _events_json(self, live: LiveSession, events) -> list[dict]:
+        """Event records with the moment right after each one's step (`moment`), so a
+        click on an event can go there."""
+        out = []
+        injects = live.decisions.injects_before(len(live.decisions))
+        k = 0
+        skipped = 0
+        tree = live.tree
+        for e in events:
+            index = e[0] + skipped
+            while k < len(injects) and injects[k] <= index:
+                k += 1
+                skipped += 1
+                index += 1
+            j = event_json(live.spec, e)
+            j["moment"] = tree.moment(live.branch, index + 1)
+            out.append(j)
+        return out
 
     # --- the engine's events -----------------------------------------------------------
     def _drain(self) -> None:
@@ -241,21 +336,16 @@ class SessionHost:
             self.omitted += extra
             del self.pending[:extra]
 
-    def _fill_recent(self, position: int) -> None:
-        """Go to `position`, re-executing enough decisions before it to fill the
-        timeline's recent events (a snapshot after seek/back or a takeover shows them)."""
+    def _fill_recent(self, position: int, branch: int | None = None) -> None:
+        """Put the head at `position` (of `branch`), re-executing enough decisions before
+        it to fill the timeline's recent events (a snapshot shows them)."""
         live = self.live
-        start = max(0, position - self.RECENT_EVENTS)
-        every = live.checkpoints
-        live.checkpoints = {p: c for p, c in every.items() if p <= start}
-        try:
-            live.seek(position)
-        finally:
-            live.checkpoints = every
+        live.machine.clear_events()
+        live.seek(position, branch, replay=self.RECENT_EVENTS)
         events = live.machine.event_tuples()[-self.RECENT_EVENTS :]
         live.machine.clear_events()
         self.recent.clear()
-        self.recent.extend(event_json(live.spec, e) for e in events)
+        self.recent.extend(self._events_json(live, events))
         self.pending.clear()
         self.omitted = 0
         self.touched.clear()
@@ -264,22 +354,39 @@ class SessionHost:
         self.violations_sent = len(live.machine.violations)
 
     def persist(self) -> None:
-        """Store the decisions (and checkpoints) not stored yet."""
+        """Store the decisions (and checkpoints) not stored yet: the head's branch (a new
+        branch with its first decisions, moving the session's head to it)."""
         live = self.live
-        if not self.persist_enabled or self.persisted >= len(live.decisions):
+        br = live.tree.branches[live.branch]
+        done = self.persisted.get(br.id)
+        if not self.persist_enabled or done == br.end:
             return
-        new = live.decisions[self.persisted :]
+        new_branch = None
+        if done is None:  # a branch made here: created with its first decisions
+            new_branch = (br.parent, br.start)
+            done = br.start
+        new = br.decisions[done - br.start :]
         checkpoints = [
             c
-            for p, c in sorted(live.checkpoints.items())
-            if p not in self.stored_checkpoints and p <= len(live.decisions)
+            for p, c in sorted(br.checkpoints.items())
+            if (br.id, p) not in self.stored_checkpoints and p <= br.end
         ]
         try:
-            store.append(self.session_id, self.persisted, new, checkpoints, self.worker)
+            store.append(
+                self.session_id,
+                done,
+                new,
+                checkpoints,
+                self.worker,
+                branch=br.id,
+                new_branch=new_branch,
+                head=br.id if new_branch is not None or self.head_moved else None,
+            )
         except (store.LostOwnership, store.SessionGone) as exc:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
-        self.persisted = len(live.decisions)
-        self.stored_checkpoints.update(c.position for c in checkpoints)
+        self.head_moved = False
+        self.persisted[br.id] = br.end
+        self.stored_checkpoints.update((br.id, c.position) for c in checkpoints)
 
     def flush(self, *, force: bool = False, extra_tables: Iterable[int] = ()) -> None:
         """Persist, then send one delta batch with what happened since the last one."""
@@ -288,8 +395,7 @@ class SessionHost:
         if not (self.pending or force or extra):
             return
         live = self.live
-        spec = live.spec
-        events = [event_json(spec, e) for e in self.pending]
+        events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
         changed = self.index.containing(self.touched) if self.touched else set()
@@ -307,6 +413,7 @@ class SessionHost:
             lock=live.lock_view(),
             tables=self.table_views(tables),
             violations=all_violations[self.violations_sent :],
+            head=self.head(),
         )
         if self.omitted:
             msg["omitted"] = self.omitted
@@ -321,30 +428,127 @@ class SessionHost:
         self.to_group(msg)
 
     def broadcast_snapshot(self) -> None:
-        """A new state for everyone (seek, back, takeover): a snapshot to the group. It
+        """A new head for everyone following it (the head moved to another branch, or a
+        takeover): a snapshot to the group (viewers in the past only take its `head`). It
         takes a batch number of its own, so a viewer that misses it sees a gap."""
         self.batch += 1
         self.to_group(self.snapshot(self.subscribed()))
 
     # --- viewers -----------------------------------------------------------------------
-    def join(self, viewer: str, tables: Iterable = (), *, reply: bool = True) -> None:
-        subs = set()
+    def join(
+        self, viewer: str, tables: Iterable = (), *, reply: bool = True, who: dict | None = None
+    ) -> None:
+        """A viewer connected (or re-registers after a takeover). `who`: what its consumer
+        knows of it: role, name, label, and `at` (its cursor's moment, null: live)."""
+        who = who or {}
+        v = self.viewers.get(viewer)
+        if v is None:
+            self.viewer_serial += 1
+            v = self.viewers[viewer] = Viewer(id=f"v{self.viewer_serial}")
+        v.role = str(who.get("role") or v.role)
+        v.name = str(who.get("name") or v.name)[:60]
+        v.label = str(who.get("label") or v.label)[:60]
+        v.tables = set()
         for value in tables:
             try:
-                pa = P.parse_table_address(value)
+                v.tables.add(P.parse_table_address(value))
             except ValueError:
                 continue
-            if self.index.info(pa) is not None:
-                subs.add(pa)
-        self.viewers[viewer] = subs
+        notice = None
+        at = who.get("at")
+        if at:
+            try:
+                v.cursor = self._node(str(at))
+            except CommandError as exc:
+                v.cursor = None
+                notice = exc.text
+        index = self._lens_at(v.cursor)[1] if v.cursor is not None else self.index
+        v.tables = {pa for pa in v.tables if index.info(pa) is not None}
         if reply:
             self.flush()
-            self.to_viewer(viewer, self.snapshot(subs))
+            msg = self.snapshot(v.tables, viewer)
+            want = who.get("hash")
+            if notice:
+                msg["notice"] = notice
+            elif want and not str(msg.get("hash", "")).startswith(str(want)):
+                msg["notice"] = (
+                    f"the state at moment {msg['cursor']['moment']} does not match the "
+                    f"link's hash {want}: it was made for another recording"
+                )
+            self.to_viewer(viewer, msg)
+            self.send_presence()
 
     def leave(self, viewer: str) -> None:
-        self.viewers.pop(viewer, None)
+        gone = self.viewers.pop(viewer, None)
+        for v in self.viewers.values():
+            if v.follows == viewer:
+                v.follows = None
         if not self.viewers:
             self.idle_since = time.monotonic()
+        elif gone is not None:
+            self.send_presence()
+
+    def presence(self) -> list[dict]:
+        out = []
+        anon = 0
+        for v in self.viewers.values():
+            name = v.name
+            if not name:
+                anon += 1
+                name = f"anonymous {anon}"
+            leader = self.viewers.get(v.follows or "")
+            out.append(
+                {
+                    "id": v.id,
+                    "name": name,
+                    "role": v.role,
+                    "label": v.label,
+                    "moment": self.live.moment() if v.cursor is None else self._moment(v.cursor),
+                    "live": v.cursor is None,
+                    "follows": leader.id if leader else None,
+                    "focus": v.focus,
+                }
+            )
+        return out
+
+    def send_presence(self) -> None:
+        self.to_group(P.message("presence", viewers=self.presence()))
+
+    def _moment(self, cursor: tuple[int, int]) -> str:
+        return self.live.tree.moment(*cursor)
+
+    def _node(self, moment: str) -> tuple[int, int]:
+        try:
+            return self.live.tree.resolve(moment)
+        except HistoryError as exc:
+            raise CommandError(P.NO_MOMENT, str(exc)) from None
+
+    def _viewer(self, viewer: str | None) -> Viewer:
+        v = self.viewers.get(viewer or "")
+        if v is None:
+            raise CommandError(P.ENGINE, "this viewer is not registered with the session")
+        return v
+
+    def move_cursor(self, viewer: str, cursor: tuple[int, int] | None, *, own: bool = True):
+        """Put one viewer at a node (None: back to following the head) and send it the
+        state there; its followers come along. `own`: the viewer's own action (it stops
+        following anyone)."""
+        v = self.viewers[viewer]
+        if cursor is not None:
+            branch, position = cursor
+            cursor = (self.live.tree.owner(branch, position), position)
+            if cursor == (self.live.branch, self.live.position):
+                cursor = None  # the head itself: follow it live
+        v.cursor = cursor
+        if own:
+            v.follows = None
+        self.to_viewer(viewer, self.snapshot(v.tables, viewer))
+        for channel, other in self.viewers.items():
+            if other.follows == viewer and channel != viewer:
+                self.move_cursor(channel, cursor, own=False)
+
+    def _cursor(self, v: Viewer) -> tuple[int, int]:
+        return v.cursor if v.cursor is not None else (self.live.branch, self.live.position)
 
     # --- commands ----------------------------------------------------------------------
     def command(self, msg: dict, viewer: str | None) -> None:
@@ -360,17 +564,34 @@ class SessionHost:
         if msg.get("id") is not None:
             self.to_viewer(viewer, P.ack(msg["id"]))
 
-    def _not_rewound(self) -> None:
-        live = self.live
-        if live.position < len(live.decisions):
+    def _from_cursor(self, msg: dict, viewer: str | None) -> None:
+        """A decision is taken at the head. A controller looking at the past chooses: the
+        command carries `branch: true` (continue from its cursor: the head moves there and
+        the decision starts a new branch, the old one is kept), or it is refused with
+        `rewound` (the page offers that, or a fork into a new session)."""
+        v = self.viewers.get(viewer or "")
+        if v is None or v.cursor is None:
+            return
+        cursor = v.cursor
+        if not msg.get("branch"):
+            live = self.live
             raise CommandError(
                 P.REWOUND,
-                f"the session is at position {live.position} of {len(live.decisions)} "
-                "recorded decisions: a new decision here needs a fork (or seek to the end)",
+                f"you are looking at moment {self._moment(cursor)}, not the head "
+                f"({live.moment()}): continue from here on a new branch, or fork a new "
+                "session from here",
             )
+        self._stop_run()
+        self.flush()
+        branch, position = cursor
+        self._fill_recent(position, branch)
+        self.head_moved = True
+        v.cursor = None
+        self.broadcast_snapshot()  # the viewers following the head see where it went
+        self.to_viewer(viewer, self.snapshot(v.tables, viewer))
 
     def _decide(self, msg: dict, viewer: str | None, decision: Callable[[], None]) -> None:
-        self._not_rewound()  # (while running is fine: the run goes on after it)
+        self._from_cursor(msg, viewer)  # (while running is fine: the run goes on after it)
         decision()  # an EngineError leaves nothing recorded
         self._drain()
         self.persist()  # stored before anyone hears of it
@@ -384,7 +605,7 @@ class SessionHost:
         self._decide(msg, viewer, lambda: self.live.inject(msg["actor"], msg["op"]))
 
     def cmd_run(self, msg: dict, viewer: str | None) -> None:
-        self._not_rewound()
+        self._from_cursor(msg, viewer)
         seed = msg.get("seed", 0)
         self.run = RunState(
             mode=msg.get("mode", "round_robin"),
@@ -392,6 +613,8 @@ class SessionHost:
             max_steps=msg.get("max_steps"),
             rng=random.Random(seed),
             started=time.monotonic(),
+            until=msg.get("until"),
+            violations=len(self.live.machine.violations),
         )
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
@@ -411,21 +634,97 @@ class SessionHost:
             self._drain()
             self.flush(force=True)
 
-    def _goto(self, position: int, msg: dict, viewer: str | None) -> None:
-        live = self.live
-        if not 0 <= position <= len(live.decisions):
-            raise CommandError(P.ENGINE, f"position {position} is outside 0..{len(live.decisions)}")
-        self._stop_run()
-        self.flush()
-        self._fill_recent(position)
-        self._ack(viewer, msg)
-        self.broadcast_snapshot()
-
+    # Time travel moves only the viewer's own cursor (docs/protocol.md, "Moments").
     def cmd_seek(self, msg: dict, viewer: str | None) -> None:
-        self._goto(msg["position"], msg, viewer)
+        v = self._viewer(viewer)
+        if msg.get("moment") is not None:
+            cursor = self._node(msg["moment"])
+        else:
+            branch = msg.get("branch")
+            branch = self._cursor(v)[0] if branch is None else branch
+            if not 0 <= branch < len(self.live.tree.branches):
+                raise CommandError(P.NO_MOMENT, f"this session has no branch {branch}")
+            end = self.live.tree.branches[branch].end
+            position = msg["position"]
+            if not 0 <= position <= end:
+                raise CommandError(P.ENGINE, f"position {position} is outside 0..{end}")
+            cursor = (branch, position)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", cursor)
+        self.send_presence()
 
     def cmd_back(self, msg: dict, viewer: str | None) -> None:
-        self._goto(max(0, self.live.position - msg.get("n", 1)), msg, viewer)
+        v = self._viewer(viewer)
+        branch, position = self._cursor(v)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", (branch, max(0, position - msg.get("n", 1))))
+        self.send_presence()
+
+    def cmd_live(self, msg: dict, viewer: str | None) -> None:
+        self._viewer(viewer)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", None)
+        self.send_presence()
+
+    def cmd_follow(self, msg: dict, viewer: str | None) -> None:
+        """Follow another viewer's cursor and focus (a presenter), or stop (null)."""
+        v = self._viewer(viewer)
+        target = msg.get("viewer")
+        if target is None:
+            v.follows = None
+            self._ack(viewer, msg)
+            self.send_presence()
+            return
+        leader = next((c for c, o in self.viewers.items() if o.id == target), None)
+        if leader is None or leader == viewer:
+            raise CommandError(P.ENGINE, f"there is no other viewer {target!r} here")
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", self.viewers[leader].cursor, own=False)
+        v.follows = leader
+        if self.viewers[leader].focus:
+            self.to_viewer(viewer, self._focus_msg(leader))
+        self.send_presence()
+
+    def _focus_msg(self, leader: str) -> dict:
+        lv = self.viewers[leader]
+        return P.message("focus", addr=lv.focus, by=lv.id)
+
+    def cmd_focus(self, msg: dict, viewer: str | None) -> None:
+        v = self._viewer(viewer)
+        v.focus = msg.get("addr")
+        self._ack(viewer, msg)
+        for channel, other in self.viewers.items():
+            if other.follows == viewer:
+                self.to_viewer(channel, self._focus_msg(viewer or ""))
+        self.send_presence()
+
+    def cmd_hello(self, msg: dict, viewer: str | None) -> None:
+        """The name this viewer shows to the others."""
+        v = self._viewer(viewer)
+        v.name = msg["name"][:60]
+        self._ack(viewer, msg)
+        self.send_presence()
+
+    def cmd_moment(self, msg: dict, viewer: str | None) -> None:
+        """The id and state hash of this viewer's cursor (what a link to it names)."""
+        v = self._viewer(viewer)
+        cursor = self._cursor(v)
+        live = self.live if v.cursor is None else self._lens_at(cursor)[0]
+        self._ack(viewer, msg)
+        self.to_viewer(
+            viewer,
+            P.message(
+                "moment",
+                id=msg.get("id"),
+                moment=self._moment(cursor),
+                hash=live.state_hash(),
+                position=cursor[1],
+                branch=cursor[0],
+            ),
+        )
 
     def cmd_explore(self, msg: dict, viewer: str | None) -> None:
         if self.job is not None and not self.job.done:
@@ -444,25 +743,39 @@ class SessionHost:
 
     def cmd_subscribe(self, msg: dict, viewer: str | None) -> None:
         tables = msg["tables"]
+        v = self.viewers.get(viewer or "")
+        past = v is not None and v.cursor is not None
+        if past:
+            live, index = self._lens_at(v.cursor)
+        else:
+            live, index = self.live, self.index
         for pa in tables:
-            if self.index.info(pa) is None:
+            if index.info(pa) is None:
                 raise CommandError(P.ENGINE, f"there is no stage-2 table at {hexs(pa)}")
-        if viewer is not None:
-            self.viewers.setdefault(viewer, set()).update(tables)
+        if v is not None:
+            v.tables.update(tables)
         self._ack(viewer, msg)
+        if past:  # the tables at its cursor, to it alone
+            self.to_viewer(
+                viewer,
+                P.message("tables", tables=self.table_views(tables, live, index)),
+            )
+            return
         self._drain()
         self.flush(force=True, extra_tables=tables)
 
     def cmd_unsubscribe(self, msg: dict, viewer: str | None) -> None:
-        if viewer is not None:
-            self.viewers.setdefault(viewer, set()).difference_update(msg["tables"])
+        v = self.viewers.get(viewer or "")
+        if v is not None:
+            v.tables.difference_update(msg["tables"])
         self._ack(viewer, msg)
 
     def cmd_resync(self, msg: dict, viewer: str | None) -> None:
         self._drain()
         self.flush()
         self._ack(viewer, msg)
-        self.to_viewer(viewer, self.snapshot(self.viewers.get(viewer or "", set())))
+        v = self.viewers.get(viewer or "")
+        self.to_viewer(viewer, self.snapshot(v.tables if v else set(), viewer))
 
     # --- time --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> float | None:
@@ -510,6 +823,9 @@ class SessionHost:
             live.step(actor)
             r.steps += 1
             done += 1
+            if r.until == "violation" and len(m.violations) > r.violations:
+                finished = True  # stop right after the step that violated a check
+                break
             if done % 32 == 0 and time.perf_counter() > deadline:
                 break
         if not finished and r.max_steps is not None and r.steps >= r.max_steps:

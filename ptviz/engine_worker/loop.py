@@ -94,10 +94,10 @@ class EngineLoop:
         if kind == P.JOIN:
             if fresh:
                 return  # _acquire registered the viewer and broadcast a snapshot
-            host.join(viewer, message.get("tables") or ())
+            host.join(viewer, message.get("tables") or (), who=message.get("who"))
         elif kind == P.COMMAND:
             if viewer and viewer not in host.viewers:
-                host.join(viewer, message.get("tables") or (), reply=False)
+                host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
             host.command(message["msg"], viewer)
         elif kind == P.TAKEOVER:
             if not fresh:
@@ -140,7 +140,7 @@ class EngineLoop:
         self.hosts[sid] = host
         viewer = message.get("viewer")
         if viewer:
-            host.join(viewer, message.get("tables") or (), reply=False)
+            host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
         return host

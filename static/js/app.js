@@ -80,13 +80,14 @@ export function mount(root, boot, opts = {}) {
   const actions = {
     step(name) {
       if (!needControl()) return;
-      if (store.rewound) return rewoundNotice();
+      if (store.past) return pastChoice("step", { actor: name }, `step ${name}`);
       command("step", { actor: name });
     },
-    run() {
+    run(until) {
       if (!needControl() || store.running) return;
-      if (store.rewound) return rewoundNotice();
-      command("run", toolbar.runParams());
+      const fields = until ? { ...toolbar.runParams(), until } : toolbar.runParams();
+      if (store.past) return pastChoice("run", fields, "run");
+      command("run", fields);
     },
     pause() {
       if (needControl()) command("pause");
@@ -99,20 +100,26 @@ export function mount(root, boot, opts = {}) {
       // a new run command replaces the running one's parameters
       if (store.running && store.canControl) command("run", toolbar.runParams());
     },
+    // Time travel moves only this viewer's cursor (any role).
     back() {
-      if (needControl() && store.position > 0) command("back", { n: 1 });
+      if (store.position > 0) command("back", { n: 1 });
     },
     forward() {
-      if (!needControl()) return;
       if (store.rewound) command("seek", { position: store.position + 1 });
     },
     seek(position) {
-      if (!needControl()) return;
       position = Math.max(0, Math.min(store.decisions, position));
       if (position !== store.position) command("seek", { position });
     },
+    seekMoment(moment) {
+      if (moment && (!store.cursor || moment !== store.cursor.moment)) command("seek", { moment });
+    },
+    live() {
+      command("live");
+    },
     forkHere() {
-      forkTo({ position: store.position }, `fork at position ${store.position}`);
+      const branch = store.cursor ? store.cursor.branch : 0;
+      forkTo({ position: store.position, branch }, `fork at ${store.cursor ? "moment " + store.cursor.moment : "position " + store.position}`);
     },
     compare(fields, newTab) {
       forkTo(fields, `copy with kernel ${fields.kernel}, HA ${fields.ha ? 1 : 0}, HD ${fields.hd ? 1 : 0}`, newTab);
@@ -134,7 +141,7 @@ export function mount(root, boot, opts = {}) {
     },
     inject(actor, op) {
       if (!needControl()) return;
-      if (store.rewound) return rewoundNotice();
+      if (store.past) return pastChoice("inject", { actor, op }, `inject "${op}" on ${actor}`);
       command("inject", { actor, op }).then((ok) => ok && notices.info(`queued "${op}" on ${actor}`, 2500));
     },
     async link(role) {
@@ -158,12 +165,17 @@ export function mount(root, boot, opts = {}) {
     },
   };
 
-  function rewoundNotice() {
+  // A decision while looking at the past: the controller chooses where it goes (nothing
+  // the others look at moves without their action).
+  function pastChoice(cmd, fields, what) {
     notices.show({
       code: "rewound",
       kind: "error",
-      message: `the session is at position ${store.position} of ${store.decisions}: a new decision here needs a fork`,
-      actions: [{ label: "fork here", run: () => actions.forkHere() }],
+      message: `you are looking at moment ${store.cursor.moment}, not the head (${store.head ? store.head.moment : "?"}): ${what} where?`,
+      actions: [
+        { label: "continue here on a new branch", run: () => command(cmd, { ...fields, branch: true }) },
+        { label: "fork a new session here", run: () => actions.forkHere() },
+      ],
     });
   }
 
@@ -407,6 +419,13 @@ export function mount(root, boot, opts = {}) {
       case "explore_result":
         store.exploreResult(msg);
         break;
+      case "head": // the head moved on while this viewer looks at another moment
+      case "tables": // tables at this viewer's moment (it is not following the head)
+      case "presence":
+      case "focus":
+      case "moment":
+        store.moments(msg);
+        break;
       default:
         notices.error("bad_message", `unknown message type "${msg.type}"`);
     }
@@ -464,7 +483,7 @@ export function mount(root, boot, opts = {}) {
     else if (k === "b" || (k === "ArrowLeft" && !inWidget)) actions.back();
     else if (k === "f" || (k === "ArrowRight" && !inWidget)) actions.forward();
     else if (k === "Home" && !inWidget) actions.seek(0);
-    else if (k === "End" && !inWidget) actions.seek(store.decisions);
+    else if (k === "End" && !inWidget) actions.live();
     else if (k === "k") actions.forkHere();
     else if (k === "e") actions.explore();
     else if (k === "i") inject.ipa.disabled ? inject.actor.focus() : inject.ipa.focus();
