@@ -18,6 +18,7 @@ FORBIDDEN = "forbidden"
 ENGINE = "engine"
 REWOUND = "rewound"  # a decision from a viewer looking at the past (it must choose)
 NO_MOMENT = "no_moment"  # a moment (or branch) that is not in this session
+REVOKED = "revoked"  # the share link was revoked or expired (the socket closes)
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
 

@@ -33,6 +33,8 @@ log = logging.getLogger("ptviz.web")
 
 CLOSE_FORBIDDEN = 4003
 CLOSE_NOT_FOUND = 4004
+CLOSE_REVOKED = 4010  # the link was revoked or expired while open
+LINK_CHECK = 2.0  # seconds between checks of the link (a backstop: revoking tells at once)
 GROUP_REFRESH = 600.0  # seconds between group_add renewals (group expiry)
 
 
@@ -52,16 +54,19 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 .afirst()
             )
         await self.accept()
-        if link is None:
-            await self.send(
-                text_data=json.dumps(
-                    P.error(P.FORBIDDEN, "this share link does not open this debug session")
-                )
+        if link is None or link.dead_reason():
+            text = (
+                f"this share link was {link.dead_reason()} by the session's owner"
+                if link is not None
+                else "this share link does not open this debug session"
             )
-            await self.close(code=CLOSE_FORBIDDEN)
+            code = P.REVOKED if link is not None else P.FORBIDDEN
+            await self.send(text_data=json.dumps(P.error(code, text)))
+            await self.close(code=CLOSE_REVOKED if link is not None else CLOSE_FORBIDDEN)
             return
         self.role = link.role
         self.token = token
+        self.closing = False
         self.label = link.label
         self.expires = link.expires
         session = link.session
@@ -255,14 +260,51 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 self.queued_deltas -= 1
             await self.send(text_data=json.dumps(msg, separators=(",", ":")))
 
+    # --- the link's life -----------------------------------------------------------------
+    async def ptviz_revoked(self, event):
+        """The owner revoked a link of this session (views.link_revoke): ours?"""
+        if event.get("token") == self.token:
+            await self._end_link("revoked")
+
+    async def _end_link(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        await self.send(
+            text_data=json.dumps(
+                P.error(P.REVOKED, f"this share link was {why} by the session's owner")
+            )
+        )
+        await self.close(code=CLOSE_REVOKED)
+
+    async def _check_link(self) -> None:
+        if self.expires is not None and timezone.now() >= self.expires:
+            await self._end_link("expired")
+            return
+        revoked = (
+            await ShareLink.objects.filter(token=self.token)
+            .values_list("revoked", flat=True)
+            .afirst()
+        )
+        if revoked is not None:
+            await self._end_link("revoked")
+
     # --- the engine's health -----------------------------------------------------------
     async def _watch(self) -> None:
         """Time commands out, and notice when the session's worker died or moved: then
         claim it through the shared channel (another worker takes over) and resync."""
         next_lease_check = time.monotonic() + settings.PTVIZ_LEASE_CHECK
+        next_link_check = time.monotonic() + LINK_CHECK
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
+            if now >= next_link_check or (
+                self.expires is not None and timezone.now() >= self.expires
+            ):
+                next_link_check = now + LINK_CHECK
+                await self._check_link()
+                if self.closing:
+                    return
             for id_, deadline in list(self.pending.items()):
                 if now > deadline:
                     del self.pending[id_]

@@ -23,7 +23,7 @@ export function readBootstrap(doc = document) {
 /**
  * Mount the debugger.
  * @param {HTMLElement} root  the <main id="app"> element
- * @param {object} boot       session, token, role, ws, name, kernel, protocol, actors, step?
+ * @param {object} boot       session, token, role, ws, name, kernel, protocol, actors, at, focus, notice, share
  * @param {object} opts       factory(url) -> WebSocket-like (the dev harness uses this)
  */
 export function mount(root, boot, opts = {}) {
@@ -33,7 +33,6 @@ export function mount(root, boot, opts = {}) {
   const help = new Help();
   let conn = null;
   let awaitingSnapshot = false;
-  let seekedToBootStep = boot.step === undefined || boot.step === null;
   let subscribedThisConn = new Set();
 
   // --- commands ------------------------------------------------------------------------
@@ -393,11 +392,7 @@ export function mount(root, boot, opts = {}) {
         awaitingSnapshot = false;
         store.snapshot(msg);
         ensureSubscriptions();
-        if (!seekedToBootStep) {
-          seekedToBootStep = true;
-          const step = Number(boot.step);
-          if (store.canControl && Number.isFinite(step) && step !== store.position && step <= store.decisions) command("seek", { position: step });
-        }
+        if (msg.notice) notices.error("no_moment", msg.notice);
         break;
       }
       case "delta":

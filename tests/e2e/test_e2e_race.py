@@ -168,7 +168,7 @@ def test_explore_from_the_ui_then_step_a_counterexample(server, page):
 
     before = page.url
     cex.get_by_role("button", name=re.compile("open counterexample")).click()
-    page.wait_for_url(lambda url: url != before and "step=0" in url)
+    page.wait_for_url(lambda url: url != before and "at=0" in url)
     wait_live(page)
     decisions = page.evaluate("() => window.ptviz.store.decisions")
     assert decisions > 0 and position(page) == 0
