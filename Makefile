@@ -14,10 +14,12 @@ $(BIN)/python:
 # Install the project (compiles the Cython core) with its test tools.
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m bench.build
 
 # Rebuild the Cython core in place after editing engine/*.pyx.
 build: setup
 	$(BIN)/python setup.py -q build_ext --inplace
+	$(BIN)/python -m bench.build
 
 # The web debugger on its embedded default: daphne, SQLite (./db.sqlite3), the in-process
 # channel layer and PTVIZ_WORKERS engine worker processes; Ctrl-C stops them all.
@@ -26,23 +28,23 @@ run: setup
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: setup
-	$(BIN)/ruff check engine ptviz tests
+	$(BIN)/ruff check engine ptviz bench tests
 	$(BIN)/python -m pytest -q
 
-# Benchmarks (never part of `make test`): the engine's, then the web debugger's.
+# Benchmarks (bench/, never part of `make test`): the engine's, then the web debugger's.
 bench: bench-engine bench-web
 
 bench-engine: setup
-	$(BIN)/python -m engine.bench
+	$(BIN)/python -m bench.engine
 
 # Starts its own deployments (temporary SQLite files, free ports; the Redis one only when
 # Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.
 bench-web: setup
-	$(BIN)/python manage.py webbench
+	$(BIN)/python -m bench.web
 
 lint: setup
-	$(BIN)/ruff check engine ptviz tests
-	$(BIN)/ruff format --check engine ptviz tests
+	$(BIN)/ruff check engine ptviz bench tests
+	$(BIN)/ruff format --check engine ptviz bench tests
 
 clean:
-	rm -rf build *.egg-info engine/_core.c engine/_core*.so engine/_baseline*.so engine/_bits.h
+	rm -rf build *.egg-info engine/_core.c engine/_core*.so bench/_baseline*.so engine/_bits.h

@@ -39,18 +39,8 @@ extensions = [
     )
 ]
 
-# The plain C loop `make bench` (engine/bench.py) measures the Cython core against.
-baseline = Extension(
-    "engine._baseline",
-    ["engine/_baseline.c"],
-    include_dirs=["engine"],
-    depends=["engine/_bits.h"],
-    extra_compile_args=["-O3"],
-)
-
 setup(
-    ext_modules=[baseline]
-    + cythonize(
+    ext_modules=cythonize(
         extensions,
         language_level=3,
         compiler_directives={

@@ -1,6 +1,6 @@
 """`make bench`: how fast the engine runs, next to its pure-Python twin and a plain C loop.
 
-    python -m engine.bench [--json] [--quick]
+    python -m bench.engine [--json] [--quick]
 
 Five measurements, printed as one table each (`--json`: one object):
 
@@ -12,7 +12,7 @@ Five measurements, printed as one table each (`--json`: one object):
    Only the run is timed (the image build is shown apart). "cold" is a fresh machine, whose
    event buffer grows during the run (the normal case: its pages are first touched then);
    "warm" is the same machine reset to its start with `set_state`, the buffer already grown.
-3. the same bulk work done by a plain C loop (engine/_baseline.c, module engine._baseline)
+3. the same bulk work done by a plain C loop (bench/_baseline.c, module bench._baseline)
    over a copy of the same table memory: the same walk, loads, exclusives and stores, one
    56-byte event record per micro-step, cold (a fresh buffer) and warm (pre-touched). The
    benchmark checks that the C loop wrote as many records as the core and left the same
@@ -21,7 +21,7 @@ Five measurements, printed as one table each (`--json`: one object):
 5. latency: one `Machine.step()` call from Python, p50/p99, both cores.
 
 Each timing is the best of a few repetitions (`reps`). Benchmarks are not part of the test
-run (tests/test_bench.py only checks that this code runs, on a tiny workload).
+run (bench/test_engine_bench.py only checks that this code runs, on a tiny workload).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from . import _baseline
-from .core import machine_class
-from .explore import explore
-from .report import Observer
-from .scenario import parse_scenario
-from .spec import MachineSpec, build_spec
+from bench import _baseline
+from engine.core import machine_class
+from engine.explore import explore
+from engine.report import Observer
+from engine.scenario import parse_scenario
+from engine.spec import MachineSpec, build_spec
 
 KERNELS = ("v4.6", "seed", "v6.6")
 BULK_OPS = ("wp", "age")
@@ -470,7 +470,7 @@ def render(r: Results) -> str:
             ),
             "   (build: scenario -> table image, not timed in the run)",
             "",
-            "3. The same work as a plain C loop (engine/_baseline.c, -O3): same walk, loads,",
+            "3. The same work as a plain C loop (bench/_baseline.c, -O3): same walk, loads,",
             "   exclusives, stores and event records (cold: fresh buffer; warm: pre-touched)",
             format_table(
                 [
@@ -585,7 +585,7 @@ def run(cfg: Config, log: Callable[[str], None] = lambda _msg: None) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.bench", description=__doc__.split("\n")[0]
+        prog="python -m bench.engine", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="tiny workloads (a smoke run)")

@@ -1,6 +1,6 @@
 """The benchmark code runs, and its C baseline does the same work as the Cython core.
 
-Not a benchmark (nothing here is timed): `make bench` is. The C loop (engine._baseline) is
+Not a benchmark (nothing here is timed): `make bench` is. The C loop (bench._baseline) is
 only a fair yardstick if it performs the same micro-steps as the core, so this checks, on
 small tables that cross level-2 and level-1 boundaries and mix leaves each operation
 changes with leaves it skips, that it writes the same event records (all but the pc,
@@ -14,7 +14,8 @@ from array import array
 
 import pytest
 
-from engine import _baseline, bench
+from bench import _baseline
+from bench import engine as bench
 from engine.core import machine_class
 
 KERNELS = ("v4.6", "seed", "v6.6")

@@ -1,10 +1,10 @@
-"""Record protocol-v1 messages from engine.session.LiveSession for static/dev/harness.html.
+"""Record protocol-v1 messages from engine.session.LiveSession for bench/dev/harness.html.
 
 Dev aid only (not used by tests): it plays what the server would send (hello, snapshot,
 one delta per decision, explore_result) so the browser modules can be looked at before
 or without a server.  Run from the project root:
 
-    .venv/bin/python static/dev/record.py
+    .venv/bin/python bench/dev/record.py
 """
 
 from __future__ import annotations
@@ -99,12 +99,26 @@ def record(path: str, decisions: list, subscribe_all: bool = True, explore: bool
             check=False,
         )
         msgs.append({"v": 1, "type": "explore_result", "result": json.loads(res.stdout)})
-    return {"actors": [{"name": n, "kind": k} for n, k in zip(s.names, s.kinds)], "messages": msgs}
+    return {
+        "actors": [{"name": n, "kind": k} for n, k in zip(s.names, s.kinds, strict=True)],
+        "messages": msgs,
+    }
 
 
 def main():
     OUT.mkdir(exist_ok=True)
-    lost = ["vcpu0", "vcpu0", "vcpu0", "host0", "host0", "host0", "host0", "vcpu0", "host0", "host0"]
+    lost = [
+        "vcpu0",
+        "vcpu0",
+        "vcpu0",
+        "host0",
+        "host0",
+        "host0",
+        "host0",
+        "vcpu0",
+        "host0",
+        "host0",
+    ]
     jobs = {
         "seed_race_v4.6": ("scenarios/seed_race_v4.6.toml", [["step", a] for a in lost]),
         "seed_race_seed": (

@@ -1,8 +1,9 @@
-// Dev harness (not a test fixture): plays messages recorded by static/dev/record.py
+// Dev harness (not a test fixture): plays messages recorded by bench/dev/record.py
 // through a fake WebSocket so the UI modules can be looked at without a server.
 // Query: ?rec=seed_race_v4.6|seed_race_seed|wp_range_seed  &role=view  &gap=N (drop batch N once)
 //        &at=N (start with N decisions already played)
-import { mount } from "../js/app.js";
+// Serve the project root (e.g. `python -m http.server -d . 8600`) and open /bench/dev/harness.html.
+import { mount } from "../../static/js/app.js";
 
 const q = new URLSearchParams(location.search);
 const recName = q.get("rec") || "seed_race_v4.6";

@@ -1,4 +1,4 @@
-/* engine._baseline: the plain C loop the benchmark (engine/bench.py) holds the Cython core
+/* bench._baseline: the plain C loop the benchmark (bench/engine.py) holds the Cython core
  * against.
  *
  * It does by hand, over the same table memory, the shared-memory work one host actor's bulk
@@ -440,8 +440,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "engine._baseline",
-    "The plain C loop engine/bench.py compares the Cython core with.", -1, methods,
+    PyModuleDef_HEAD_INIT, "bench._baseline",
+    "The plain C loop bench/engine.py compares the Cython core with.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,6 +1,6 @@
 """`make bench-web`: the web debugger's figures, each next to a baseline.
 
-    python manage.py webbench [--json] [--quick] [--no-redis] [--no-browser]
+    python -m bench.web [--json] [--quick] [--no-redis] [--no-browser]
 
 Real deployments, started here as subprocesses on a temporary SQLite file and a free
 port, exactly as README.md runs them: `manage.py serve` alone (embedded: the in-process
@@ -39,6 +39,7 @@ Benchmarks are never part of the test run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -59,7 +60,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.bench import format_rate, format_table, host_info
+from bench.engine import format_rate, format_table, host_info
 from ptviz.localservices import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -934,8 +935,8 @@ def profile_in_child(leaves: int, seconds: float) -> WorkerProfile:
         out = subprocess.run(
             [
                 sys.executable,
-                "manage.py",
-                "webbench",
+                "-m",
+                "bench.web",
                 "--worker-profile",
                 str(leaves),
                 "--seconds",
@@ -1298,3 +1299,39 @@ def render_report(r: Results) -> str:
             "   (the 1-leaf rows are the baseline: the same page and protocol on a tiny session)",
         ]
     return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.web",
+        description="Benchmark the web debugger on real deployments: step latency over the "
+        "websocket, sustained descriptor changes per second delivered to a client, first "
+        "render of a 1M-leaf session in headless Chromium; each next to a baseline. Starts "
+        "its own deployments (temporary SQLite files, free ports, a Redis prefix of their "
+        "own) and never touches the project's database.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="tiny workloads (a smoke run)")
+    parser.add_argument("--no-redis", action="store_true", help="embedded deployment only")
+    parser.add_argument("--no-browser", action="store_true", help="skip the first render")
+    # internal: the worker profile runs in a child process on a temporary database
+    parser.add_argument("--worker-profile", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_profile:
+        if "DATABASE_URL" not in os.environ:
+            parser.error("--worker-profile writes to DATABASE_URL: set a temporary one")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ptviz.settings")
+        import django
+
+        django.setup()
+        print(json.dumps(worker_profile(args.worker_profile, args.seconds).as_json()))
+        return 0
+    cfg = QUICK if args.quick else Config()
+    results = run(cfg, redis=not args.no_redis, browser=not args.no_browser)
+    print(json.dumps(results.to_json(), indent=1) if args.json else render_report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
