@@ -201,6 +201,15 @@ class LiveSession:
             self._replay(decision)
         self.position = position
 
+    def advance(self, position: int) -> None:
+        """Re-execute the path's decisions from here up to `position` (no restore)."""
+        if not self.position <= position <= len(self.decisions):
+            raise EngineError(
+                f"position {position} is outside {self.position}..{len(self.decisions)}"
+            )
+        for decision in self.decisions.between(self.position, position):
+            self._replay(decision)
+
     def moment(self, branch: int | None = None, position: int | None = None) -> str:
         """The id of a node (default: where this session is)."""
         b = self.branch if branch is None else branch

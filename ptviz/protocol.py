@@ -36,6 +36,7 @@ VIEW_COMMANDS = (
     "follow",
     "focus",
     "hello",
+    "history",
 )
 RUN_UNTIL = ("violation",)
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
@@ -195,6 +196,13 @@ def parse_client_message(text: str | None) -> dict:
                     BAD_MESSAGE, f"'focus': {addr!r} is not a descriptor address", id_
                 ) from None
         out["addr"] = addr
+    elif cmd == "history":
+        try:
+            out["addr"] = hex(parse_table_address(obj.get("addr")))
+        except ValueError:
+            raise ProtocolError(
+                BAD_MESSAGE, "'history' needs 'addr': a descriptor address", id_
+            ) from None
     elif cmd == "hello":
         out["name"] = _str(obj, "name", id_)[:60]
     elif cmd == "explore":

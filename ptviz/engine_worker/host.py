@@ -39,6 +39,9 @@ log = logging.getLogger("ptviz.engine")
 # table above it, change).
 WRITE_KINDS = frozenset((I.EV_STORE, I.EV_STXR_OK, I.EV_CAS_OK, I.EV_HW_UPDATE))
 TABLE_BITS = B.DESC_VALID | B.DESC_TYPE
+WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in WRITE_KINDS)
+HISTORY_MAX = 1000  # writes listed by `history` (the most recent ones)
+HISTORY_CHUNK = 50_000  # decisions replayed between two drains of the event buffer
 
 # Emit(target kind, target name, layer message): kind "group" or "channel".
 Emit = Callable[[str, str, dict], None]
@@ -309,6 +312,12 @@ class SessionHost:
                 index += 1
             j = event_json(live.spec, e)
             j["moment"] = tree.moment(live.branch, index + 1)
+            if e[6] & I.EVF_LOST_UPDATE:
+                reverted = reverted_by(j, reversed(out))
+                if reverted is None and live is self.live:
+                    reverted = reverted_by(j, reversed(self.recent))
+                if reverted is not None:
+                    j["reverted"] = reverted
             out.append(j)
         return out
 
@@ -741,6 +750,44 @@ class SessionHost:
         ).start()
         self._ack(viewer, msg)
 
+    def cmd_history(self, msg: dict, viewer: str | None) -> None:
+        """Every write to one descriptor on the path to this viewer's cursor (replayed
+        from the start on the lens), each with its moment; a lost update names the
+        write it reverted."""
+        v = self._viewer(viewer)
+        addr = P.parse_table_address(msg["addr"])
+        branch, position = self._cursor(v)
+        lens, _index = self._lens_at((branch, position))
+        self._lens_node = None  # the replay below moves it
+        writes: deque[dict] = deque(maxlen=HISTORY_MAX)
+        total = 0
+        m = lens.machine
+        lens.seek(0, branch)
+        m.clear_events()
+        while lens.position < position:
+            lens.advance(min(position, lens.position + HISTORY_CHUNK))
+            events = m.event_tuples()
+            m.clear_events()
+            hits = [e for e in events if e[8] == addr and e[4] in WRITE_KINDS]
+            for j in self._events_json(lens, hits) if hits else ():
+                if "lost-update" in j.get("flags", ()) and "reverted" not in j:
+                    found = reverted_by(j, reversed(writes))
+                    if found is not None:
+                        j["reverted"] = found
+                writes.append(j)
+                total += 1
+        self._ack(viewer, msg)
+        self.to_viewer(
+            viewer,
+            P.message(
+                "history",
+                addr=hex(addr),
+                moment=self._moment((branch, position)),
+                writes=list(writes),
+                truncated=total > len(writes),
+            ),
+        )
+
     def cmd_subscribe(self, msg: dict, viewer: str | None) -> None:
         tables = msg["tables"]
         v = self.viewers.get(viewer or "")
@@ -878,3 +925,22 @@ class SessionHost:
             self.persist()
         except HostLost:
             pass
+
+
+def reverted_by(store: dict, earlier: Iterable[dict]) -> dict | None:
+    """The write a lost update reverted: the latest earlier write that changed the same
+    descriptor, and the bits it set that the store cleared."""
+    for x in earlier:
+        if x.get("addr") != store["addr"] or x["kind"] not in WRITE_NAMES:
+            continue
+        if x["seq"] >= store["seq"] or x.get("old") == x.get("new"):
+            continue
+        old, new, now = int(x["old"], 16), int(x["new"], 16), int(store["new"], 16)
+        return {
+            "seq": x["seq"],
+            "actor": x["actor"],
+            "kind": x["kind"],
+            "moment": x.get("moment"),
+            "bits": B.lost_bit_names(new & ~now & (new ^ old)),
+        }
+    return None

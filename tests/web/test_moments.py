@@ -207,3 +207,40 @@ def test_run_until_a_check_is_violated_stops_right_after_it(mode):
     end = arun(body())
     assert end["violations"][0]["check"] == "no_lost_update"
     assert end["position"] == 9  # the store that lost the AF, not the end
+
+
+def test_a_descriptors_history_lists_every_write_and_names_the_update_a_store_reverted(mode):
+    session, control, _view = make_session()
+
+    async def body():
+        a = await stepped(session, control.token)
+        store_event = next(
+            e
+            for m in a.seen
+            if m["type"] == "delta"
+            for e in m["events"]
+            if "lost-update" in e.get("flags", [])
+        )
+        await a.ok("history", addr=store_event["addr"])
+        history = await a.type("history")
+        await a.ok("seek", position=8)
+        await a.type("snapshot", position=8)
+        await a.ok("history", addr=store_event["addr"])
+        before = await a.type("history")
+        await a.close()
+        return store_event, history, before
+
+    store_event, history, before = arun(body())
+    # The lost update names the hardware AF update it reverted, both as moments.
+    reverted = {"seq": 7, "actor": "vcpu0", "kind": "hw-update", "moment": "8", "bits": ["AF"]}
+    assert store_event["reverted"] == reverted
+    assert [(w["kind"], w["seq"], w["actor"], w["moment"]) for w in history["writes"]] == [
+        ("hw-update", 7, "vcpu0", "8"),
+        ("store", 8, "host0", "9"),
+    ]
+    assert history["writes"][1]["reverted"] == reverted
+    assert (
+        history["writes"][0]["old"] == "0x400003ff" and history["writes"][0]["new"] == "0x400007ff"
+    )
+    # Up to an earlier moment: only the writes before it.
+    assert before["moment"] == "8" and [w["seq"] for w in before["writes"]] == [7]
