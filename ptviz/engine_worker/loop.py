@@ -140,7 +140,13 @@ class EngineLoop:
         self.hosts[sid] = host
         viewer = message.get("viewer")
         if viewer:
-            host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
+            # A joining viewer gets its own snapshot (it may open at a moment of the past).
+            host.join(
+                viewer,
+                message.get("tables") or (),
+                reply=message.get("type") == P.JOIN,
+                who=message.get("who"),
+            )
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
         return host

@@ -7,8 +7,8 @@ import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
 import { ExplorePanel } from "./explore.js";
 import { Help } from "./help.js";
-import { label } from "./icons.js";
 import { Notices } from "./notify.js";
+import { copyText, DescriptorPanel, MomentBar, momentUrl, PresencePanel } from "./moments.js";
 import { ActorsPanel, LockPanel, MachinePanel, ViolationsPanel } from "./panels.js";
 import { Store } from "./store.js";
 import { Timeline } from "./timeline.js";
@@ -34,6 +34,9 @@ export function mount(root, boot, opts = {}) {
   let conn = null;
   let awaitingSnapshot = false;
   let subscribedThisConn = new Set();
+  let focusedBoot = false;
+  let resolveMoment = null; // the answer to a "moment" command
+  let namedThisConn = false;
 
   // --- commands ------------------------------------------------------------------------
   const fail = (err) => {
@@ -114,7 +117,31 @@ export function mount(root, boot, opts = {}) {
       if (moment && (!store.cursor || moment !== store.cursor.moment)) command("seek", { moment });
     },
     live() {
-      command("live");
+      if (store.past) command("live");
+    },
+    // A link that opens exactly here (a view link, the moment, its state hash; optionally
+    // a descriptor selected), copied to the clipboard and shown.
+    async copyMomentLink(addr = null, moment = null) {
+      let url;
+      if (moment) url = momentUrl(boot, moment, null, addr);
+      else {
+        const reply = new Promise((resolve) => (resolveMoment = resolve));
+        if (!(await command("moment"))) return;
+        const m = await reply;
+        url = momentUrl(boot, m.moment, m.hash, addr);
+      }
+      const ok = await copyText(url);
+      notices.show({ kind: "ok", code: "link", message: `${ok ? "copied" : "link"}: ${url}`, timeout: 8000 });
+      return url;
+    },
+    setName(name) {
+      command("hello", { name });
+    },
+    follow(id) {
+      command("follow", { viewer: id });
+    },
+    history(addr) {
+      if (addr) command("history", { addr });
     },
     forkHere() {
       const branch = store.cursor ? store.cursor.branch : 0;
@@ -187,8 +214,17 @@ export function mount(root, boot, opts = {}) {
     pick(row, item) {
       inject.pick(row, item);
     },
-    select() {},
+    select(it) {
+      if (it && it.t === "row") command("focus", { addr: it.key });
+      descriptor.render();
+    },
+    link(row) {
+      actions.copyMomentLink(row.addr);
+    },
   });
+  const momentBar = new MomentBar(store, actions);
+  const presence = new PresencePanel(store, actions);
+  const descriptor = new DescriptorPanel(store, actions, boot);
   const machine = new MachinePanel(store);
   const lock = new LockPanel(store);
   const actorsPanel = new ActorsPanel(store, { step: actions.step });
@@ -204,12 +240,20 @@ export function mount(root, boot, opts = {}) {
   const inject = new InjectPanel(store, actions);
   const explorePanel = new ExplorePanel(store, actions);
   const timeline = new Timeline(store, {
+    // A click on an event moves this viewer's cursor right after it.
     select(e) {
       if (e.addr) tree.revealDescriptor(e.addr, e.ipa, e.level);
+      if (e.moment) actions.seekMoment(e.moment);
+    },
+    boot,
+    goto(moment) {
+      actions.seekMoment(moment);
+    },
+    copy(moment) {
+      actions.copyMomentLink(null, moment);
     },
   });
 
-  const rewoundBar = h("div", { class: "rewound-bar", role: "status", hidden: true });
   const treePanel = h("section", { class: "panel tree-panel", "aria-label": "Stage-2 tables" },
     h("div", { class: "panel-head" },
       h("h2", null, "Stage-2 tables"),
@@ -219,7 +263,7 @@ export function mount(root, boot, opts = {}) {
         h("span", { class: "muted" }, "▸ expand = subscribe · click a row = use its IPA"))),
     tree.el,
     inject.el);
-  const side = h("div", { class: "side" }, machine.el, lock.el, violations.el, actorsPanel.el, explorePanel.el);
+  const side = h("div", { class: "side" }, presence.el, descriptor.el, machine.el, lock.el, violations.el, actorsPanel.el, explorePanel.el);
   const head = h("header", { class: "ptviz-head" },
     h("a", { class: "brand", href: "/", title: "All scenarios" }, "ptviz"),
     h("span", { class: "sess-name", title: boot.name || "" }, boot.name || "session"),
@@ -231,7 +275,7 @@ export function mount(root, boot, opts = {}) {
   const app = h("div", { class: "ptviz" },
     head,
     toolbar.el,
-    h("div", { class: "msgs" }, notices.el, rewoundBar),
+    h("div", { class: "msgs" }, momentBar.el, notices.el),
     h("div", { class: "work" }, treePanel, side),
     timeline.el,
     help.el);
@@ -336,25 +380,16 @@ export function mount(root, boot, opts = {}) {
     inject.render();
     explorePanel.render();
     toolbar.render();
-    renderRewound();
+    momentBar.render();
+    presence.render();
+    descriptor.render();
+    if (!store.past) notices.removeCode("rewound");
     dirty.clear();
   });
   const mark = (...what) => {
     for (const w of what) dirty.add(w);
     flush();
   };
-
-  function renderRewound() {
-    const show = store.haveSnapshot && store.rewound;
-    rewoundBar.hidden = !show;
-    if (store.haveSnapshot && !store.rewound) notices.removeCode("rewound");
-    if (!show) return;
-    rewoundBar.replaceChildren(
-      h("span", null, "Viewing position ", h("b", null, String(store.position)), ` of ${store.decisions} recorded decisions. Step with `, h("kbd", null, "f"), "/", h("kbd", null, "→"), " and ", h("kbd", null, "b"), "/", h("kbd", null, "←"), "; new decisions need a fork. "),
-      h("button", { type: "button", class: "btn small fork attention", onclick: () => actions.forkHere(), html: label("fork", "fork here") }),
-      h("button", { type: "button", class: "btn small", onclick: () => actions.seek(store.decisions), html: label("end", "back to the end") }),
-    );
-  }
 
   store.addEventListener("change", (ev) => {
     const d = ev.detail || {};
@@ -367,7 +402,20 @@ export function mount(root, boot, opts = {}) {
     if (d.events) mark("events");
     if (d.machine) mark("machine");
     if (d.conn) mark("actors");
-    if (d.conn || d.explore || d.hello) mark("toolbar");
+    if (d.conn || d.explore || d.hello || d.head || d.presence) mark("toolbar");
+    if (d.focus) {
+      // following a presenter: select what they selected
+      const addr = d.focus.addr;
+      if (addr) {
+        const e = store.events.findLast((x) => x.addr === addr);
+        const hit = store.rowsByAddr.get(addr);
+        tree.revealDescriptor(addr, hit ? hit.row.ipa : e?.ipa, hit ? hit.row.decoded.level : e?.level);
+        store.selectedAddr = addr;
+        mark("tree");
+      }
+    }
+    if (d.moment && resolveMoment) resolveMoment(d.moment);
+    if (d.history) descriptor.show(d.history);
   });
 
   // The flash fades by CSS; repaint once it is over so late rows get the settled style.
@@ -383,6 +431,7 @@ export function mount(root, boot, opts = {}) {
     }
     switch (msg.type) {
       case "hello":
+        namedThisConn = false;
         store.hello(msg);
         subscribedThisConn = new Set();
         awaitingSnapshot = true; // a snapshot follows hello
@@ -393,6 +442,17 @@ export function mount(root, boot, opts = {}) {
         store.snapshot(msg);
         ensureSubscriptions();
         if (msg.notice) notices.error("no_moment", msg.notice);
+        if (boot.focus && !focusedBoot) {
+          focusedBoot = true;
+          const e = store.events.findLast((x) => x.addr === boot.focus);
+          tree.revealDescriptor(boot.focus, e?.ipa, e?.level);
+          store.selectedAddr = boot.focus;
+        }
+        if (!namedThisConn) {
+          namedThisConn = true;
+          const name = localStorage.getItem("ptviz.name");
+          if (name) command("hello", { name });
+        }
         break;
       }
       case "delta":
@@ -480,6 +540,7 @@ export function mount(root, boot, opts = {}) {
     else if (k === "Home" && !inWidget) actions.seek(0);
     else if (k === "End" && !inWidget) actions.live();
     else if (k === "k") actions.forkHere();
+    else if (k === "c") actions.copyMomentLink();
     else if (k === "e") actions.explore();
     else if (k === "i") inject.ipa.disabled ? inject.actor.focus() : inject.ipa.focus();
     else if (k === "t") tree.el.focus();

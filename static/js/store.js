@@ -103,6 +103,12 @@ export class Store extends EventTarget {
     // A snapshot that moves forward (seek/forward through a recording, a collapsed
     // backlog) flashes what changed since the previous view, like deltas do.
     const fromSeq = this.haveSnapshot && (msg.position ?? 0) > this.position ? this.seq : Infinity;
+    // Seeking back on the same branch keeps the events after the new moment, greyed
+    // (`later`): the timeline still shows what comes next.
+    const sameBranch = msg.cursor && this.cursor && msg.cursor.branch === this.cursor.branch;
+    const later = msg.cursor && !msg.cursor.live && sameBranch
+      ? this.events.filter((e) => e.seq >= (msg.seq ?? 0)).map((e) => ({ ...e, later: true }))
+      : [];
     this.reset();
     this.expanded = expanded;
     this.haveSnapshot = true;
@@ -122,6 +128,7 @@ export class Store extends EventTarget {
     this.hash = msg.hash || null;
     this.mergeTables(msg.tables || {});
     this.addEvents(msg.events || [], false, fromSeq);
+    if (later.length) this.events.push(...later);
     this.emit({ snapshot: true, tables: true, events: true, actors: true, machine: true });
   }
 

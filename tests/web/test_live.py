@@ -111,6 +111,10 @@ def test_step_events_match_the_engine(mode):
         replay.step(name)
         # Each event names the moment right after its step (a click goes there).
         assert [e.pop("moment") for e in events] == [str(replay.position)]
+        # The lost update names the write it reverted (tests/web/test_moments.py).
+        assert [bool(e.pop("reverted", None)) for e in events] == [
+            "lost-update" in e.get("flags", []) for e in events
+        ]
         assert events == replay.events()
     assert [e for batch in got for e in batch if "lost-update" in e.get("flags", [])]
 
