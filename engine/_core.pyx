@@ -21,17 +21,17 @@ from .spec import OpSpec
 from .twin import EngineError
 
 cdef extern from "_bits.h":
-    uint64_t PT_TABLE_BASE, PT_PAGE_SIZE, PT_PTRS_PER_TABLE, PT_OA_MASK
+    uint64_t PT_TABLE_BASE, PT_PAGE_SIZE, PT_PTRS_PER_TABLE, PT_OA_MASK, PT_BBM_MASK
     uint64_t PT_DESC_VALID, PT_DESC_TYPE, PT_AF, PT_DBM, PT_S2AP_R, PT_S2AP_W
     uint64_t PT_LEVEL_SHIFT_2, PT_NREGS, PT_TLB_ENTRIES
     uint64_t PT_R0, PT_PTR, PT_IPA, PT_END, PT_CUR, PT_LEVEL, PT_WLEVEL, PT_WT0, PT_RET
-    uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA
+    uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA, PT_FAULTS, PT_FAULTS_MAX
     uint64_t PT_OP_MOV, PT_OP_MOVK, PT_OP_AND, PT_OP_ANDN, PT_OP_ORR, PT_OP_BZ, PT_OP_BNZ
     uint64_t PT_OP_BEQ, PT_OP_B, PT_OP_BLT, PT_OP_ADDK, PT_OP_MEMSLOT, PT_OP_END
     uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
     uint64_t PT_OP_LOCK, PT_OP_UNLOCK, PT_OP_LOAD, PT_OP_STORE, PT_OP_LDXR, PT_OP_STXR
     uint64_t PT_OP_CAS, PT_OP_TLBI_IPA, PT_OP_TLBI_ALL, PT_OP_SWALK, PT_OP_RWALK
-    uint64_t PT_OP_HW_ACCESS, PT_RWALK_VISIT_INVALID
+    uint64_t PT_OP_HW_ACCESS, PT_OP_TLB_EVICT, PT_RWALK_VISIT_INVALID
     uint64_t PT_LOCK_READ
     uint64_t PT_FAULT_NONE, PT_FAULT_TRANSLATION, PT_FAULT_ACCESS_FLAG, PT_FAULT_PERMISSION
     uint64_t PT_EV_LOAD, PT_EV_STORE, PT_EV_LDXR, PT_EV_STXR_OK, PT_EV_STXR_FAIL, PT_EV_CAS_OK
@@ -40,7 +40,7 @@ cdef extern from "_bits.h":
     uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
     uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
 
-DEF NR = 21  # isa.NREGS (checked at import)
+DEF NR = 22  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
@@ -161,7 +161,8 @@ cdef class Machine:
     cdef int n_memslots
     cdef int start_level
     cdef uint64_t start_entries
-    cdef bint ha, hd, tlb_on
+    cdef bint ha, hd, tlb_on, count_faults
+    cdef bint af_on_perm, af_dirty_separate, tlbi_vmalle1  # [machine] what-ifs
     cdef int lock_writer
     cdef int lock_readers
     cdef Pending *pending
@@ -206,6 +207,10 @@ cdef class Machine:
         self.ha = spec.ha
         self.hd = spec.hd
         self.tlb_on = spec.tlb
+        self.count_faults = spec.count_faults
+        self.af_on_perm = spec.af_on_permission_fault
+        self.af_dirty_separate = spec.af_dirty_separate
+        self.tlbi_vmalle1 = spec.tlbi_vmalle1
         self.nslots = len(spec.mem)
         self.mem = <uint64_t *>malloc(max(1, self.nslots) * 8)
         cdef const unsigned char[:] raw = spec.mem.tobytes()
@@ -377,7 +382,7 @@ cdef class Machine:
                     before = self.pending[k].old
                     have = True
             if have:
-                changed = (before ^ new) & (PT_OA_MASK | PT_DESC_TYPE)
+                changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
@@ -458,8 +463,10 @@ cdef class Machine:
         if a.op_i >= a.n_ops:
             return
         cdef COp *op = &self.ops[a.op_base + a.op_i]
+        cdef uint64_t faults = a.regs[PT_FAULTS]
         a.pc = op.entry
         memset(a.regs, 0, sizeof(a.regs))
+        a.regs[PT_FAULTS] = faults
         a.regs[PT_IPA] = op.ipa
         a.regs[PT_END] = op.end
         a.regs[PT_WRITE] = op.write
@@ -575,6 +582,8 @@ cdef class Machine:
                     r[PT_LEVEL] = slot.level
                     break
         elif op == PT_OP_TLB_IPA_LOCAL:
+            if self.tlbi_vmalle1:  # what-if: ... TLBI VMALLE1 (this CPU) follows
+                a.tlb_n = 0
             self._tlb_drop(a, r[PT_IPA])
         else:
             raise AssertionError(f"unknown local opcode {op}")
@@ -661,6 +670,10 @@ cdef class Machine:
             return self._rwalk(i, a, ins)
         elif op == PT_OP_HW_ACCESS:
             self._hw_access(i, a, ins)
+        elif op == PT_OP_TLB_EVICT:  # twin: OP_TLB_EVICT
+            self.act[r[x]].tlb_n = 0
+            self._event(i, PT_EV_TLBI, 0, 0, r[x], 0, 0, 2, 0)
+            a.pc += 1
         else:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
@@ -681,7 +694,7 @@ cdef class Machine:
         cdef int j
         cdef Py_ssize_t k, w = 0
         for j in range(self.n_actors):
-            if everything:
+            if everything or self.tlbi_vmalle1:  # what-if: KVM's TLBI VMALLE1IS after it
                 self.act[j].tlb_n = 0
             else:
                 self._tlb_drop(&self.act[j], ipa)
@@ -776,6 +789,18 @@ cdef class Machine:
         out[0] = new
         return PT_FAULT_NONE
 
+    cdef inline int _target(self, uint64_t desc, uint64_t write, uint64_t *out, int *phase) noexcept nogil:
+        """twin: _target (the Arm ARM choices R_QSPMS, R_PRHKD as what-ifs)."""
+        cdef int fault = self._evaluate(desc, write, out)
+        phase[0] = 2
+        if fault == PT_FAULT_PERMISSION and self.af_on_perm and not (desc & PT_AF):
+            out[0] = desc | PT_AF
+            phase[0] = 3
+            return PT_FAULT_NONE
+        if fault == PT_FAULT_NONE and self.af_dirty_separate and ((out[0] ^ desc) & PT_AF):
+            out[0] = desc | PT_AF
+        return fault
+
     cdef inline void _complete(self, Actor *a) noexcept nogil:
         a.pc += 1
         a.regs[PT_PHASE] = 0
@@ -805,6 +830,8 @@ cdef class Machine:
         return PT_EVF_TLB_FILL
 
     cdef inline void _fault(self, Actor *a, int fault) noexcept nogil:
+        if self.count_faults and a.regs[PT_FAULTS] < PT_FAULTS_MAX:
+            a.regs[PT_FAULTS] += 1
         a.regs[PT_STATUS] = fault
         a.regs[PT_PHASE] = 0
         a.pc = self.code[a.pc].b
@@ -813,8 +840,8 @@ cdef class Machine:
         """twin: _hw_access."""
         cdef uint64_t *r = a.regs
         cdef uint64_t ipa = r[PT_IPA], write = r[PT_WRITE]
-        cdef uint64_t entry, desc, base, cur, new = 0
-        cdef int level, fault, flags, t
+        cdef uint64_t entry, desc, base, cur, written, new = 0
+        cdef int level, fault, flags, t, phase = 2
         cdef TlbEntry *e
         if r[PT_PHASE] == 0:
             if self.tlb_on:
@@ -849,7 +876,7 @@ cdef class Machine:
                 self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, PT_FAULT_TRANSLATION, 0)
                 self._fault(a, PT_FAULT_TRANSLATION)
                 return 0
-            fault = self._evaluate(desc, write, &new)
+            fault = self._target(desc, write, &new, &phase)
             if fault:
                 self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, fault, 0)
                 self._fault(a, fault)
@@ -863,7 +890,7 @@ cdef class Machine:
                 return 0
             r[PT_HWOLD] = desc
             r[PT_HWNEW] = new
-            r[PT_PHASE] = 2
+            r[PT_PHASE] = phase
             self._event(i, PT_EV_WALK, level, entry, base, desc, desc, 0, 0)
             return 0
         # phase 2: arm_casq_ptw; on a mismatch re-evaluate from memory (Arm ARM I_YZSVV)
@@ -872,15 +899,28 @@ cdef class Machine:
         base = ipa & ~(((<uint64_t>1) << level_shift(level)) - 1)
         cur = self._read(entry)
         if cur == r[PT_HWOLD]:
-            self._write(i, entry, r[PT_HWNEW])
-            flags = self._fill(a, r[PT_HWNEW], level, entry)
-            self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, r[PT_HWNEW], 0, flags)
+            written = r[PT_HWNEW]
+            self._write(i, entry, written)
+            if r[PT_PHASE] == 3:  # R_QSPMS what-if: AF set, then the Permission fault
+                self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, written,
+                            PT_FAULT_PERMISSION, 0)
+                self._fault(a, PT_FAULT_PERMISSION)
+                return 0
+            new = written
+            self._target(written, write, &new, &phase)
+            if new != written:  # R_PRHKD what-if: the dirty-state update follows
+                self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, written, 0, 0)
+                r[PT_HWOLD] = written
+                r[PT_HWNEW] = new
+                return 0
+            flags = self._fill(a, written, level, entry)
+            self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, written, 0, flags)
             self._complete(a)
             return 0
         if not leaf_kind(cur, level):
             fault = PT_FAULT_TRANSLATION
         else:
-            fault = self._evaluate(cur, write, &new)
+            fault = self._target(cur, write, &new, &phase)
         if fault:
             self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, fault, 0)
             self._fault(a, fault)
@@ -893,6 +933,7 @@ cdef class Machine:
         self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, 0, 0)
         r[PT_HWOLD] = cur
         r[PT_HWNEW] = new
+        r[PT_PHASE] = phase
         return 0
 
     # --- exploration support -----------------------------------------------------------
@@ -1056,8 +1097,8 @@ cdef class Machine:
             a = &self.act[i]
             a.op_i = st["op_i"]
             a.pc = st["pc"]
-            for k in range(NR):
-                a.regs[k] = st["regs"][k]
+            for k in range(NR):  # older snapshots have fewer registers
+                a.regs[k] = st["regs"][k] if k < len(st["regs"]) else 0
             a.mon = st["mon"]
             if len(st["tlb"]) > NTLB:
                 raise EngineError("snapshot TLB larger than the model's")

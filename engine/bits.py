@@ -43,6 +43,10 @@ XN_SHIFT = 53  # bits 54:53: XN[1:0] (FEAT_XNX; bit 54 alone without it)
 XN_MASK = 3 << XN_SHIFT
 SW_SHIFT = 55  # bits 58:55: reserved for software use
 SW_MASK = 0xF << SW_SHIFT
+# Arm ARM D8.17.1 R_WHZWS: changing any of these in a live descriptor needs break-before-
+# make: the output address, the block size (descriptor type), the memory type and
+# cacheability (stage-2 MemAttr) and the Shareability.
+BBM_MASK = OA_MASK | DESC_TYPE | MEMATTR_MASK | SH_MASK
 
 # KVM_INVALID_PTE_LOCKED (v6.x pgtable.c): an invalid descriptor with bit 10 set marks a
 # PTE owned by a break-before-make in progress.

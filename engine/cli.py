@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("file")
     ex.add_argument("--json", action="store_true")
     ex.add_argument("--engine", choices=ENGINES, default="cython")
+    _commits_option(ex)
     ex.add_argument(
         "--max-states",
         type=int,
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"list the trace even when it is longer than {TRACE_LISTED_MAX:,} micro-steps",
     )
     run.add_argument("--engine", choices=ENGINES, default="cython")
+    _commits_option(run)
     dec = sub.add_parser("decode", help="decode one stage-2 descriptor")
     dec.add_argument("raw")
     dec.add_argument("--level", type=int, default=3, choices=(0, 1, 2, 3))
@@ -77,12 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _commits_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--commits",
+        action="append",
+        default=[],
+        metavar="+ID,-ID",
+        help="apply (+ID) or revert (-ID) modelled kernel commits on top of the scenario's "
+        "own `commits` (write --commits=-ID: a leading '-' needs the '=')",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "decode":
             return _decode(args)
-        scenario = load_scenario(args.file)
+        changes = tuple(c.strip() for arg in args.commits for c in arg.split(",") if c.strip())
+        scenario = load_scenario(args.file, changes)
         spec = build_spec(scenario)
         if args.command == "explore":
             return _explore(args, spec)
@@ -200,6 +214,11 @@ def _print_text(out: dict) -> None:
         f"{out['scenario']}  [kernel {out['kernel']}, HAFDBS={m['hafdbs']} HA={int(m['ha'])} "
         f"HD={int(m['hd'])}, VTCR_EL2={m['vtcr_el2']}]"
     )
+    scenario_commits = [c for c in m["commits"] if c["origin"] == "scenario"]
+    if scenario_commits or m["reverted"]:
+        applied = " ".join(f"+{c['id']}" for c in scenario_commits)
+        undone = " ".join(f"-{c}" for c in m["reverted"])
+        print(f"  commits on top of {out['kernel']}: {' '.join(filter(None, (applied, undone)))}")
     if "interleavings" in out:
         print(f"{out['interleavings']:,} interleavings, {out['states']:,} states")
     for trace_event in out.get("trace", []):
@@ -213,6 +232,8 @@ def _print_text(out: dict) -> None:
                 f"  {ipa}: valid={leaf['valid']} af={leaf['af']} s2ap={leaf['s2ap']} "
                 f"dbm={leaf['dbm']} pa={leaf['pa']} raw={leaf['raw']}"
             )
+        for name, values in (f.get("actors") or {}).items():
+            print(f"  {name}: " + " ".join(f"{k}={v}" for k, v in values.items()))
         if not f.get("leaves"):
             for row in f["leaf_summary"]:
                 print(

@@ -10,7 +10,7 @@ header the core includes, so there is one definition.
 """
 
 # --- Registers (per actor) --------------------------------------------------------------
-NREGS = 21
+NREGS = 22
 R0, R1, R2, R3 = 0, 1, 2, 3  # general purpose
 PTR = 4  # address of the descriptor being operated on (a kernel `pte_t *`)
 IPA = 5  # the operation's address (a gfn loop's cursor)
@@ -26,6 +26,9 @@ HWOLD = 17  # the descriptor the walker evaluated
 HWNEW = 18  # the descriptor it means to write (AF / dirty state set)
 WRITE = 19  # the access is a store
 EIPA = 20  # IPA of the entry at PTR (aligned to its level), set by the walks
+FAULTS = 21  # stage-2 faults this vCPU took, over all its operations (kept across ops),
+#              counted only when a scenario asks (MachineSpec.count_faults), up to FAULTS_MAX
+FAULTS_MAX = 3  # "3" reads "3 or more": a bound keeps spinning schedules finite
 
 # --- Opcodes --------------------------------------------------------------------------
 # Instruction encoding: (opcode, a, b, c). `k` operands index the program's constant pool.
@@ -71,6 +74,8 @@ OP_RWALK = 30  # range walk over [CUR, reg c >> 4): loads every entry in order (
 #                entries are skipped unless c & RWALK_VISIT_INVALID; range done -> goto b
 OP_HW_ACCESS = 31  # the hardware: TLB lookup, stage-2 walk, AF/DBM update of IPA (WRITE says
 #                    load or store); completes -> pc + 1; faults -> goto b, STATUS = fault type
+
+OP_TLB_EVICT = 32  # the hardware evicts every entry of vCPU reg a's TLB (machine.tlb_evict)
 
 RWALK_VISIT_INVALID = 1
 
@@ -138,4 +143,5 @@ EVENT_KIND_NAMES = (
 FAULT_NAMES = ("", "translation", "access-flag", "permission")
 LOCK_MODE_NAMES = ("spin", "read", "write")
 CHECK_NAMES = ("no_lost_update", "break_before_make")
-SHARED_OPCODES = frozenset(range(OP_LOCK, OP_HW_ACCESS + 1))
+SHARED_OPCODES = frozenset(range(OP_LOCK, OP_TLB_EVICT + 1))
+TLBI_NAMES = ("ipa", "all", "evict")  # EV_TLBI detail: by IPA, the VMID, a TLB eviction

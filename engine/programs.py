@@ -23,9 +23,11 @@ Modelling rules that apply to all generations:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import bits as B
 from . import isa as I
+from .commits import GENERATIONS, LOCAL_TLBI_RELAX, PGTABLE, RELAX_EAGAIN_TLBI, SEED, TEST_AGE_RANGE
 
 ALL = (1 << 64) - 1
 
@@ -41,6 +43,7 @@ class Program:
     """Assembled code of one generation: instructions, constants, and where ops start."""
 
     kernel: str
+    commits: frozenset[str] = frozenset()  # the modelled commits (engine/commits.py) applied
     code: list[tuple[int, int, int, int]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # the source line each instruction models
     consts: list[int] = field(default_factory=lambda: [0, 1, ALL])
@@ -48,6 +51,10 @@ class Program:
     sources: dict[str, str] = field(default_factory=dict)  # op -> kernel function(s) it follows
     _labels: dict[str, int] = field(default_factory=dict)
     _fixups: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def has(self, commit: str) -> bool:
+        """Whether modelled commit `commit` (its 12-digit id) is applied."""
+        return commit in self.commits
 
     # --- assembler ---
     def k(self, value: int) -> int:
@@ -140,6 +147,16 @@ def _guest_access(p: Program) -> None:
     p.emit(I.OP_END, at="access complete")
 
 
+def _hardware_ops(p: Program) -> None:
+    """What the hardware does on its own (a [machine] what-if adds the actor that runs it)."""
+    p.op(
+        "tlb_evict",
+        "Arm ARM D8.14: a TLB may evict a cached entry at any time; the next access re-walks",
+    )
+    p.emit(I.OP_TLB_EVICT, I.IPA, at="the TLB of vCPU [IPA] loses every entry (eviction)")
+    p.emit(I.OP_END, at="evicted")
+
+
 def _walk_init(p: Program, kind: str) -> None:
     """Start a software walk at the start-level table (kvm->arch.pgd / pgt->pgd)."""
     p.emit(I.OP_WALK_INIT, 1 if kind == "range" else 0, at="walk from kvm->arch.pgd")
@@ -179,9 +196,7 @@ def _v4_fault_handler(p: Program) -> None:
     # user_mem_abort: a new leaf from the memslot, installed by stage2_set_pte /
     # stage2_set_pmd_huge with break-before-make (plain stores, kvm_tlb_flush_vmid_ipa).
     p.label("uma")
-    new_pte = (
-        "kvm_s2pte_mkwrite(new_pte)" if p.kernel == "seed" else "kvm_set_s2pte_writable(&new_pte)"
-    )
+    new_pte = "kvm_s2pte_mkwrite(new_pte)" if p.has(SEED) else "kvm_set_s2pte_writable(&new_pte)"
     p.emit(
         I.OP_MEMSLOT,
         I.R1,
@@ -212,7 +227,7 @@ def _v4_fault_handler(p: Program) -> None:
 def _v4_readonly_rmw(p: Program, retry: str, done: str) -> None:
     """kvm_set_s2pte_readonly / kvm_set_s2pmd_readonly on the leaf at PTR, value in R0."""
     K = p.k
-    if p.kernel == "v4.6":
+    if not p.has(SEED):
         # v4.6 asm/kvm_mmu.h: pte_val(*pte) = (pte_val(*pte) & ~PTE_S2_RDWR) | PTE_S2_RDONLY
         p.emit(I.OP_ANDN, I.R0, I.R0, K(B.S2AP_RW), at="pte_val(*pte) & ~PTE_S2_RDWR")
         p.emit(I.OP_ORR, I.R0, I.R0, K(B.S2AP_R), at="| PTE_S2_RDONLY")
@@ -232,7 +247,7 @@ def _v4_readonly_rmw(p: Program, retry: str, done: str) -> None:
 
 def _v4_host_ops(p: Program) -> None:
     K = p.k
-    seed = p.kernel == "seed"
+    seed = p.has(SEED)  # 06485053: LDXR/STXR readonly, atomic test-and-clear-young
     lock = I.LOCK_SPIN
 
     p.op(
@@ -331,19 +346,23 @@ def _v4_host_ops(p: Program) -> None:
     p.emit(I.OP_UNLOCK, lock, at="spin_unlock(&kvm->mmu_lock)")
     p.emit(I.OP_END, at="return young")
 
-    p.op(
-        "test_age",
-        "virt/kvm/kvm_main.c: kvm_mmu_notifier_test_young -> arch/arm/kvm/mmu.c: "
-        "kvm_test_age_hva -> handle_hva_to_gpa(kvm, hva, hva, ...): hva_start == hva_end, so "
-        "every memslot is skipped and kvm_test_age_hva_handler never runs (returns 0)",
-    )
-    p.emit(I.OP_LOCK, lock, at="kvm_mmu_notifier_test_young: spin_lock(&kvm->mmu_lock)")
-    p.emit(
-        I.OP_UNLOCK,
-        lock,
-        at="handle_hva_to_gpa(kvm, hva, hva, ...): if (hva_start >= hva_end) continue; spin_unlock",
-    )
-    p.emit(I.OP_END, at="return young (0)")
+    if p.has(TEST_AGE_RANGE):
+        _v4_test_age_fixed(p)
+    else:
+        p.op(
+            "test_age",
+            "virt/kvm/kvm_main.c: kvm_mmu_notifier_test_young -> arch/arm/kvm/mmu.c: "
+            "kvm_test_age_hva -> handle_hva_to_gpa(kvm, hva, hva, ...): hva_start == hva_end, "
+            "so every memslot is skipped and kvm_test_age_hva_handler never runs (returns 0)",
+        )
+        p.emit(I.OP_LOCK, lock, at="kvm_mmu_notifier_test_young: spin_lock(&kvm->mmu_lock)")
+        p.emit(
+            I.OP_UNLOCK,
+            lock,
+            at="handle_hva_to_gpa(kvm, hva, hva, ...): if (hva_start >= hva_end) continue; "
+            "spin_unlock",
+        )
+        p.emit(I.OP_END, at="return young (0)")
 
     p.op(
         "unmap",
@@ -385,6 +404,36 @@ def _v4_host_ops(p: Program) -> None:
     )
     p.emit(I.OP_TLBI_ALL, at="kvm_flush_remote_tlbs(kvm)")
     p.emit(I.OP_END, at="return")
+
+
+def _v4_test_age_fixed(p: Program) -> None:
+    """cf2d23e0bac9 (v5.6, virt/kvm/arm/mmu.c): kvm_test_age_hva passes (hva, hva +
+    PAGE_SIZE), so kvm_test_age_hva_handler reads the leaf: pmd_young / pte_young."""
+    K = p.k
+    p.op(
+        "test_age",
+        "virt/kvm/kvm_main.c: kvm_mmu_notifier_test_young -> arch/arm/kvm/mmu.c: "
+        "kvm_test_age_hva -> handle_hva_to_gpa(kvm, hva, hva + PAGE_SIZE, ...) -> "
+        "kvm_test_age_hva_handler (cf2d23e0bac9)",
+    )
+    p.emit(I.OP_LOCK, I.LOCK_SPIN, at="kvm_mmu_notifier_test_young: spin_lock(&kvm->mmu_lock)")
+    _walk_init(p, "one")
+    p.emit(
+        I.OP_SWALK,
+        I.R0,
+        "ta_out",
+        0,
+        at="pmd = stage2_get_pmd(kvm, NULL, gpa); if (!pmd || pmd_none(*pmd)) return 0",
+    )
+    p.emit(I.OP_BNEK, I.LEVEL, K(3), "ta_young", at="if (pmd_thp_or_huge(*pmd)) pmd_young")
+    p.emit(I.OP_LOAD, I.R0, at="pte = pte_offset_kernel(pmd, gpa); if (!pte_none(*pte))")
+    p.emit(I.OP_BZ, I.R0, K(B.DESC_VALID), "ta_out", at="return 0")
+    p.label("ta_young")
+    p.emit(I.OP_AND, I.R1, I.R0, K(B.AF), at="return pte_young(*pte)")
+    p.emit(I.OP_ORRR, I.RET, I.RET, I.R1, at="ret |= handler(kvm, gpa, data)")
+    p.label("ta_out")
+    p.emit(I.OP_UNLOCK, I.LOCK_SPIN, at="spin_unlock(&kvm->mmu_lock)")
+    p.emit(I.OP_END, at="return young")
 
 
 # ---------------------------------------------------------------------------------------
@@ -491,11 +540,23 @@ def _v66_fault_handler(p: Program) -> None:
         "map_next",
         at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
     )
+    # be097997a273 (v6.7): -EAGAIN (another CPU changed the PTE) invalidates too.
+    eagain_tlbi = p.has(RELAX_EAGAIN_TLBI)
     _v66_attr_walk(
-        p, "rp", set_bits=B.S2AP_RW, clr_bits=0, shared=True, done="rp_ok", eagain="uma_out"
+        p,
+        "rp",
+        set_bits=B.S2AP_RW,
+        clr_bits=0,
+        shared=True,
+        done="rp_ok",
+        eagain="rp_ok" if eagain_tlbi else "uma_out",
     )
     p.label("rp_ok")
-    p.emit(I.OP_TLB_IPA_LOCAL, at="relax_perms: if (!ret) __kvm_tlb_flush_vmid_ipa_nsh")
+    cond = "if (!ret || ret == -EAGAIN)" if eagain_tlbi else "if (!ret)"
+    if p.has(LOCAL_TLBI_RELAX):  # a12ab1378a88 (v6.4): this CPU only
+        p.emit(I.OP_TLB_IPA_LOCAL, at=f"relax_perms: {cond} __kvm_tlb_flush_vmid_ipa_nsh")
+    else:
+        p.emit(I.OP_TLBI_IPA, I.IPA, at=f"relax_perms: {cond} __kvm_tlb_flush_vmid_ipa")
     p.emit(I.OP_B, "uma_out", at="user_mem_abort: out_unlock")
 
     # kvm_pgtable_stage2_map -> stage2_map_walker_try_leaf (shared walk, HANDLE_FAULT)
@@ -650,10 +711,14 @@ def _v66_host_ops(p: Program) -> None:
     p.emit(I.OP_END, at="return")
 
 
-def assemble(kernel: str) -> Program:
-    p = Program(kernel)
+def assemble(kernel: str, commits: frozenset[str] | None = None) -> Program:
+    """The programs of generation `kernel` with the modelled `commits` applied (default:
+    the generation's own, engine/commits.py)."""
+    gen = GENERATIONS[kernel]
+    p = Program(kernel, gen.commits if commits is None else frozenset(commits))
     _guest_access(p)
-    if kernel == "v6.6":
+    _hardware_ops(p)
+    if gen.base == PGTABLE:
         _v66_fault_handler(p)
         _v66_host_ops(p)
     else:
@@ -662,4 +727,10 @@ def assemble(kernel: str) -> Program:
     return p.link()
 
 
-PROGRAMS = {kernel: assemble(kernel) for kernel in ("v4.6", "seed", "v6.6")}
+@lru_cache(maxsize=64)
+def program_for(kernel: str, commits: frozenset[str]) -> Program:
+    """Assembled once per (generation, commit set): every machine of a scenario shares it."""
+    return assemble(kernel, commits)
+
+
+PROGRAMS = {kernel: program_for(kernel, g.commits) for kernel, g in GENERATIONS.items()}

@@ -7,9 +7,10 @@ from array import array
 
 from . import bits as B
 from . import isa as I
+from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
-from .scenario import Scenario
+from .scenario import WHAT_IF_KEYS, Scenario
 from .spec import MachineSpec, walk_image
 
 LEAVES_LISTED_MAX = 4096
@@ -61,16 +62,28 @@ class Observer:
         self.leaf_ipas = [ipa for m in sc.maps for ipa, _pa in m.leaves()]
         ex = sc.expect
         preds = (ex.always + ex.sometimes + ex.never) if ex else ()
-        self.pred_ipas = sorted({p.ipa for p in preds})
+        self.pred_ipas = sorted({p.ipa for p in preds if p.actor is None})
+        # Actors that predicates read: their values are part of what tells states apart.
+        names = spec.actor_names
+        self.pred_actors = sorted({names.index(p.actor) for p in preds if p.actor})
         self.info: dict[bytes, dict] = {}
 
     def __call__(self, machine) -> bytes:
         mem = machine.mem_array()
         g = self.spec.geometry
         values = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.leaf_ipas))
+        actors = {}
+        for i in self.pred_actors:
+            regs = machine.actor_view(i)["regs"]
+            vcpu = self.spec.actors[i].kind == I.KIND_VCPU
+            actors[self.spec.actor_names[i]] = (
+                {"faults": regs[I.FAULTS]} if vcpu else {"ret": int(regs[I.RET] != 0)}
+            )
+        values.extend(v for a in actors.values() for v in a.values())
         key = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values)
+            self.info[key] = self._describe(mem, values[: len(self.leaf_ipas)])
+            self.info[key]["actors"] = actors
         return key
 
     def _describe(self, mem, values) -> dict:
@@ -113,9 +126,11 @@ def event_json(spec: MachineSpec, e: tuple) -> dict:
     if kind in (I.EV_LOCK, I.EV_UNLOCK):
         out["lock"] = I.LOCK_MODE_NAMES[detail]
     elif kind == I.EV_TLBI:
-        out["tlbi"] = "all" if detail else "ipa"
-        if not detail:
+        out["tlbi"] = I.TLBI_NAMES[detail]
+        if detail == 0:
             out["ipa"] = hexs(ipa)
+        elif detail == 2:  # a TLB eviction (machine.tlb_evict): whose TLB
+            out["vcpu"] = spec.actors[ipa].name
     else:
         out.update(level=level, addr=hexs(addr), ipa=hexs(ipa), old=hexs(old), new=hexs(new))
         if detail:
@@ -132,6 +147,8 @@ def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[
     if info["leaves"] is not None:
         out["leaves"] = {ipa: leaf_json(f) for ipa, f in info["leaves"].items()}
     out["leaf_summary"] = info["summary"]
+    if info["actors"]:
+        out["actors"] = info["actors"]
     out["count"] = count
     out["example_schedule"] = schedule
     return out
@@ -146,7 +163,8 @@ def evaluate_expect(
         return {"passed": True, "results": results}
 
     def holds(pred, key):
-        return pred.holds(observer.info[key]["preds"][pred.ipa])
+        info = observer.info[key]
+        return pred.holds(info["actors"][pred.actor] if pred.actor else info["preds"][pred.ipa])
 
     for kind, preds, test in (
         ("always", ex.always, all),
@@ -172,13 +190,17 @@ def evaluate_expect(
 def machine_json(spec: MachineSpec) -> dict:
     m = spec.scenario.machine
     g = spec.geometry
+    sc = spec.scenario
     return {
+        "commits": commits_json(sc.kernel, sc.commits),
+        "reverted": reverted(sc.kernel, sc.commits),
         "hafdbs": m.hafdbs,
         "ha": m.ha,
         "hd": m.hd,
         "ipa_bits": m.ipa_bits,
         "granule": m.granule,
         "tlb": m.tlb,
+        **{key: getattr(m, key) for key in WHAT_IF_KEYS},
         "vtcr_el2": hexs(spec.vtcr),
         "vttbr_el2": hexs(g.vttbr),
         "start_level": g.start_level,

@@ -12,28 +12,47 @@ import re
 import tomllib
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from itertools import pairwise
 from os import PathLike
 from typing import Any, NoReturn
 
 from . import bits
-from .isa import TLB_ENTRIES
+from .commits import GENERATIONS, PGTABLE, SEED, CommitError, lookup, modelled_list, resolve
+from .isa import FAULTS_MAX, TLB_ENTRIES
 from .sizes import MAP_SIZES, hexs, parse_int, parse_size, size_name
 
-KERNELS = ("v4.6", "seed", "v6.6")
+KERNELS = tuple(GENERATIONS)
 VCPU_OPS = ("read", "write")
 HOST_OPS = ("set_readonly", "wp", "age", "test_age", "unmap", "flush_tlb")
 CHECKS = ("no_lost_update", "break_before_make")
 GRANULES = ("4K",)
 S2AP_NAMES = ("none", "ro", "wo", "rw")
 PREDICATE_FIELDS = ("valid", "af", "dbm", "s2ap", "pa", "raw")
+# "NAME: field=value" predicates on an actor (an extension): a vCPU's stage-2 faults over
+# the run (FAULTS_MAX reads "that many or more"), a host actor's last operation's return
+# value (1: nonzero, e.g. test_age found the page young).
+ACTOR_PREDICATE_FIELDS = {"vcpu": ("faults",), "host": ("ret",)}
 IPA_BITS_MIN, IPA_BITS_MAX = 32, 48
 MAX_LEAVES = 1 << 22  # total leaves over all [[map]]s the model will build
 
-TOP_KEYS = ("name", "description", "kernel", "machine", "map", "actor", "expect")
-MACHINE_KEYS = ("hafdbs", "ha", "hd", "ipa_bits", "granule", "tlb")
+TOP_KEYS = (
+    "name",
+    "description",
+    "kernel",
+    "commits",
+    "fix",
+    "machine",
+    "map",
+    "actor",
+    "expect",
+)
+# Arm ARM choices the hardware may make, each a what-if (default off): README, "What
+# hardware may do".
+WHAT_IF_KEYS = ("af_on_permission_fault", "af_dirty_separate", "tlb_evict", "tlbi_vmalle1")
+MACHINE_KEYS = ("hafdbs", "ha", "hd", "ipa_bits", "granule", "tlb", *WHAT_IF_KEYS)
+EVICT_ACTOR = "evict"  # the hardware actor machine.tlb_evict adds
 MAP_KEYS = ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")
 ACTOR_KEYS = ("name", "kind", "do", "tlb")
 ACTOR_KINDS = ("vcpu", "host")
@@ -119,6 +138,10 @@ class MachineConfig:
     ipa_bits: int
     granule: str
     tlb: bool
+    af_on_permission_fault: bool = False  # R_QSPMS: a faulting access may set AF
+    af_dirty_separate: bool = False  # R_PRHKD: AF and dirty state in two atomic updates
+    tlb_evict: bool = False  # a TLB may evict entries at any time: a hardware actor does
+    tlbi_vmalle1: bool = False  # KVM's TLBI by IPA is followed by TLBI VMALLE1IS
 
 
 @dataclass(frozen=True)
@@ -172,12 +195,14 @@ class Actor:
 
 @dataclass(frozen=True)
 class Predicate:
-    ipa: int
+    ipa: int | None  # None for a predicate on an actor
     fields: tuple[tuple[str, int | str], ...]
     text: str
+    actor: str | None = None  # "NAME: faults=N" / "NAME: ret=0|1"
 
     def holds(self, leaf: dict) -> bool:
-        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw"})."""
+        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw"}), or for
+        an actor predicate the actor's values ({"faults", "ret"})."""
         for name, want in self.fields:
             got = leaf.get(name)
             if isinstance(got, bool):
@@ -207,6 +232,9 @@ class Scenario:
     actors: tuple[Actor, ...]
     expect: Expect | None
     path: str
+    commits: frozenset[str] = frozenset()  # modelled commits applied (engine/commits.py)
+    commit_changes: tuple[str, ...] = ()  # the `commits` key as written ("+ID", "-ID")
+    fix: str | None = None  # a bug scenario: the modelled commit that fixes the bug shown
 
     @cached_property
     def _by_ipa(self) -> tuple[list[int], list[Mapping]]:
@@ -249,8 +277,18 @@ def _predicate_value(name: str, value: str) -> int | str:
     return number
 
 
-def parse_predicate(text: str, path: str, where: str) -> Predicate:
-    """`"IPA: field=value field=value"`, fields from PREDICATE_FIELDS."""
+def _actor_value(name: str, value: str) -> int:
+    limit = FAULTS_MAX if name == "faults" else 1
+    if not value.isdigit() or int(value) > limit:
+        raise ValueError(f"{name} must be an integer 0..{limit}, got {_q(value)}")
+    return int(value)
+
+
+def parse_predicate(
+    text: str, path: str, where: str, actors: dict[str, str] | None = None
+) -> Predicate:
+    """`"IPA: field=value field=value"`, fields from PREDICATE_FIELDS; or, naming one of
+    `actors` ({name: kind}), `"NAME: field=value"` with ACTOR_PREDICATE_FIELDS."""
 
     def fail(message: str) -> NoReturn:
         raise ScenarioError(path, where, f"predicate {_q(text)}: {message}")
@@ -260,27 +298,35 @@ def parse_predicate(text: str, path: str, where: str) -> Predicate:
     head, colon, rest = text.partition(":")
     if not colon:
         fail("expected 'IPA: field=value ...' (no ':' after the IPA)")
+    actor = None
     try:
         ipa = parse_int(head.strip())
     except ValueError as e:
-        fail(f"bad IPA: {e}")
+        if actors and head.strip() in actors:
+            actor, ipa = head.strip(), None
+        else:
+            fail(f"bad IPA: {e}" + (" (nor an actor name)" if actors else ""))
+    allowed = ACTOR_PREDICATE_FIELDS[actors[actor]] if actor else PREDICATE_FIELDS
     tokens = rest.split()
     if not tokens:
-        fail(f"no fields after the ':' (fields: {', '.join(PREDICATE_FIELDS)})")
+        fail(f"no fields after the ':' (fields: {', '.join(allowed)})")
     fields: list[tuple[str, int | str]] = []
     for token in tokens:
         name, eq, value = token.partition("=")
         if not eq or not name or not value:
             fail(f"expected field=value, got {_q(token)}")
-        if name not in PREDICATE_FIELDS:
-            fail(f"unknown field {_q(name)} (fields: {', '.join(PREDICATE_FIELDS)})")
+        if name not in allowed:
+            whose = f" of a {actors[actor]} actor" if actor else ""
+            fail(f"unknown field {_q(name)}{whose} (fields: {', '.join(allowed)})")
         if any(name == seen for seen, _ in fields):
             fail(f"field {name!r} given twice")
         try:
-            fields.append((name, _predicate_value(name, value)))
+            fields.append(
+                (name, _actor_value(name, value) if actor else _predicate_value(name, value))
+            )
         except ValueError as e:
             fail(str(e))
-    return Predicate(ipa=ipa, fields=tuple(fields), text=text)
+    return Predicate(ipa=ipa, fields=tuple(fields), text=text, actor=actor)
 
 
 # --- the parser -------------------------------------------------------------------------
@@ -317,9 +363,10 @@ _TOML_END = re.compile(r"\s*\(at end of document\)")
 
 
 class _Parser:
-    def __init__(self, path: str):
+    def __init__(self, path: str, extra_commits: tuple[str, ...] = ()):
         self.path = path
         self.ipa_bits = 40
+        self.extra_commits = tuple(extra_commits)  # `--commits` on the command line
 
     def fail(self, where: str, message: str) -> NoReturn:
         raise ScenarioError(self.path, where, message)
@@ -381,26 +428,75 @@ class _Parser:
             self.fail("name", "must not be empty")
         description = self.get(doc, "description", "str", "description", "")
         kernel = self.choice(self.get(doc, "kernel", "str", "kernel"), KERNELS, "kernel", "kernel")
-        machine = self.machine(self.get(doc, "machine", "table", "machine", {}), kernel)
+        changes = tuple(self.get(doc, "commits", "list", "commits", []))
+        commits = self.commits(kernel, changes, "commits")
+        fix = self.fix(doc, kernel, commits)
+        if self.extra_commits:  # --commits: on top of the file's own
+            commits = self.commits(kernel, self.extra_commits, "--commits", commits)
+            changes += self.extra_commits
+        machine = self.machine(self.get(doc, "machine", "table", "machine", {}), kernel, commits)
         self.ipa_bits = machine.ipa_bits
         maps = self.maps(self.get(doc, "map", "list", "map", []))
-        probe = Scenario(name, description, kernel, machine, maps, (), None, self.path)
+        probe = Scenario(
+            name, description, kernel, machine, maps, (), None, self.path, commits, changes
+        )
         if "actor" not in doc:
             self.fail("actor", "at least one [[actor]] is required")
         actors = self.actors(self.check(doc["actor"], "list", "actor"), probe)
         expect = None
         if "expect" in doc:
-            expect = self.expect(self.check(doc["expect"], "table", "expect"), probe)
-        return Scenario(name, description, kernel, machine, maps, actors, expect, self.path)
+            with_actors = replace(probe, actors=actors)
+            expect = self.expect(self.check(doc["expect"], "table", "expect"), with_actors)
+        return Scenario(
+            name,
+            description,
+            kernel,
+            machine,
+            maps,
+            actors,
+            expect,
+            self.path,
+            commits,
+            changes,
+            fix,
+        )
+
+    def fix(self, doc: dict, kernel: str, commits: frozenset[str]) -> str | None:
+        """`fix = "ID"`: the scenario shows a bug this modelled commit fixed; its [expect]
+        holds with the commit and fails with it reverted (scenarios/bugs/)."""
+        if "fix" not in doc:
+            return None
+        text = self.get(doc, "fix", "str", "fix")
+        commit = lookup(text) if re.fullmatch(r"[0-9a-fA-F]{7,40}", text) else None
+        if commit is None:
+            self.fail("fix", f"{_q(text)} is not a modelled commit (modelled: {modelled_list()})")
+        if commit.short not in commits:
+            self.fail(
+                "fix",
+                f"commit {commit.short} is not in kernel {kernel!r} with this scenario's "
+                f"`commits`: add '+{commit.short}' to them",
+            )
+        return commit.short
+
+    # commits = ["+ID", "-ID"] ----------------------------------------------------------
+    def commits(
+        self, kernel: str, changes: tuple, key: str, start: frozenset[str] | None = None
+    ) -> frozenset[str]:
+        try:
+            return resolve(kernel, list(changes), start)
+        except CommitError as e:
+            self.fail(f"{key}[{e.index}]", e.message)
 
     # [machine] -----------------------------------------------------------------------
-    def machine(self, table: dict, kernel: str) -> MachineConfig:
+    def machine(self, table: dict, kernel: str, commits: frozenset[str]) -> MachineConfig:
         self.check_keys(table, MACHINE_KEYS, "machine")
         hafdbs = self.get(table, "hafdbs", "int", "machine.hafdbs", bits.HAFDBS_AF)
         if hafdbs not in (bits.HAFDBS_NONE, bits.HAFDBS_AF, bits.HAFDBS_AF_DBM):
             self.fail("machine.hafdbs", f"must be 0, 1 or 2, got {_q(hafdbs)}")
-        # seed and v6.6 program VTCR_EL2.HA when the CPU has it; v4.6 never does.
-        ha_default = kernel != "v4.6" and hafdbs >= bits.HAFDBS_AF
+        # The seed (06485053, s2-setup.c) and the kvm_pgtable code (kvm_get_vtcr) program
+        # VTCR_EL2.HA when the CPU has it; v4.6 never does.
+        sets_ha = SEED in commits or GENERATIONS[kernel].base == PGTABLE
+        ha_default = sets_ha and hafdbs >= bits.HAFDBS_AF
         ha = self.get(table, "ha", "bool", "machine.ha", ha_default)
         if ha and hafdbs < bits.HAFDBS_AF:
             self.fail("machine.ha", "ha = true needs hafdbs >= 1 (no hardware Access flag)")
@@ -417,7 +513,17 @@ class _Parser:
         if granule not in GRANULES:
             self.fail("machine.granule", f"only the 4K granule is modelled, got {_q(granule)}")
         tlb = self.get(table, "tlb", "bool", "machine.tlb", True)
-        return MachineConfig(hafdbs, ha, hd, ipa_bits, granule, tlb)
+        what_if = {k: self.get(table, k, "bool", f"machine.{k}", False) for k in WHAT_IF_KEYS}
+        needs = {
+            "af_on_permission_fault": (ha, "ha = true (the walker sets AF only with HA)"),
+            "af_dirty_separate": (hd, "hd = true (no dirty-state update without HD)"),
+            "tlb_evict": (tlb, "tlb = true (nothing to evict)"),
+            "tlbi_vmalle1": (tlb, "tlb = true (nothing to invalidate)"),
+        }
+        for key, (ok, need) in needs.items():
+            if what_if[key] and not ok:
+                self.fail(f"machine.{key}", f"{key} = true needs {need}")
+        return MachineConfig(hafdbs, ha, hd, ipa_bits, granule, tlb, **what_if)
 
     # [[map]] -------------------------------------------------------------------------
     def maps(self, items: list) -> tuple[Mapping, ...]:
@@ -500,6 +606,11 @@ class _Parser:
             if name in seen:
                 self.fail(
                     f"{w}.name", f"duplicate actor name {_q(name)} (also actor[{seen[name]}])"
+                )
+            if name == EVICT_ACTOR and sc.machine.tlb_evict:
+                self.fail(
+                    f"{w}.name",
+                    f"{name!r} names the hardware actor of machine.tlb_evict: pick another name",
                 )
             seen[name] = i
             kind = self.get(table, "kind", "str", f"{w}.kind")
@@ -592,7 +703,11 @@ class _Parser:
             preds = []
             for j, text in enumerate(items):
                 w = f"expect.{key}[{j}]"
-                pred = parse_predicate(text, self.path, w)
+                actors = {a.name: a.kind for a in sc.actors}
+                pred = parse_predicate(text, self.path, w, actors)
+                if pred.actor is not None:
+                    preds.append(pred)
+                    continue
                 where = f"predicate {_q(text)}: IPA {_hx(pred.ipa)}"
                 if pred.ipa >= 1 << self.ipa_bits:
                     self.fail(w, f"{where} is beyond {self.space()}")
@@ -620,15 +735,18 @@ def parse_op(text: str, kind: str, ipa_bits: int, path: str = "<input>", where: 
     """One operation string for an actor of `kind` (a live session's injected operation)."""
     parser = _Parser(path)
     parser.ipa_bits = ipa_bits
+    if kind not in ACTOR_KINDS:
+        parser.fail(where, f"the {kind} actor runs no operations but its own")
     return parser.op(text, kind, where)
 
 
-def parse_scenario(text: str, path: str = "<string>") -> Scenario:
-    """Parse and validate scenario TOML text; `path` names it in error messages."""
-    return _Parser(str(path)).scenario(text)
+def parse_scenario(text: str, path: str = "<string>", commits: tuple[str, ...] = ()) -> Scenario:
+    """Parse and validate scenario TOML text; `path` names it in error messages. `commits`
+    ("+ID"/"-ID", the CLI's --commits) apply on top of the file's own `commits` key."""
+    return _Parser(str(path), commits).scenario(text)
 
 
-def load_scenario(path: str | PathLike) -> Scenario:
+def load_scenario(path: str | PathLike, commits: tuple[str, ...] = ()) -> Scenario:
     """Read and parse a scenario file (UTF-8; a leading BOM is ignored)."""
     name = str(path)
     try:
@@ -641,7 +759,7 @@ def load_scenario(path: str | PathLike) -> Scenario:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ScenarioError(name, f"line {line}", "not valid UTF-8") from None
-    return parse_scenario(text, name)
+    return parse_scenario(text, name, commits)
 
 
 __all__ = [

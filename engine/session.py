@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 from . import bits as B
 from . import isa as I
+from .commits import GENERATIONS, PGTABLE, commits_json, reverted
 from .core import new_machine
 from .decode import decode
 from .history import Checkpoint, HistoryError, Path, Tree
 from .report import event_json, hexs
-from .scenario import Scenario, ScenarioError, parse_op, parse_scenario
+from .scenario import WHAT_IF_KEYS, Scenario, ScenarioError, parse_op, parse_scenario
 from .snapshot import pack, state_hash, unpack
 from .spec import MachineSpec, build_spec, op_spec
 from .twin import EngineError
@@ -54,7 +55,7 @@ class LiveSession:
         self.scenario: Scenario = parse_scenario(self.scenario_text, self.path)
         self.spec: MachineSpec = build_spec(self.scenario)
         self.names = self.spec.actor_names
-        self.kinds = [a.kind for a in self.scenario.actors]
+        self.kinds = [a.role for a in self.spec.actors]
         self.machine = new_machine(self.spec, self.engine)
         self.interval = max(
             self.snapshot_every, 8 * len(self.spec.mem) // SNAPSHOT_BYTES_PER_DECISION
@@ -340,9 +341,9 @@ class LiveSession:
 
     def lock_view(self) -> dict:
         writer, readers = self.machine.lock_holder()
-        kernel = self.scenario.kernel
+        base = GENERATIONS[self.scenario.kernel].base
         return {
-            "kind": "rwlock" if kernel == "v6.6" else "spinlock",
+            "kind": "rwlock" if base == PGTABLE else "spinlock",
             "writer": self.names[writer] if writer >= 0 else None,
             "readers": readers,
         }
@@ -411,11 +412,14 @@ class LiveSession:
         return {
             "name": sc.name,
             "kernel": sc.kernel,
+            "commits": commits_json(sc.kernel, sc.commits),
+            "reverted": reverted(sc.kernel, sc.commits),
             "hafdbs": sc.machine.hafdbs,
             "ha": self.spec.ha,
             "hd": self.spec.hd,
             "ipa_bits": sc.machine.ipa_bits,
             "tlb": sc.machine.tlb,
+            **{key: getattr(sc.machine, key) for key in WHAT_IF_KEYS},
             "vtcr_el2": hexs(self.spec.vtcr),
             "vttbr_el2": hexs(g.vttbr),
             "start_level": g.start_level,

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from . import bits as B
 from . import isa as I
+from .commits import GENERATIONS, MMU_C
 from .layout import Geometry, Image, Memslot, build_image
-from .programs import PROGRAMS, Program
-from .scenario import Op, Scenario, ScenarioError
+from .programs import Program, program_for
+from .scenario import EVICT_ACTOR, Op, Scenario, ScenarioError
 
-FIXED_IPA_KERNELS = ("v4.6", "seed")  # KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20
+# KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20: the whole arch/arm/kvm/mmu.c era.
+FIXED_IPA_KERNELS = tuple(k for k, g in GENERATIONS.items() if g.base == MMU_C)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ActorSpec:
     kind: int  # isa.KIND_VCPU / KIND_HOST
     ops: tuple[OpSpec, ...]
     tlb: tuple[tuple[int, int, int, int], ...]  # preloaded (ipa base, size, descriptor, desc PA)
+    role: str = ""  # "vcpu", "host", or "hardware" (machine.tlb_evict's evictions)
 
 
 @dataclass
@@ -47,6 +50,11 @@ class MachineSpec:
     ha: bool  # effective: VTCR_EL2.HA && HAFDBS >= 1
     hd: bool  # effective: VTCR_EL2.HD && HA && HAFDBS >= 2 (QEMU ptw.c: .hd = ha && hd)
     tlb: bool
+    count_faults: bool = False  # a `faults` predicate reads isa.FAULTS
+    # Arm ARM choices ([machine] what-ifs; engine/twin.py _target, _tlbi, OP_TLB_EVICT)
+    af_on_permission_fault: bool = False
+    af_dirty_separate: bool = False
+    tlbi_vmalle1: bool = False
 
     @property
     def vtcr(self) -> int:
@@ -89,7 +97,7 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             scenario.path,
             "machine.ipa_bits",
             f"kernel {scenario.kernel!r} has a fixed 40-bit IPA space (KVM_PHYS_SHIFT); "
-            f"ipa_bits = {m.ipa_bits} needs kernel 'v6.6'",
+            f"ipa_bits = {m.ipa_bits} needs a kvm_pgtable kernel ('v6.6')",
         )
     geometry = Geometry.for_ipa_bits(m.ipa_bits)
     for i, mp in enumerate(scenario.maps):
@@ -103,7 +111,7 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             )
     image: Image
     image, memslots = build_image(scenario)
-    program = PROGRAMS[scenario.kernel]
+    program = program_for(scenario.kernel, scenario.commits)
     actors = []
     for actor in scenario.actors:
         ops = []
@@ -121,7 +129,14 @@ def build_spec(scenario: Scenario) -> MachineSpec:
             size = 1 << B.level_shift(level)
             preload.append((ipa & ~(size - 1), size, desc, desc_pa))
         kind = I.KIND_VCPU if actor.kind == "vcpu" else I.KIND_HOST
-        actors.append(ActorSpec(actor.name, kind, tuple(ops), tuple(preload)))
+        actors.append(ActorSpec(actor.name, kind, tuple(ops), tuple(preload), actor.kind))
+    if m.tlb_evict:  # one eviction of each vCPU's whole TLB, at any point of any schedule
+        evictions = tuple(
+            OpSpec("tlb_evict", program.entries["tlb_evict"], j, j + 1, 0, f"tlb_evict {a.name}")
+            for j, a in enumerate(actors)
+            if a.kind == I.KIND_VCPU
+        )
+        actors.append(ActorSpec(EVICT_ACTOR, I.KIND_HOST, evictions, (), "hardware"))
     return MachineSpec(
         scenario=scenario,
         geometry=image.geometry,
@@ -132,4 +147,14 @@ def build_spec(scenario: Scenario) -> MachineSpec:
         ha=m.ha and m.hafdbs >= B.HAFDBS_AF,
         hd=m.hd and m.ha and m.hafdbs >= B.HAFDBS_AF_DBM,
         tlb=m.tlb,
+        count_faults=_reads_faults(scenario),
+        af_on_permission_fault=m.af_on_permission_fault,
+        af_dirty_separate=m.af_dirty_separate,
+        tlbi_vmalle1=m.tlbi_vmalle1,
     )
+
+
+def _reads_faults(scenario: Scenario) -> bool:
+    ex = scenario.expect
+    preds = (ex.always + ex.sometimes + ex.never) if ex else ()
+    return any(name == "faults" for p in preds if p.actor for name, _ in p.fields)

@@ -66,6 +66,7 @@ class Machine:
         self.start_entries = g.start_entries
         self.code = spec.program.code
         self.consts = spec.program.consts
+        self.count_faults = spec.count_faults
         self.mem = list(spec.mem)
         self.actors = [_Actor(a) for a in spec.actors]
         self.lock_writer = -1
@@ -128,7 +129,7 @@ class Machine:
                 if entry[0] == addr:
                     before = entry[1]
             # a different output address, or a block replaced by a table
-            changed = (before ^ new) & (B.OA_MASK | B.DESC_TYPE) if before is not None else 0
+            changed = (before ^ new) & B.BBM_MASK if before is not None else 0
             if changed:
                 flags |= I.EVF_BBM
                 self._violation(I.CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
@@ -169,7 +170,9 @@ class Machine:
             return
         op = a.ops[a.op_i]
         a.pc = op.entry
+        faults = a.regs[I.FAULTS]
         a.regs = [0] * I.NREGS
+        a.regs[I.FAULTS] = faults
         a.regs[I.IPA] = op.ipa
         a.regs[I.END] = op.end
         a.regs[I.WRITE] = op.write
@@ -278,6 +281,8 @@ class Machine:
                     break
         elif op == I.OP_TLB_IPA_LOCAL:
             ipa = r[I.IPA]
+            if self.spec.tlbi_vmalle1:  # what-if: ... TLBI VMALLE1 (this CPU) follows
+                a.tlb = []
             a.tlb = [e for e in a.tlb if not e[0] <= ipa < e[0] + e[1]]
         else:
             raise AssertionError(f"unknown local opcode {op}")
@@ -353,6 +358,10 @@ class Machine:
             return self._rwalk(i, a, instr)
         elif op == I.OP_HW_ACCESS:
             self._hw_access(i, a, instr)
+        elif op == I.OP_TLB_EVICT:  # Arm ARM: a TLB may evict any entry at any time
+            self.actors[r[x]].tlb = []
+            self._event(i, I.EV_TLBI, ipa=r[x], detail=2)
+            a.pc += 1
         else:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
@@ -380,6 +389,9 @@ class Machine:
         if ipa is None:
             self.pending = []
         else:
+            if self.spec.tlbi_vmalle1:  # what-if: the TLBI VMALLE1IS KVM issues after it
+                for a in self.actors:
+                    a.tlb = []
             self.pending = [e for e in self.pending if not e[2] <= ipa < e[2] + e[3]]
 
     def _swalk(self, i: int, a: _Actor, instr) -> bool:
@@ -456,6 +468,19 @@ class Machine:
             return I.FAULT_PERMISSION, desc  # checked before anything is written (ptw.c)
         return I.FAULT_NONE, new
 
+    def _target(self, desc: int, write: int):
+        """(fault, the descriptor the walker writes, the phase that writes it). Two Arm ARM
+        choices, each a [machine] what-if: an access that takes a Permission fault may set
+        AF first (R_QSPMS: CONSTRAINED UNPREDICTABLE; phase 3 = update, then fault); the AF
+        and dirty-state updates may be two atomic updates, AF first (R_PRHKD; I_DSHLJ: never
+        dirty with AF clear)."""
+        fault, new = self._evaluate(desc, write)
+        if fault == I.FAULT_PERMISSION and self.spec.af_on_permission_fault and not desc & B.AF:
+            return I.FAULT_NONE, desc | B.AF, 3
+        if not fault and self.spec.af_dirty_separate and (new ^ desc) & B.AF:
+            new = desc | B.AF
+        return fault, new, 2
+
     def _complete(self, a: _Actor) -> None:
         a.pc += 1
         a.regs[I.PHASE] = 0
@@ -473,6 +498,8 @@ class Machine:
         return I.EVF_TLB_FILL
 
     def _fault(self, a: _Actor, fault: int) -> None:
+        if self.count_faults and a.regs[I.FAULTS] < I.FAULTS_MAX:
+            a.regs[I.FAULTS] += 1
         a.regs[I.STATUS] = fault
         a.regs[I.PHASE] = 0
         a.pc = self.code[a.pc][2]
@@ -522,7 +549,7 @@ class Machine:
                 )
                 self._fault(a, I.FAULT_TRANSLATION)
                 return
-            fault, new = self._evaluate(desc, write)
+            fault, new, phase = self._target(desc, write)
             if fault:
                 self._event(i, I.EV_FAULT, level, entry, base, desc, desc, detail=fault)
                 self._fault(a, fault)
@@ -533,24 +560,37 @@ class Machine:
                 self._event(i, I.EV_WALK, level, entry, base, desc, desc, flags=flags)
                 self._complete(a)
                 return
-            r[I.HWOLD], r[I.HWNEW], r[I.PHASE] = desc, new, 2
+            r[I.HWOLD], r[I.HWNEW], r[I.PHASE] = desc, new, phase
             self._event(i, I.EV_WALK, level, entry, base, desc, desc)
             return
-        # PHASE 2: the atomic update (arm_casq_ptw); on a mismatch, restart the descriptor
-        # evaluation from the value now in memory (Arm ARM I_YZSVV).
+        # PHASE 2 (3: then a Permission fault): the atomic update (arm_casq_ptw); on a
+        # mismatch, restart the descriptor evaluation from the value now in memory (I_YZSVV).
         entry, level = r[I.PTR], r[I.LEVEL]
         base = ipa & ~((1 << B.level_shift(level)) - 1)
         cur = self.read(entry)
         if cur == r[I.HWOLD]:
-            self._write(i, entry, r[I.HWNEW])
-            flags = self._fill(a, r[I.HWNEW], level, entry)
-            self._event(i, I.EV_HW_UPDATE, level, entry, base, cur, r[I.HWNEW], flags=flags)
+            written = r[I.HWNEW]
+            self._write(i, entry, written)
+            if r[I.PHASE] == 3:
+                self._event(
+                    i, I.EV_HW_UPDATE, level, entry, base, cur, written, detail=I.FAULT_PERMISSION
+                )
+                self._fault(a, I.FAULT_PERMISSION)
+                return
+            _, more, _ = self._target(written, write)
+            if more != written:  # R_PRHKD what-if: the dirty-state update follows
+                self._event(i, I.EV_HW_UPDATE, level, entry, base, cur, written)
+                r[I.HWOLD], r[I.HWNEW] = written, more
+                return
+            flags = self._fill(a, written, level, entry)
+            self._event(i, I.EV_HW_UPDATE, level, entry, base, cur, written, flags=flags)
             self._complete(a)
             return
+        phase = 2
         if not _leaf_kind(cur, level):
             fault, new = I.FAULT_TRANSLATION, cur
         else:
-            fault, new = self._evaluate(cur, write)
+            fault, new, phase = self._target(cur, write)
         if fault:
             self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur, detail=fault)
             self._fault(a, fault)
@@ -561,7 +601,7 @@ class Machine:
             self._complete(a)
             return
         self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur)
-        r[I.HWOLD], r[I.HWNEW] = cur, new
+        r[I.HWOLD], r[I.HWNEW], r[I.PHASE] = cur, new, phase
 
     # --- exploration support -----------------------------------------------------------
     def save(self) -> int:
@@ -669,7 +709,8 @@ class Machine:
         self.mem = list(mem)
         for a, st in zip(self.actors, state["actors"], strict=True):
             a.ops = tuple(OpSpec(*op) for op in st["ops"])
-            a.op_i, a.pc, a.regs, a.mon = st["op_i"], st["pc"], list(st["regs"]), st["mon"]
+            regs = list(st["regs"]) + [0] * (I.NREGS - len(st["regs"]))  # older snapshots
+            a.op_i, a.pc, a.regs, a.mon = st["op_i"], st["pc"], regs, st["mon"]
             a.tlb = [tuple(e) for e in st["tlb"]]
         self.lock_writer, self.lock_readers = state["lock_writer"], state["lock_readers"]
         self.pending = [tuple(e) for e in state["pending"]]

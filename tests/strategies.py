@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine.isa import TLB_ENTRIES
+from engine.commits import COMMITS, GENERATIONS
+from engine.isa import FAULTS_MAX, TLB_ENTRIES
 from engine.scenario import HOST_OPS, Scenario, parse_scenario
 from engine.spec import build_spec
 
@@ -93,6 +94,18 @@ def machines(draw, racy: bool = False):
     tlb = draw(_optional(st.booleans()))
     if tlb is not None:
         lines.append(f"tlb = {str(tlb).lower()}")
+    # The Arm ARM choices ([machine] what-ifs), where their preconditions hold.
+    # (HA by default only where no drawn `commits` can take it away: v6.6.)
+    effective_ha = ha is True or (ha is None and kernel == "v6.6" and hafdbs >= 1)
+    allowed = {
+        "af_on_permission_fault": effective_ha,
+        "af_dirty_separate": hd is True,
+        "tlb_evict": tlb is not False,
+        "tlbi_vmalle1": tlb is not False,
+    }
+    for key, ok in allowed.items():
+        if ok and draw(st.integers(0, 3)) == 0:
+            lines.append(f"{key} = true")
     return kernel, lines, ipa_bits or 40, tlb is not False
 
 
@@ -260,6 +273,9 @@ def scenario_texts(
     kernel, machine_lines, ipa_bits, tlb = draw(machines(racy))
     ms = draw(maps(ipa_bits, max_maps, racy))
     parts = ['name = "generated"', f'kernel = "{kernel}"']
+    changes = draw(commit_changes(kernel))
+    if changes:
+        parts.append("commits = [" + ", ".join(f'"{c}"' for c in changes) + "]")
     if machine_lines:
         parts.append("\n[machine]\n" + "\n".join(machine_lines))
     parts += ["\n" + m.toml() for m in ms]
@@ -268,13 +284,28 @@ def scenario_texts(
     ]
     if draw(st.integers(0, 3)) == 0:
         ipa = draw(mapped_ipa(ms, aligned=True))
-        parts.append(f'\n[expect]\nsometimes = ["{ipa:#x}: valid=1"]')
+        preds = [f"{ipa:#x}: valid=1"]
+        if "vcpu0" in "".join(parts) and draw(st.booleans()):  # counts vCPU faults
+            preds.append(f"vcpu0: faults={draw(st.integers(0, FAULTS_MAX))}")
+        parts.append("\n[expect]\nsometimes = [" + ", ".join(f'"{p}"' for p in preds) + "]")
     text = "\n".join(parts) + "\n"
     # The strategy's contract: only scenarios the parser accepts and the engine builds.
     scenario = parse_scenario(text, "generated.toml")
     assert isinstance(scenario, Scenario)
     build_spec(scenario)
     return text
+
+
+@st.composite
+def commit_changes(draw, kernel: str):
+    """Modelled commits applied ("+ID") or reverted ("-ID") on top of `kernel`: any of those
+    that change its code base, each toggled or not."""
+    gen = GENERATIONS[kernel]
+    out = []
+    for short, commit in COMMITS.items():
+        if commit.base == gen.base and draw(st.integers(0, 2)) == 0:
+            out.append(("-" if short in gen.commits else "+") + short)
+    return out
 
 
 def schedules(max_size: int = 400):

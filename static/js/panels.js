@@ -29,6 +29,19 @@ export function countsOfTable(view) {
   return c;
 }
 
+/** The modelled kernel commits the session runs (engine/commits.py): the generation's,
+ * those the scenario applied (+) and those it reverted (-). */
+function commitsHtml(m) {
+  const applied = m.commits || [];
+  const reverted = m.reverted || [];
+  if (!applied.length && !reverted.length) return "";
+  const one = (c) =>
+    `<span class="commit ${c.origin}" title="${esc(`${c.subject} (${c.release})`)}">` +
+    `${c.origin === "scenario" ? "+" : ""}<code>${esc(c.id)}</code></span>`;
+  const gone = (id) => `<span class="commit reverted" title="reverted by the scenario">-<code>${esc(id)}</code></span>`;
+  return `<div class="kvs commits"><i>commits</i> ${applied.map(one).join(" ")} ${reverted.map(gone).join(" ")}</div>`;
+}
+
 export class MachinePanel {
   constructor(store) {
     this.store = store;
@@ -48,6 +61,11 @@ export class MachinePanel {
     const whatIf = [];
     if (m.kernel === "v4.6" && m.ha) whatIf.push("HA on with pre-seed code");
     if (m.hd) whatIf.push("HD on (KVM never sets it)");
+    // Arm ARM choices the hardware may make ([machine] what-ifs, README "What hardware may do")
+    if (m.af_on_permission_fault) whatIf.push("AF set on a permission-faulting access (R_QSPMS)");
+    if (m.af_dirty_separate) whatIf.push("AF and dirty as two updates (R_PRHKD)");
+    if (m.tlb_evict) whatIf.push("TLB entries evicted at any time (actor evict)");
+    if (m.tlbi_vmalle1) whatIf.push("TLBI by IPA + TLBI VMALLE1IS, as KVM issues it");
     const flag = (on) => `<b class="${on ? "on" : "off"}">${on ? "on" : "off"}</b>`;
     const kv = (k, v, t = "") => `<span class="kv"${t ? ` title="${esc(t)}"` : ""}><i>${k}</i> ${v}</span>`;
     this.el.innerHTML =
@@ -61,6 +79,7 @@ export class MachinePanel {
       kv("TLB", flag(m.tlb)) +
       (whatIf.length ? `<span class="kv whatif">what-if: ${esc(whatIf.join("; "))}</span>` : "") +
       `</div>` +
+      commitsHtml(m) +
       `<div class="reg"><span class="reg-name">VTCR_EL2</span> <code>${esc(m.vtcr_el2)}</code>` +
       `<span class="fields">` +
       kv("T0SZ", `${vt.t0sz} <span class="muted">(${vt.ipaBits}-bit IPA)</span>`, "bits 5:0") +

@@ -1,0 +1,191 @@
+"""Modelled kernel commits, and the generations built from them.
+
+Every behaviour that differs between kernel generations is tied to the commit that
+introduced it. A generation is a code base (the `arch/arm/kvm/mmu.c` era or the
+`kvm_pgtable` era: two different programs in engine/programs.py) plus the set of modelled
+commits it carries; a scenario may apply (`+ID`) or revert (`-ID`) individual modelled
+commits on top of its generation (the optional `commits` key, README "Extensions to the
+contract"). engine/programs.py asks `Program.has(ID)` wherever a commit changes a path.
+
+A commit lists the code base it changes: reverting the seed on the kvm_pgtable code, where
+its lines no longer exist, is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MMU_C = "mmu.c"  # arch/arm/kvm/mmu.c + asm/kvm_mmu.h (v4.6, seed), later virt/kvm/arm/mmu.c
+PGTABLE = "pgtable"  # arch/arm64/kvm/hyp/pgtable.c + arch/arm64/kvm/mmu.c (v5.10+)
+BASE_TEXT = {
+    MMU_C: "arch/arm/kvm/mmu.c (v4.6, seed)",
+    PGTABLE: "the kvm_pgtable code, arch/arm64/kvm/hyp/pgtable.c (v6.6, v6.12)",
+}
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str  # the full 40-hex-digit id
+    subject: str
+    release: str  # the first mainline release that carries it
+    base: str  # the code base it changes: MMU_C or PGTABLE
+    effect: str  # what changes in the model
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+
+SEED = "064850532444"
+TEST_AGE_RANGE = "cf2d23e0bac9"
+LOCAL_TLBI_RELAX = "a12ab1378a88"
+RELAX_EAGAIN_TLBI = "be097997a273"
+
+COMMITS: dict[str, Commit] = {
+    c.short: c
+    for c in (
+        Commit(
+            "06485053244480f5f403d8f89b8617bd7d549113",
+            "kvm: arm64: Enable hardware updates of the Access Flag for Stage 2 page tables",
+            "v4.7",
+            MMU_C,
+            "kvm_set_s2pte_readonly becomes an LDXR/STXR loop; aging uses the atomic "
+            "stage2_ptep_test_and_clear_young; s2-setup.c sets VTCR_EL2.HA when "
+            "ID_AA64MMFR1_EL1.HAFDBS != 0 (the default of machine.ha)",
+        ),
+        Commit(
+            "cf2d23e0bac9f6b5cd1cba8898f5f05ead40e530",
+            "KVM: arm/arm64: Fix young bit from mmu notifier",
+            "v5.6",
+            MMU_C,
+            "kvm_test_age_hva passes (hva, hva + PAGE_SIZE) to handle_hva_to_gpa, so "
+            "kvm_test_age_hva_handler reads the leaf and returns its AF",
+        ),
+        Commit(
+            "a12ab1378a88b38f3af8b1a899b7d8526324ba6f",
+            "KVM: arm64: Use local TLBI on permission relaxation",
+            "v6.4",
+            PGTABLE,
+            "kvm_pgtable_stage2_relax_perms invalidates with __kvm_tlb_flush_vmid_ipa_nsh "
+            "(this CPU only) instead of the broadcast __kvm_tlb_flush_vmid_ipa",
+        ),
+        Commit(
+            "be097997a273259f1723baac5463cf19d8564efa",
+            "KVM: arm64: Always invalidate TLB for stage-2 permission faults",
+            "v6.7",
+            PGTABLE,
+            "kvm_pgtable_stage2_relax_perms also invalidates when the walk returns -EAGAIN "
+            "(another CPU changed the PTE first), not only when it succeeded",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    base: str
+    commits: frozenset[str]  # short ids
+    text: str
+
+
+GENERATIONS: dict[str, Generation] = {
+    g.name: g
+    for g in (
+        Generation("v4.6", MMU_C, frozenset(), "before the seed (plain load/store RMW)"),
+        Generation("seed", MMU_C, frozenset({SEED}), "Linux 4.7: LDXR/STXR, hardware AF"),
+        Generation(
+            "v6.6",
+            PGTABLE,
+            frozenset({LOCAL_TLBI_RELAX}),
+            "kvm_pgtable walker, rwlock mmu_lock",
+        ),
+    )
+}
+
+_CHANGE = re.compile(r"([+-])([0-9a-fA-F]{7,40})\Z")
+
+
+class CommitError(ValueError):
+    """Entry `index` of a `commits` list is wrong; the message says what."""
+
+    def __init__(self, index: int, message: str):
+        self.index = index
+        self.message = message
+        super().__init__(f"commits[{index}]: {message}")
+
+
+def modelled_list() -> str:
+    return ", ".join(f"{c.short} ({c.release})" for c in COMMITS.values())
+
+
+def lookup(prefix: str) -> Commit | None:
+    """The modelled commit whose id starts with `prefix` (7 to 40 hex digits), or None."""
+    prefix = prefix.lower()
+    hits = [c for c in COMMITS.values() if c.sha.startswith(prefix)]
+    return hits[0] if hits else None  # 7+ digits are unique among the modelled commits
+
+
+def resolve(kernel: str, changes: list, start: frozenset[str] | None = None) -> frozenset[str]:
+    """The commits a scenario runs: `start` (default: its generation's), with `changes`
+    ("+ID" applies, "-ID" reverts) on top. Raises CommitError naming the entry at fault."""
+    gen = GENERATIONS[kernel]
+    applied = set(gen.commits if start is None else start)
+    where = repr(kernel) if start is None else f"{kernel!r} as the scenario sets it up"
+    seen: dict[str, int] = {}
+    for j, change in enumerate(changes):
+        m = _CHANGE.match(change) if isinstance(change, str) else None
+        if m is None:
+            raise CommitError(
+                j, f"{change!r}: expected '+ID' (apply) or '-ID' (revert), ID 7 to 40 hex digits"
+            )
+        sign, prefix = m.groups()
+        commit = lookup(prefix)
+        if commit is None:
+            raise CommitError(j, f"{prefix} is not a modelled commit (modelled: {modelled_list()})")
+        if commit.short in seen:
+            raise CommitError(
+                j, f"commit {commit.short} listed twice (also [{seen[commit.short]}])"
+            )
+        seen[commit.short] = j
+        if commit.base != gen.base:
+            raise CommitError(
+                j,
+                f"commit {commit.short} ({commit.subject!r}) changes {BASE_TEXT[commit.base]}; "
+                f"kernel {kernel!r} runs {BASE_TEXT[gen.base]}",
+            )
+        if sign == "+":
+            if commit.short in applied:
+                raise CommitError(j, f"commit {commit.short} is already in {where}")
+            applied.add(commit.short)
+        else:
+            if commit.short not in applied:
+                raise CommitError(j, f"commit {commit.short} is not in {where}: nothing to revert")
+            applied.discard(commit.short)
+    return frozenset(applied)
+
+
+def ordered(commits: frozenset[str]) -> list[Commit]:
+    """The commits in catalogue (release) order."""
+    return [c for short, c in COMMITS.items() if short in commits]
+
+
+def commits_json(kernel: str, commits: frozenset[str]) -> list[dict]:
+    """The applied commits as the JSON `machine.commits` and the UI show them; `origin`
+    says whether the generation carries the commit or the scenario applied it."""
+    gen = GENERATIONS[kernel].commits
+    return [
+        {
+            "id": c.short,
+            "subject": c.subject,
+            "release": c.release,
+            "origin": "generation" if c.short in gen else "scenario",
+        }
+        for c in ordered(commits)
+    ]
+
+
+def reverted(kernel: str, commits: frozenset[str]) -> list[str]:
+    """The generation's commits the scenario reverted."""
+    return [c.short for c in ordered(GENERATIONS[kernel].commits - commits)]

@@ -1,0 +1,168 @@
+"""Commit-aware generations: the `commits` and `fix` keys, actor predicates, and the bug
+catalogue (scenarios/bugs/): every bug's [expect] holds with its fix and fails without it,
+on both cores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import isa as I
+from engine.cli import main
+from engine.commits import COMMITS, GENERATIONS, MMU_C, PGTABLE
+from engine.programs import assemble, program_for
+from engine.report import explore_json
+from engine.scenario import ScenarioError, load_scenario, parse_scenario
+from engine.spec import build_spec
+
+BUGS = sorted((Path(__file__).parent.parent / "scenarios" / "bugs").glob("*.toml"))
+HEAD = 'name = "t"\nkernel = "{kernel}"\n'
+BODY = """
+[[map]]
+ipa = 0x8000_0000
+pa = 0x4000_0000
+
+[[actor]]
+name = "vcpu0"
+kind = "vcpu"
+do = ["write 0x8000_0000"]
+
+[[actor]]
+name = "host0"
+kind = "host"
+do = ["test_age 0x8000_0000"]
+"""
+
+
+def scenario(kernel: str, extra: str = "", body: str = BODY, **kw):
+    return parse_scenario(HEAD.format(kernel=kernel) + extra + body, "t.toml", **kw)
+
+
+def error(kernel: str, extra: str, body: str = BODY, **kw) -> str:
+    with pytest.raises(ScenarioError) as e:
+        scenario(kernel, extra, body, **kw)
+    return str(e.value)
+
+
+# --- generations and commits -------------------------------------------------------------
+
+
+def test_every_generation_names_its_commits_and_every_commit_a_code_base():
+    for gen in GENERATIONS.values():
+        assert gen.base in (MMU_C, PGTABLE)
+        assert all(COMMITS[c].base == gen.base for c in gen.commits)
+    for short, commit in COMMITS.items():
+        assert len(commit.sha) == 40 and commit.sha.startswith(short)
+        assert commit.subject and commit.release.startswith("v") and commit.effect
+
+
+def test_the_seed_is_v46_plus_the_seed_commit():
+    assert program_for("v4.6", frozenset({"064850532444"})).code == assemble("seed").code
+    assert scenario("seed", 'commits = ["-06485053"]\n').commits == frozenset()
+    assert assemble("v4.6").code != assemble("seed").code
+
+
+def test_reverting_the_seed_also_reverts_its_ha_default():
+    assert scenario("seed", "[machine]\nhafdbs = 1\n", BODY).machine.ha is True
+    reverted = scenario("seed", 'commits = ["-064850532444"]\n[machine]\nhafdbs = 1\n')
+    assert reverted.machine.ha is False
+
+
+def test_a_commit_changes_only_the_paths_it_names():
+    before, after = (
+        assemble("v6.6"),
+        program_for("v6.6", frozenset(COMMITS) & {"a12ab1378a88", "be097997a273"}),
+    )
+    changed = {before.lines[pc] for pc in range(len(before.code))} ^ {
+        after.lines[pc] for pc in range(len(after.code))
+    }
+    assert changed and all("relax_perms" in line for line in changed)
+
+
+def test_reverting_local_tlbi_relaxes_with_a_broadcast_invalidation():
+    prog = program_for("v6.6", frozenset())
+    ops = [op for op, *_ in prog.code]
+    assert I.OP_TLB_IPA_LOCAL not in ops
+    assert I.OP_TLB_IPA_LOCAL in [op for op, *_ in assemble("v6.6").code]
+
+
+@pytest.mark.parametrize(
+    "extra, where, words",
+    [
+        ('commits = ["be097997a273"]\n', "commits[0]", "expected '+ID'"),
+        ('commits = ["+deadbeef"]\n', "commits[0]", "not a modelled commit"),
+        ("commits = [1]\n", "commits[0]", "expected '+ID'"),
+        ('commits = "+be097997a273"\n', "commits", "must be an array"),
+        ('commits = ["+be097997", "-be097997a273"]\n', "commits[1]", "listed twice"),
+        ('commits = ["+064850532444"]\n', "commits[0]", "kvm_pgtable"),
+        ('commits = ["+a12ab1378a88"]\n', "commits[0]", "already in 'v6.6'"),
+        ('commits = ["-be097997a273"]\n', "commits[0]", "not in 'v6.6'"),
+        ('fix = "be097997a273"\n', "fix", "add '+be097997a273'"),
+        ('fix = "nope"\n', "fix", "not a modelled commit"),
+    ],
+)
+def test_a_bad_commits_or_fix_key_is_one_error_naming_it(extra, where, words):
+    message = error("v6.6", extra)
+    assert f"t.toml: {where}: " in message and words in message
+
+
+def test_command_line_commits_apply_on_top_of_the_file_and_are_named_when_wrong():
+    sc = scenario("v6.6", 'commits = ["+be097997a273"]\n', commits=("-be097997a273",))
+    assert sc.commits == GENERATIONS["v6.6"].commits
+    assert "--commits[0]" in error("v6.6", "", commits=("+064850532444",))
+
+
+def test_the_json_machine_lists_applied_and_reverted_commits(capsys, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(HEAD.format(kernel="v6.6") + 'commits = ["+be097997a273"]\n' + BODY)
+    assert main(["explore", str(path), "--json", "--commits=-a12ab1378a88"]) == 0
+    machine = json.loads(capsys.readouterr().out)["machine"]
+    assert [(c["id"], c["origin"]) for c in machine["commits"]] == [("be097997a273", "scenario")]
+    assert machine["reverted"] == ["a12ab1378a88"]
+
+
+# --- actor predicates --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pred, words",
+    [
+        ("host0: faults=1", "unknown field 'faults' of a host actor"),
+        ("vcpu0: ret=1", "unknown field 'ret' of a vcpu actor"),
+        ("vcpu0: faults=9", "faults must be an integer 0..3"),
+        ("host0: ret=2", "ret must be an integer 0..1"),
+        ("nobody: ret=1", "bad IPA"),
+    ],
+)
+def test_a_bad_actor_predicate_is_one_error_naming_it(pred, words):
+    message = error("v6.6", "", BODY + f'\n[expect]\nalways = ["{pred}"]\n')
+    assert "expect.always[0]" in message and words in message
+
+
+def test_faults_are_counted_only_when_a_predicate_reads_them():
+    plain = build_spec(scenario("v6.6"))
+    counted = build_spec(scenario("v6.6", "", BODY + '\n[expect]\nnever = ["vcpu0: faults=3"]\n'))
+    assert not plain.count_faults and counted.count_faults
+
+
+# --- the bug catalogue -------------------------------------------------------------------
+
+
+def test_the_catalogue_holds_at_least_the_bugs_it_promises():
+    assert len(BUGS) >= 3
+    for path in BUGS:
+        sc = load_scenario(path)
+        assert sc.fix is not None and path.name.startswith(sc.fix), path.name
+        assert COMMITS[sc.fix].sha in sc.description or sc.fix in sc.description
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+@pytest.mark.parametrize("path", BUGS, ids=[p.stem for p in BUGS])
+def test_a_bug_shows_before_its_fix_and_not_after(path, engine):
+    fixed = load_scenario(path)
+    after = explore_json(build_spec(fixed), engine, 2_000_000)
+    assert after["expect"]["passed"], after["expect"]
+    before = explore_json(build_spec(load_scenario(path, (f"-{fixed.fix}",))), engine, 2_000_000)
+    assert not before["expect"]["passed"], f"{path.name}: [expect] holds without {fixed.fix}"
