@@ -84,6 +84,8 @@ class Viewer:
     cursor: tuple[int, int] | None = None  # (branch, position)
     follows: str | None = None  # the viewer (channel) whose cursor and focus it follows
     focus: str | None = None  # the descriptor it has selected (hex address)
+    notice: str | None = None  # for its next snapshot: its link names no moment here
+    want_hash: str | None = None  # the state hash prefix its link names
 
 
 @dataclass
@@ -473,19 +475,30 @@ class SessionHost:
                 notice = exc.text
         index = self._lens_at(v.cursor)[1] if v.cursor is not None else self.index
         v.tables = {pa for pa in v.tables if index.info(pa) is not None}
+        v.notice = notice
+        v.want_hash = str(who.get("hash") or "") or None
         if reply:
             self.flush()
+            self.welcome(viewer, always=True)
+
+    def welcome(self, viewer: str, *, always: bool = False) -> None:
+        """A joining viewer's own snapshot (with a notice when its link names no moment
+        of the session, or a state that does not match the link's hash), and the news
+        of it to everyone. Not `always`: only when the group's snapshot does not do
+        (the viewer opens at another moment than the head, or has a notice)."""
+        v = self.viewers[viewer]
+        if always or v.cursor is not None or v.notice:
             msg = self.snapshot(v.tables, viewer)
-            want = who.get("hash")
-            if notice:
-                msg["notice"] = notice
-            elif want and not str(msg.get("hash", "")).startswith(str(want)):
+            if v.notice:
+                msg["notice"] = v.notice
+            elif v.want_hash and not str(msg.get("hash", "")).startswith(v.want_hash):
                 msg["notice"] = (
                     f"the state at moment {msg['cursor']['moment']} does not match the "
-                    f"link's hash {want}: it was made for another recording"
+                    f"link's hash {v.want_hash}: it was made for another recording"
                 )
+            v.notice = v.want_hash = None
             self.to_viewer(viewer, msg)
-            self.send_presence()
+        self.send_presence()
 
     def leave(self, viewer: str) -> None:
         gone = self.viewers.pop(viewer, None)

@@ -140,15 +140,11 @@ class EngineLoop:
         self.hosts[sid] = host
         viewer = message.get("viewer")
         if viewer:
-            # A joining viewer gets its own snapshot (it may open at a moment of the past).
-            host.join(
-                viewer,
-                message.get("tables") or (),
-                reply=message.get("type") == P.JOIN,
-                who=message.get("who"),
-            )
+            host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
+        if viewer and message.get("type") == P.JOIN:
+            host.welcome(viewer)  # one opening at a moment of the past gets its own
         return host
 
     def _drop(self, sid: str, release: bool = True) -> None:

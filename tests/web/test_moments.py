@@ -178,6 +178,7 @@ def test_presence_names_roles_and_moments_and_follow_mode(mode):
         )
         who = {p["name"]: p for p in after["viewers"]}
         assert who["bob"]["follows"] == who["alice"]["id"] and who["bob"]["moment"] == "2"
+        a.drop_unseen()
         await b.close()
         gone = await a.expect(
             lambda m: m["type"] == "presence" and len(m["viewers"]) == 1, what="bob left"
