@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup build lint bench bench-engine bench-web clean
+.PHONY: run test setup build lint bench bench-engine bench-web bench-bundle clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-engine: setup
 # Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.
 bench-web: setup
 	$(BIN)/python -m bench.web
+
+# Bundle sizes and import times next to the recording export of the same sessions.
+bench-bundle: setup
+	$(BIN)/python -m bench.bundle_bench
 
 lint: setup
 	$(BIN)/ruff check engine ptviz bench tests

@@ -15,7 +15,6 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from dataclasses import astuple
 
 from .spec import OpSpec
 from .twin import EngineError
@@ -480,6 +479,17 @@ cdef class Machine:
         if self._blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
         self._run(i, False)
+
+    def step_n(self, int i, long long n):
+        """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
+        returns how many it took (a run-length-encoded run of one actor's steps)."""
+        cdef long long taken = 0
+        if not 0 <= i < self.n_actors:
+            raise EngineError(f"no actor {i}")
+        while taken < n and not self._done(i) and not self._blocked(i):
+            self._run(i, False)
+            taken += 1
+        return taken
 
     cdef int _step(self, int i) except -1:
         return self._run(i, False)
@@ -1060,7 +1070,7 @@ cdef class Machine:
         for i in range(self.n_actors):
             a = &self.act[i]
             actors.append({
-                "ops": [list(astuple(op)) for op in self._op_texts[i]],
+                "ops": [op.row() for op in self._op_texts[i]],
                 "op_i": a.op_i,
                 "pc": a.pc,
                 "regs": [a.regs[k] for k in range(NR)],

@@ -1,4 +1,5 @@
-"""`python -m engine explore|run|decode` (SCENARIOS.md, CLI).
+"""`python -m engine explore|run|decode` (SCENARIOS.md, CLI), and the bug-report commands
+`bundle|replay|report|freeze|import-ptdump|import-image` (engine/bugcli.py).
 
 Exit status: 0 every expectation holds, 1 one fails, 2 bad input (one line naming the
 file and the key, value or line at fault; nothing is run).
@@ -11,6 +12,7 @@ import json
 import random
 import sys
 
+from . import bugcli
 from . import isa as I
 from .bits import lost_bit_names
 from .core import ENGINES, new_machine
@@ -25,6 +27,7 @@ from .report import (
     machine_json,
 )
 from .scenario import ScenarioError, load_scenario
+from .schedules import compact_json, fold
 from .sizes import parse_int
 from .spec import build_spec
 from .twin import EngineError
@@ -76,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("raw")
     dec.add_argument("--level", type=int, default=3, choices=(0, 1, 2, 3))
     dec.add_argument("--json", action="store_true")
+    bugcli.add_parsers(sub)
     return p
 
 
@@ -92,6 +96,8 @@ def _commits_option(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in bugcli.COMMANDS:
+        return bugcli.main(args)
     try:
         if args.command == "decode":
             return _decode(args)
@@ -127,18 +133,19 @@ def _header(spec) -> dict:
 def _explore(args, spec) -> int:
     out = explore_json(spec, args.engine, args.max_states, progress=None)
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(compact_json(out), indent=1))
     else:
         _print_text(out)
     return 0 if out["expect"]["passed"] else 1
 
 
-def _run(args, spec) -> int:
+def play_schedule(spec, machine, schedule_text: str | None, seed: int | None) -> list[int]:
+    """Step `machine` as `run --schedule S --random SEED` does: S first, then random
+    choices, then round-robin until every actor finishes; returns the actors stepped."""
     names = spec.actor_names
-    machine = new_machine(spec, args.engine)
     schedule: list[int] = []
-    if args.schedule:
-        for n, name in enumerate(s.strip() for s in args.schedule.split(",")):
+    if schedule_text:
+        for n, name in enumerate(s.strip() for s in schedule_text.split(",")):
             where = f"--schedule entry {n + 1} ({name!r})"
             if name not in names:
                 raise UsageError(
@@ -154,7 +161,7 @@ def _run(args, spec) -> int:
             machine.step(actor)
             schedule.append(actor)
     n = len(names)
-    rng = random.Random(args.random) if args.random is not None else None
+    rng = random.Random(seed) if seed is not None else None
     while rng is not None and not machine.all_done():
         enabled = machine.enabled()
         if not enabled:
@@ -171,6 +178,13 @@ def _run(args, spec) -> int:
                 progressed = True
         if not progressed:
             raise EngineError("deadlock: every unfinished actor is blocked")
+    return schedule
+
+
+def _run(args, spec) -> int:
+    names = spec.actor_names
+    machine = new_machine(spec, args.engine)
+    schedule = play_schedule(spec, machine, args.schedule, args.random)
     observer = Observer(spec)
     key = observer(machine)
     checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}
@@ -202,7 +216,7 @@ def _run(args, spec) -> int:
     if len(schedule) <= TRACE_LISTED_MAX or args.trace:
         out["trace"] = [event_json(spec, e) for e in machine.event_tuples()]
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(compact_json(out), indent=1))
     else:
         _print_text(out)
     return 0 if expect["passed"] else 1
@@ -224,9 +238,7 @@ def _print_text(out: dict) -> None:
     for trace_event in out.get("trace", []):
         print(_event_line(trace_event))
     for n, f in enumerate(out["final_states"]):
-        print(
-            f"final state {n + 1} ({f['count']:,} schedules), e.g. {','.join(f['example_schedule'])}"
-        )
+        print(f"final state {n + 1} ({f['count']:,} schedules), e.g. {fold(f['example_schedule'])}")
         for ipa, leaf in (f.get("leaves") or {}).items():
             print(
                 f"  {ipa}: valid={leaf['valid']} af={leaf['af']} s2ap={leaf['s2ap']} "
@@ -243,7 +255,7 @@ def _print_text(out: dict) -> None:
     for v in out["violations"]:
         print(
             f"VIOLATION {v['check']} at {v['ipa']} ({'|'.join(v['bits'])}) by {v['actor']} "
-            f"{v['op']}; schedule {','.join(v['schedule'])}"
+            f"{v['op']}; schedule {fold(v['schedule'])}"
         )
     for r in out["expect"]["results"]:
         print(f"  expect {r['kind']} {r['expr']}: {'held' if r['held'] else 'FAILED'}")

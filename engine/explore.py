@@ -51,24 +51,33 @@ class Exploration:
     violations: dict[str, Violation] = field(default_factory=dict)
 
 
+# on_progress is called after every PROGRESS_STATES new distinct states.
+PROGRESS_STATES = 4096
+
+
 def explore(
     machine,
     final_key: Callable[[object], bytes],
     max_states: int = 2_000_000,
     progress: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Exploration:
-    """Explore every interleaving from `machine`'s current state (left as it was found)."""
+    """Explore every interleaving from `machine`'s current state (left as it was found).
+
+    `on_progress(states, depth)` (distinct states so far, never above max_states; the
+    current schedule's length) is called every PROGRESS_STATES new states; an exception
+    it raises stops the exploration (the web explorer's cancel)."""
     if progress is None:
         progress = sys.stderr.isatty()
     recording = machine.recording
     machine.recording = False
     try:
-        return _explore(machine, final_key, max_states, progress)
+        return _explore(machine, final_key, max_states, progress, on_progress)
     finally:
         machine.recording = recording
 
 
-def _explore(machine, final_key, max_states, progress) -> Exploration:
+def _explore(machine, final_key, max_states, progress, on_progress=None) -> Exploration:
     ids: dict[bytes, int] = {}
     succ: list[list[int]] = []
     terminal: dict[int, bytes] = {}  # node -> final key
@@ -92,6 +101,8 @@ def _explore(machine, final_key, max_states, progress) -> Exploration:
         node = len(succ)
         ids[key] = node
         succ.append([])
+        if on_progress is not None and not node % PROGRESS_STATES:
+            on_progress(node + 1, len(schedule))
         return node, True
 
     root, _ = node_of(machine.state_key())

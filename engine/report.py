@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Callable
 
 from . import bits as B
 from . import isa as I
@@ -111,13 +112,15 @@ class Observer:
         return {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
 
 
-def event_json(spec: MachineSpec, e: tuple) -> dict:
+def event_json(spec: MachineSpec, e: tuple, ops_of: Callable[[int], list] | None = None) -> dict:
+    """One event record as JSON. `ops_of` (a machine's ops_of) names the operations
+    injected after the scenario's own: pass it whenever the machine may have some."""
     seq, actor, op_i, pc, kind, detail, flags, level, addr, ipa, old, new = e
     a = spec.actors[actor]
     out = {
         "seq": seq,
         "actor": a.name,
-        "op": a.ops[op_i].name if op_i < len(a.ops) else None,
+        "op": op_name(spec, actor, op_i, ops_of),
         "op_index": op_i,
         "kind": I.EVENT_KIND_NAMES[kind],
         "at": spec.program.lines[pc],
@@ -139,6 +142,20 @@ def event_json(spec: MachineSpec, e: tuple) -> dict:
     if names:
         out["flags"] = names
     return out
+
+
+def op_name(
+    spec: MachineSpec, actor: int, op_i: int, ops_of: Callable[[int], list] | None = None
+) -> str | None:
+    """The name of actor's operation number op_i: the scenario's, else an injected one."""
+    ops = spec.actors[actor].ops
+    if op_i < len(ops):
+        return ops[op_i].name
+    if ops_of is not None:
+        live = ops_of(actor)
+        if op_i < len(live):
+            return live[op_i].name
+    return None
 
 
 def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[str]) -> dict:
@@ -208,19 +225,29 @@ def machine_json(spec: MachineSpec) -> dict:
     }
 
 
-def explore_json(spec, engine: str, max_states: int, machine=None, progress=False) -> dict:
+def explore_json(
+    spec, engine: str, max_states: int, machine=None, progress=False, on_progress=None
+) -> dict:
     """What `python -m engine explore FILE --json` prints (SCENARIOS.md); the web explorer
-    sends the same object."""
+    sends the same object. Explores from `machine`'s state (a live session's moment:
+    injected operations included) or from the scenario's start; a violation that had
+    already happened there is listed with an empty schedule and "before": true."""
     machine = machine if machine is not None else new_machine(spec, engine)
+    start = machine.get_state()
+    already = {I.CHECK_NAMES[v[0]]: v for v in machine.violations}
     observer = Observer(spec)
-    result = explore(machine, observer, max_states=max_states, progress=progress)
+    result = explore(
+        machine, observer, max_states=max_states, progress=progress, on_progress=on_progress
+    )
     names = spec.actor_names
+    ops_of = machine.ops_of
 
     def replay_trace(schedule: list[int]) -> list[dict]:
         m = new_machine(spec, engine)
+        m.set_state(start)
         for actor in schedule:
             m.step(actor)
-        return [event_json(spec, e) for e in m.event_tuples()]
+        return [event_json(spec, e, ops_of) for e in m.event_tuples()]
 
     finals = [
         final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
@@ -228,18 +255,35 @@ def explore_json(spec, engine: str, max_states: int, machine=None, progress=Fals
     ]
     violations = [
         {
+            "check": check,
+            "ipa": hexs(ipa),
+            "bits": B.lost_bit_names(bits),
+            "actor": names[who],
+            "op": op_name(spec, who, op_i, ops_of),
+            "schedule": [],
+            "trace": [],
+            "before": True,
+        }
+        for check, (_c, _seq, who, op_i, ipa, bits) in already.items()
+    ]
+    violations += [
+        {
             "check": v.check,
             "ipa": hexs(v.ipa),
             "bits": B.lost_bit_names(v.bits),
             "actor": names[v.actor],
-            "op": spec.actors[v.actor].ops[v.op_index].name,
+            "op": op_name(spec, v.actor, v.op_index, ops_of),
             "schedule": [names[i] for i in v.schedule],
             "trace": replay_trace(v.schedule),
         }
         for v in result.violations.values()
+        if v.check not in already
     ]
     expect = evaluate_expect(
-        spec.scenario, observer, [f.key for f in result.finals], set(result.violations)
+        spec.scenario,
+        observer,
+        [f.key for f in result.finals],
+        set(result.violations) | set(already),
     )
     sc = spec.scenario
     return {

@@ -57,9 +57,7 @@ class LiveSession:
         self.names = self.spec.actor_names
         self.kinds = [a.role for a in self.spec.actors]
         self.machine = new_machine(self.spec, self.engine)
-        self.interval = max(
-            self.snapshot_every, 8 * len(self.spec.mem) // SNAPSHOT_BYTES_PER_DECISION
-        )
+        self.interval = self.interval_for(self.spec, self.snapshot_every)
         self.position = 0
         self.tree = Tree()
         self.branch = 0
@@ -94,6 +92,11 @@ class LiveSession:
         other.position = 0
         other.decisions = self.tree.path(0)
         return other
+
+    @staticmethod
+    def interval_for(spec: MachineSpec, snapshot_every: int = 256) -> int:
+        """Decisions between snapshots: more for bigger table memory."""
+        return max(snapshot_every, 8 * len(spec.mem) // SNAPSHOT_BYTES_PER_DECISION)
 
     # --- decisions -----------------------------------------------------------------------
     def actor_index(self, actor: int | str) -> int:
@@ -143,6 +146,30 @@ class LiveSession:
 
     def step(self, actor: int | str) -> None:
         self.apply(["step", actor])
+
+    def apply_steps(self, actor: int | str, n: int) -> None:
+        """n micro-steps of one actor: what n apply(["step", actor]) do, without the
+        per-decision bookkeeping (a bundle's run-length-encoded runs replay through it)."""
+        actor = self.actor_index(actor)
+        if n and self.position < len(self.decisions):
+            self.apply(["step", actor])  # rewound: apply drops or forks the redo tail
+            n -= 1
+        m = self.machine
+        record = ["step", actor]
+        while n:
+            chunk = min(n, self.interval - self.position % self.interval)
+            taken = m.step_n(actor, chunk)
+            # Steps taken before a refusal are recorded: the session stays consistent.
+            self.decisions.extend([record] * taken)
+            self.position += taken
+            if taken and self.position % self.interval == 0:
+                self._checkpoint()
+            if taken < chunk:
+                name = self.names[actor]
+                if m.done(actor):
+                    raise EngineError(f"{name} has finished its operations")
+                raise EngineError(f"{name} is blocked on kvm->mmu_lock")
+            n -= chunk
 
     def inject(self, actor: int | str, op_text: str) -> None:
         self.apply(["inject", actor, op_text])
@@ -302,7 +329,8 @@ class LiveSession:
     # --- views -------------------------------------------------------------------------------
     def events(self, drain: bool = True) -> list[dict]:
         """Event records produced since the last drain, as JSON objects."""
-        out = [event_json(self.spec, e) for e in self.machine.event_tuples()]
+        ops_of = self.machine.ops_of
+        out = [event_json(self.spec, e, ops_of) for e in self.machine.event_tuples()]
         if drain:
             self.machine.clear_events()
         return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from array import array
-from dataclasses import astuple
 
 from . import bits as B
 from . import isa as I
@@ -190,6 +189,17 @@ class Machine:
         if self.blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
         self._run(i, shared_done=False)
+
+    def step_n(self, i: int, n: int) -> int:
+        """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
+        returns how many it took (a run-length-encoded run of one actor's steps)."""
+        if not 0 <= i < len(self.actors):
+            raise EngineError(f"no actor {i}")
+        taken = 0
+        while taken < n and not self.done(i) and not self.blocked(i):
+            self._run(i, shared_done=False)
+            taken += 1
+        return taken
 
     def _run(self, i: int, shared_done: bool) -> None:
         a = self.actors[i]
@@ -682,7 +692,7 @@ class Machine:
             "mem": self.mem_array().tobytes(),
             "actors": [
                 {
-                    "ops": [list(astuple(op)) for op in a.ops],
+                    "ops": [op.row() for op in a.ops],
                     "op_i": a.op_i,
                     "pc": a.pc,
                     "regs": list(a.regs),
@@ -757,6 +767,10 @@ class Machine:
             "monitor": a.mon,
             "tlb": [tuple(e) for e in a.tlb],
         }
+
+    @property
+    def n_events_recorded(self) -> int:
+        return len(self.events)
 
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]

@@ -21,10 +21,11 @@ NO_MOMENT = "no_moment"  # a moment (or branch) that is not in this session
 REVOKED = "revoked"  # the share link was revoked or expired (the socket closes)
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
+CANCELLED = "cancelled"  # (an exploration; sent as an explore_cancelled message)
 
 # command -> role needed. Time travel (seek, back, live) moves only the sender's cursor,
 # so viewing is enough; decisions change the shared head.
-CONTROL_COMMANDS = ("step", "run", "pause", "inject", "explore")
+CONTROL_COMMANDS = ("step", "run", "pause", "inject", "explore", "explore_cancel")
 VIEW_COMMANDS = (
     "subscribe",
     "unsubscribe",

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from ptviz.debugger import views
+from ptviz.debugger import bugreports, views
 
 urlpatterns = [
     path("", views.gallery, name="gallery"),
@@ -17,5 +17,9 @@ urlpatterns = [
     ),
     path("sessions/<uuid:session_id>/recording.json", views.recording, name="recording"),
     path("recordings/import", views.recording_import, name="recording-import"),
+    path("sessions/<uuid:session_id>/bundle", bugreports.bundle_export, name="bundle"),
+    path("sessions/<uuid:session_id>/report", bugreports.report, name="report"),
+    path("bundles/import", bugreports.bundle_import, name="bundle-import"),
+    path("dumps/import", bugreports.dump_import, name="dump-import"),
     path("docs/protocol", views.protocol_doc, name="protocol-doc"),
 ]

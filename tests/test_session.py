@@ -91,6 +91,17 @@ def test_an_injected_operation_runs_on_a_finished_actor(engine):
     assert s.actors_view()[0]["done"]
 
 
+def test_events_of_injected_operations_name_their_operation(engine):
+    s = LiveSession(V46, engine=engine)
+    s.run(100)
+    s.events()
+    s.inject("host0", "age 0x8000_0000")
+    s.inject("vcpu0", "write 0x8000_0000")
+    s.run(100)
+    ops = {(e["actor"], e["op"]) for e in s.events()}
+    assert ops == {("host0", "age"), ("vcpu0", "write")}
+
+
 def test_bad_injections_and_steps_name_what_is_wrong(engine):
     s = LiveSession(V46, engine=engine)
     with pytest.raises(EngineError, match="host operation"):

@@ -97,10 +97,12 @@ def load_live(session: DebugSession) -> LiveSession:
 
 
 # --- forks --------------------------------------------------------------------------------
-def fork_at(
-    session: DebugSession, position: int, branch: int = 0
-) -> tuple[DebugSession, ShareLink, ShareLink]:
-    """A new session holding the decisions on the path to node (branch, position)."""
+def _replayed(
+    session: DebugSession, position: int, kept: list | None = None, branch: int = 0
+) -> LiveSession:
+    """A new single-branch LiveSession holding the decisions on the path to node
+    (branch, position) of the session (from its stored checkpoints); `kept` receives
+    those checkpoints (position, compressed snapshot, hash)."""
     try:
         live = load_live(session)
     except (ReplayError, EngineError, ScenarioError) as exc:
@@ -113,24 +115,32 @@ def fork_at(
             f"position {position} is outside 0..{end} (the recorded decisions)",
             where="position",
         )
-    kept = [
+    kept = kept if kept is not None else []
+    kept[:] = [
         (p, compress(c.snapshot), c.hash)
         for p, c in live.tree.checkpoints_on(branch).items()
         if 0 < p <= position
     ]
     try:
-        live.seek(position, branch)
-        forked = live_from_rows(
+        return live_from_rows(
             session.scenario_text,
             session.engine,
-            live.decisions[:position],
+            live.tree.path(branch)[:position],
             kept,
             path=session.name,
         )
     except (ReplayError, EngineError, ScenarioError) as exc:
         raise InputError(f"the recording does not replay: {exc}", "engine") from None
-    where = f"{session.id}@{live.moment(branch, position)}"
-    return create(forked, f"fork:{where}", parent=session, checkpoints=kept)
+
+
+def fork_at(
+    session: DebugSession, position: int, branch: int = 0
+) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """A new session holding the decisions on the path to node (branch, position)."""
+    kept: list = []
+    live = _replayed(session, position, kept, branch)
+    where = f"{session.id}@{position}" if branch == 0 else f"{session.id}@b{branch}-{position}"
+    return create(live, f"fork:{where}", parent=session, checkpoints=kept)
 
 
 def fork_machine(
@@ -151,10 +161,14 @@ def fork_machine(
     return create(live, f"fork:{session.id}:{what}", parent=session)
 
 
-def fork_schedule(session: DebugSession, schedule: list[str]) -> tuple:
-    """The scenario as written with a schedule (a counterexample) recorded as its
-    decisions, positioned at 0 so the user steps through it."""
-    live = check_scenario(session.scenario_text, session.name)
+def fork_schedule(session: DebugSession, schedule: list[str], position: int | None = None) -> tuple:
+    """A schedule (a counterexample) recorded as decisions: after the scenario's start,
+    or after the first `position` decisions of the session (an exploration from that
+    moment). The page opens at that position so the user steps through it."""
+    if position is None:
+        live = check_scenario(session.scenario_text, session.name)
+    else:
+        live = _replayed(session, position)
     for n, name in enumerate(schedule):
         try:
             live.step(str(name))
@@ -163,6 +177,13 @@ def fork_schedule(session: DebugSession, schedule: list[str]) -> tuple:
                 f"schedule entry {n + 1} ({name!r}): {exc}", "engine", where=f"schedule[{n}]"
             ) from None
     return create(live, f"fork:{session.id}:schedule", parent=session)
+
+
+def fork_scenario(session: DebugSession, text: str) -> tuple:
+    """A new session from an edited copy of the scenario (from position 0), its parent
+    this session; InputError naming the line or key at fault (nothing is created)."""
+    live = check_scenario(text, "the edited scenario")
+    return create(live, f"fork:{session.id}:edited", parent=session)
 
 
 # --- recordings ---------------------------------------------------------------------------

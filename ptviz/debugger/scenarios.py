@@ -13,13 +13,19 @@ from pathlib import Path
 
 from django.conf import settings
 
-from engine.scenario import ACTOR_KINDS, KERNELS, MAP_SIZES, S2AP_NAMES, ScenarioError
+from engine.isa import CHECK_NAMES
+from engine.scenario import (
+    ACTOR_KINDS,
+    KERNELS,
+    MAP_SIZES,
+    S2AP_NAMES,
+    WHAT_IF_KEYS,
+    ScenarioError,
+)
 from engine.scenario import parse_scenario as _parse
 from engine.sizes import hexs, parse_int
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "scenarios"
-MAP_ROWS = 4
-ACTOR_ROWS = 4
 HEX_KEYS = {"ipa", "pa"}  # integers written in hex
 
 
@@ -124,6 +130,30 @@ def with_machine(
     """The scenario with another kernel generation or VTCR_EL2.HA/HD/HAFDBS (a what-if
     copy). Leaving `ha` out after a kernel change lets the kernel's default decide."""
     doc = tomllib.loads(text)
+    what = what_if_label(kernel=kernel, ha=ha, hd=hd, hafdbs=hafdbs)
+    if what:
+        # The copy says what it is: the original's title and description were written
+        # for the original kernel and VTCR_EL2 (a v4.6 copy of the seed race is no longer
+        # about LDXR/STXR).
+        name = str(doc.get("name", "untitled"))
+        was = what_if_label(
+            kernel=doc.get("kernel") if kernel is not None else None,
+            ha=_machine_bool(doc, "ha") if ha is not None else None,
+            hd=_machine_bool(doc, "hd") if hd is not None else None,
+            hafdbs=doc.get("machine", {}).get("hafdbs") if hafdbs is not None else None,
+        )
+        doc["name"] = f"what-if {what}: {name}"
+        original = " ".join(str(doc.get("description", "")).split())
+        doc["description"] = (
+            f'What-if copy of "{name}" with {what}'
+            + (f" (the original: {was})" if was else "")
+            + "."
+            + (
+                f" The original's description, written for the original: {original}"
+                if original
+                else ""
+            )
+        )
     if kernel is not None:
         doc["kernel"] = kernel
         if ha is None and isinstance(doc.get("machine"), dict):
@@ -142,10 +172,38 @@ def with_machine(
     return dump_scenario(out)
 
 
+def what_if_label(
+    *, kernel: str | None, ha: bool | None, hd: bool | None, hafdbs: int | None
+) -> str:
+    """ "kernel v4.6, HA on" for the values given (None: not part of the what-if)."""
+    parts = []
+    if kernel is not None:
+        parts.append(f"kernel {kernel}")
+    if hafdbs is not None:
+        parts.append(f"HAFDBS {hafdbs}")
+    for key, value in (("HA", ha), ("HD", hd)):
+        if value is not None:
+            parts.append(f"{key} {'on' if value else 'off'}")
+    return ", ".join(parts)
+
+
+def _machine_bool(doc: dict, key: str) -> bool | None:
+    machine = doc.get("machine")
+    value = machine.get(key) if isinstance(machine, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 # --- the form builder ---------------------------------------------------------------------
+# Rows are numbered by the page (map-N-*, actor-N-*); the browser adds and removes rows, so
+# the numbers need not be consecutive: the form is read in row-number order.
+ROW_KEY = re.compile(r"(map|actor)-(\d+)-(\w+)")
+EXPECT_KINDS = ("always", "sometimes", "never")
+CHECKS = CHECK_NAMES
+
+
 def builder_defaults() -> dict:
     """Initial values of the form builder: the seed race, ready to run."""
-    values = {
+    return {
         "b-name": "my scenario",
         "b-description": "",
         "b-kernel": "seed",
@@ -157,6 +215,7 @@ def builder_defaults() -> dict:
         "map-0-pa": "0x4000_0000",
         "map-0-size": "4K",
         "map-0-s2ap": "rw",
+        "map-0-af": "",  # af = false: the race needs an old page
         "map-0-count": "1",
         "actor-0-name": "vcpu0",
         "actor-0-kind": "vcpu",
@@ -165,15 +224,77 @@ def builder_defaults() -> dict:
         "actor-1-kind": "host",
         "actor-1-do": "set_readonly 0x8000_0000",
     }
-    for i in range(MAP_ROWS):
-        values.setdefault(f"map-{i}-size", "4K")
-        values.setdefault(f"map-{i}-s2ap", "rw")
-        values.setdefault(f"map-{i}-count", "1")
-    values["map-0-af"] = ""  # af = false: the race needs an old page
-    for i in range(1, MAP_ROWS):
-        values[f"map-{i}-af"] = "on"
-    for i in range(2, ACTOR_ROWS):
-        values.setdefault(f"actor-{i}-kind", "host")
+
+
+def row_numbers(data, kind: str) -> list[int]:
+    """The row numbers of `kind` ("map" or "actor") present in the form data."""
+    rows = set()
+    for key in data:
+        m = ROW_KEY.fullmatch(key)
+        if m and m[1] == kind:
+            rows.add(int(m[2]))
+    return sorted(rows)
+
+
+def _hex(value: int) -> str:
+    """0x8000_0000: hex in groups of four digits, as the examples write IPAs."""
+    digits = f"{value:x}"
+    groups = []
+    while digits:
+        groups.insert(0, digits[-4:])
+        digits = digits[:-4]
+    return "0x" + "_".join(groups or ["0"])
+
+
+def form_values(text: str) -> dict:
+    """A scenario's text as the builder's field values (start from an example). Raises
+    ScenarioError for a scenario the builder cannot show (it must parse first)."""
+    sc = _parse(text, "example")
+    doc = tomllib.loads(text)
+    machine = doc.get("machine", {})
+    values = {
+        "b-commits": " ".join(doc.get("commits", [])),
+        "b-fix": doc.get("fix", ""),
+        "b-name": sc.name,
+        "b-description": " ".join(sc.description.split()),
+        "b-kernel": sc.kernel,
+        "b-hafdbs": str(sc.machine.hafdbs),
+        "b-ha": "default" if "ha" not in machine else ("on" if machine["ha"] else "off"),
+        "b-hd": "on" if sc.machine.hd else "",
+        "b-ipa_bits": str(sc.machine.ipa_bits),
+        "b-tlb": "on" if sc.machine.tlb else "",
+    }
+    for key in WHAT_IF_KEYS:
+        values[f"b-{key}"] = "on" if getattr(sc.machine, key) else ""
+    for i, m in enumerate(sc.maps):
+        values.update(
+            {
+                f"map-{i}-ipa": _hex(m.ipa),
+                f"map-{i}-pa": _hex(m.pa),
+                f"map-{i}-size": next(k for k, v in MAP_SIZES.items() if v == m.size),
+                f"map-{i}-s2ap": m.s2ap,
+                f"map-{i}-af": "on" if m.af else "",
+                f"map-{i}-dbm": "on" if m.dbm else "",
+                f"map-{i}-count": str(m.count),
+            }
+        )
+    for i, a in enumerate(sc.actors):
+        values.update(
+            {
+                f"actor-{i}-name": a.name,
+                f"actor-{i}-kind": a.kind,
+                f"actor-{i}-do": "\n".join(op.text for op in a.ops),
+                f"actor-{i}-tlb": " ".join(_hex(ipa) for ipa in a.tlb),
+            }
+        )
+    ex = sc.expect
+    if ex is not None:
+        for kind in EXPECT_KINDS:
+            values[f"x-{kind}"] = "\n".join(p.text for p in getattr(ex, kind))
+        if ex.violations is not None:
+            values["x-violations"] = "exactly"
+            for check in ex.violations:
+                values[f"x-violation-{check}"] = "on"
     return values
 
 
@@ -196,6 +317,10 @@ def build_from_form(data) -> Built:
         raise
 
 
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in re.split(r"[;\n]", text) if line.strip()]
+
+
 def _build(data, fields: dict[str, str]) -> Built:
     def get(key: str, default: str = "") -> str:
         return str(data.get(key, default) or "").strip()
@@ -204,6 +329,11 @@ def _build(data, fields: dict[str, str]) -> Built:
     if get("b-description"):
         doc["description"] = get("b-description")
     doc["kernel"] = get("b-kernel") or "seed"
+    commits = [c for c in re.split(r"[\s,;]+", get("b-commits")) if c]
+    if commits:
+        doc["commits"] = commits
+    if get("b-fix"):
+        doc["fix"] = get("b-fix")
     machine: dict = {}
     for key in ("hafdbs", "ipa_bits"):
         if get(f"b-{key}"):
@@ -214,9 +344,12 @@ def _build(data, fields: dict[str, str]) -> Built:
     if get("b-hd") == "on":
         machine["hd"] = True
     machine["tlb"] = get("b-tlb") == "on"
+    for key in WHAT_IF_KEYS:  # hardware what-ifs (the Arm ARM's permitted choices)
+        if get(f"b-{key}") == "on":
+            machine[key] = True
     doc["machine"] = machine
     maps = []
-    for i in range(MAP_ROWS):
+    for i in row_numbers(data, "map"):
         if not get(f"map-{i}-ipa"):
             continue
         where = f"map[{len(maps)}]"
@@ -236,15 +369,31 @@ def _build(data, fields: dict[str, str]) -> Built:
     if maps:
         doc["map"] = maps
     actors = []
-    for i in range(ACTOR_ROWS):
+    for i in row_numbers(data, "actor"):
         if not get(f"actor-{i}-name"):
             continue
         where = f"actor[{len(actors)}]"
         fields[where] = f"actor-{i}"
-        ops = [op.strip() for op in re.split(r"[;\n]", get(f"actor-{i}-do")) if op.strip()]
-        actors.append({"name": get(f"actor-{i}-name"), "kind": get(f"actor-{i}-kind"), "do": ops})
+        actor = {
+            "name": get(f"actor-{i}-name"),
+            "kind": get(f"actor-{i}-kind"),
+            "do": _lines(get(f"actor-{i}-do")),
+        }
+        preload = re.split(r"[\s,;]+", get(f"actor-{i}-tlb"))
+        if any(preload):
+            actor["tlb"] = [_form_int(x, f"{where}.tlb", fields) for x in preload if x]
+        actors.append(actor)
     if actors:
         doc["actor"] = actors
+    expect: dict = {}
+    for kind in EXPECT_KINDS:
+        preds = _lines(get(f"x-{kind}").replace(";", "\n"))
+        if preds:
+            expect[kind] = preds
+    if get("x-violations") == "exactly":
+        expect["violations"] = [c for c in CHECKS if get(f"x-violation-{c}") == "on"]
+    if expect:
+        doc["expect"] = expect
     return Built(dump_scenario(doc), fields)
 
 
@@ -266,7 +415,10 @@ def form_field(where: str, fields: dict[str, str]) -> str | None:
     m = re.match(r"machine\.(\w+)", where)
     if m:
         return f"b-{m[1]}"
-    if where in ("name", "description", "kernel"):
+    m = re.match(r"expect\.(\w+)", where)
+    if m:
+        return f"x-{m[1]}"
+    if where in ("name", "description", "kernel", "commits", "fix"):
         return f"b-{where}"
     if where == "actor":
         return "actor-0-name"
@@ -278,4 +430,6 @@ CHOICES = {
     "kinds": ACTOR_KINDS,
     "sizes": tuple(MAP_SIZES),
     "s2ap": S2AP_NAMES,
+    "checks": CHECKS,
+    "what_ifs": WHAT_IF_KEYS,
 }

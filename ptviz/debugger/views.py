@@ -114,37 +114,79 @@ def gallery_context(request, **extra) -> dict:
         "import_error": None,
         "scenario_text": "",
         "tab": "examples",
+        "from_example": None,
     }
     ctx.update(extra)
     ctx["builder"] = builder_view(ctx["values"], ctx["error_field"])
     return ctx
 
 
-def builder_view(values: dict, error_field: str | None) -> dict:
-    """The form builder's fields with their values, for the template."""
+MAP_FIELDS = ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")
+ACTOR_FIELDS = ("name", "kind", "do", "tlb")
+# a row the page adds starts as these (the scenario format's defaults)
+NEW_MAP_ROW = {"size": "4K", "s2ap": "rw", "af": "on", "count": "1"}
+NEW_ACTOR_ROW = {"kind": "vcpu"}
 
-    def field(name: str) -> dict:
-        return {"name": name, "value": values.get(name, ""), "invalid": name == error_field}
+
+def builder_view(values: dict, error_field: str | None) -> dict:
+    """The form builder's fields with their values, for the template: the rows present in
+    `values` (at least one of each), and a blank row of each for the page to add."""
+
+    def field(name: str, default: str = "") -> dict:
+        return {"name": name, "value": values.get(name, default), "invalid": name == error_field}
+
+    def row(kind: str, i, names, blank: dict) -> dict:
+        out = {k: field(f"{kind}-{i}-{k}", blank.get(k, "") if i == "__i__" else "") for k in names}
+        out["i"] = i
+        return out
 
     return {
         "top": {
             k: field(f"b-{k}")
-            for k in ("name", "description", "kernel", "hafdbs", "ha", "hd", "ipa_bits", "tlb")
+            for k in (
+                "name",
+                "description",
+                "kernel",
+                "commits",
+                "fix",
+                "hafdbs",
+                "ha",
+                "hd",
+                "ipa_bits",
+                "tlb",
+            )
         },
+        "what_ifs": [field(f"b-{k}") | {"key": k} for k in scenarios.WHAT_IF_KEYS],
         "maps": [
-            {k: field(f"map-{i}-{k}") for k in ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")}
-            for i in range(scenarios.MAP_ROWS)
+            row("map", i, MAP_FIELDS, NEW_MAP_ROW)
+            for i in scenarios.row_numbers(values, "map") or [0]
         ],
         "actors": [
-            {k: field(f"actor-{i}-{k}") for k in ("name", "kind", "do")}
-            for i in range(scenarios.ACTOR_ROWS)
+            row("actor", i, ACTOR_FIELDS, NEW_ACTOR_ROW)
+            for i in scenarios.row_numbers(values, "actor") or [0]
         ],
+        "new_map": row("map", "__i__", MAP_FIELDS, NEW_MAP_ROW),
+        "new_actor": row("actor", "__i__", ACTOR_FIELDS, NEW_ACTOR_ROW),
+        "expect": {k: field(f"x-{k}") for k in scenarios.EXPECT_KINDS},
+        "violations": field("x-violations"),
+        "checks": [field(f"x-violation-{c}") | {"check": c} for c in scenarios.CHECKS],
     }
 
 
 # --- pages --------------------------------------------------------------------------------
 @require_GET
 def gallery(request):
+    """The gallery; `?from=<example>` fills the form builder with that example."""
+    slug = request.GET.get("from")
+    if slug:
+        ex = scenarios.example(slug)
+        if ex is None:
+            ctx = gallery_context(request, error=f"no example scenario {slug!r}", tab="form")
+            return render(request, "ptviz/gallery.html", ctx, status=404)
+        ctx = gallery_context(
+            request, values=scenarios.form_values(ex.text), tab="form", from_example=slug
+        )
+        return render(request, "ptviz/gallery.html", ctx)
     return render(request, "ptviz/gallery.html", gallery_context(request))
 
 
@@ -155,6 +197,7 @@ def session_new(request):
     except InputError as exc:
         return json_error(exc.code, exc.message, 400, exc.where)
     source = data.get("source", "")
+    uploaded = None  # an uploaded file's text: shown for fixing when it is refused
     built = None
     form_fields = None
     try:
@@ -163,6 +206,12 @@ def session_new(request):
             if ex is None:
                 raise InputError(f"no example scenario {data['example']!r}", "not_found")
             text, label, origin = ex.text, f"{ex.slug}.toml", f"example:{ex.slug}"
+        elif request.FILES.get("scenario_file") and str(data.get("scenario", "")).strip():
+            raise InputError(
+                "both a pasted scenario and a file were given: clear the text box or the file "
+                "field, so that it is clear which one to use",
+                "scenario",
+            )
         elif request.FILES.get("scenario_file"):
             upload = request.FILES["scenario_file"]
             if upload.size > MAX_SCENARIO_BYTES:
@@ -174,6 +223,7 @@ def session_new(request):
                     f"{upload.name}: not UTF-8 text ({exc.reason})", "scenario"
                 ) from None
             label, origin = upload.name, "upload"
+            uploaded = text
         elif source == "form" or data.get("builder"):
             form_fields = {}
             try:
@@ -198,11 +248,8 @@ def session_new(request):
             return json_error(exc.code, exc.message, 400, exc.where)
         ctx = gallery_context(request, error=exc.message, error_where=exc.where)
         if form_fields is not None:
-            values = dict(ctx["values"])
-            values.update({k: v for k, v in data.items() if k != "csrfmiddlewaretoken"})
-            for key in list(values):
-                if key.endswith(("-af", "-dbm", "-hd", "-tlb")) and key not in data:
-                    values[key] = ""
+            # exactly what was posted (an unchecked box is absent: off; a removed row is gone)
+            values = {k: v for k, v in data.items() if k != "csrfmiddlewaretoken"}
             ctx.update(
                 values=values,
                 tab="form",
@@ -210,7 +257,8 @@ def session_new(request):
                 error_field=scenarios.form_field(exc.where or "", form_fields),
             )
         elif data.get("scenario") or request.FILES.get("scenario_file"):
-            ctx.update(tab="paste", scenario_text=data.get("scenario", ""))
+            text = uploaded if uploaded is not None else data.get("scenario", "")
+            ctx.update(tab="paste", scenario_text=text)
         ctx["builder"] = builder_view(ctx["values"], ctx["error_field"])
         return render(request, "ptviz/gallery.html", ctx, status=400)
     return created_response(request, session, control, view)
@@ -317,6 +365,7 @@ def session_page(request, token: str):
         "description": description,
         "recording": f"{reverse('recording', args=[session.id])}?token={link.token}",
         "parent": str(session.parent_id) if session.parent_id else None,
+        "scenario": session.scenario_text,
     }
     return render(request, "ptviz/session.html", {"boot": boot, "session": session, "link": link})
 
@@ -391,14 +440,22 @@ def _endpoint(view):
 def session_fork(request, session_id):
     data = request_data(request)
     session, _link = _session_and_link(request, session_id, data)
+    edited = data.get("scenario")
+    if edited not in (None, ""):
+        if not isinstance(edited, str):
+            raise InputError("scenario: the scenario's text", "invalid", "scenario")
+        if len(edited.encode()) > MAX_SCENARIO_BYTES:
+            raise InputError("scenario: larger than 4 MiB", "scenario", "scenario")
+        return created_response(request, *records.fork_scenario(session, edited))
     schedule = data.get("schedule")
     if schedule not in (None, "", []):
         if isinstance(schedule, str):
             schedule = [s.strip() for s in schedule.split(",") if s.strip()]
         if not isinstance(schedule, list) or not all(isinstance(s, str) for s in schedule):
             raise InputError("schedule: a list of actor names", "invalid", "schedule")
-        created = records.fork_schedule(session, schedule)
-        return created_response(request, *created, step=0)
+        position = _int(data.get("position"), "position")
+        created = records.fork_schedule(session, schedule, position)
+        return created_response(request, *created, step=position or 0)
     kernel = data.get("kernel") or None
     machine = {
         "ha": _bool(data.get("ha")),

@@ -65,6 +65,7 @@ class RunState:
     max_steps: int | None
     rng: random.Random
     started: float
+    seed: int = 0
     steps: int = 0
     turn: int = 0
     until: str | None = None  # "violation": stop right after a check is first violated
@@ -86,6 +87,15 @@ class Viewer:
     focus: str | None = None  # the descriptor it has selected (hex address)
     notice: str | None = None  # for its next snapshot: its link names no moment here
     want_hash: str | None = None  # the state hash prefix its link names
+
+    def params(self) -> dict:
+        """The running parameters, as every viewer's toolbar shows them."""
+        return {
+            "mode": self.mode,
+            "seed": self.seed,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+        }
 
 
 @dataclass
@@ -146,6 +156,7 @@ class TableIndex:
 
 class SessionHost:
     RECENT_EVENTS = 500  # snapshot "events"
+    PAST_EVENTS = 250  # those of a snapshot at a moment of the past (the timeline greys later ones)
     MAX_DELTA_EVENTS = 1000
     FLUSH_INTERVAL = 0.05
     SLICE_SECONDS = 0.002
@@ -259,6 +270,7 @@ class SessionHost:
             position=live.position,
             decisions=len(live.decisions),
             running=self.run is not None,
+            run=self.run.params() if self.run is not None else None,
             machine=live.machine_view(),
             actors=live.actors_view(),
             lock=live.lock_view(),
@@ -286,34 +298,52 @@ class SessionHost:
             self.lens = self.live.lens()
             self.lens_index = TableIndex(self.lens)
             self._lens_node = None
+            # (branch, seq) -> its event record: stepping back or forward in the past
+            # converts one event, not all of them
+            self._past_json: dict[tuple[int, int], dict] = {}
         assert self.lens_index is not None
         if self._lens_node != cursor:
             branch, position = cursor
             self.lens.machine.clear_events()
-            self.lens.seek(position, branch, replay=self.RECENT_EVENTS)
-            events = self.lens.machine.event_tuples()[-self.RECENT_EVENTS :]
+            self.lens.seek(position, branch, replay=self.PAST_EVENTS)
+            events = self.lens.machine.event_tuples()[-self.PAST_EVENTS :]
             self.lens.machine.clear_events()
-            self._lens_events = self._events_json(self.lens, events)
+            if len(self._past_json) > 20 * self.PAST_EVENTS:
+                self._past_json.clear()
+            self._lens_events = self._events_json(self.lens, events, self._past_json)
             self._lens_node = cursor
             self.lens_index.valid = False
         return self.lens, self.lens_index
 
-    def _events_json(self, live: LiveSession, events) -> list[dict]:
+    def _events_json(self, live: LiveSession, events, cache: dict | None = None) -> list[dict]:
         """Event records with the moment right after each one's step (`moment`), so a
-        click on an event can go there."""
+        click on an event can go there. `cache`: records already made, by (branch, seq)
+        (on one branch's path a seq is always the same event)."""
         out = []
         injects = live.decisions.injects_before(len(live.decisions))
         k = 0
         skipped = 0
         tree = live.tree
+        br = tree.branches[live.branch]
         for e in events:
             index = e[0] + skipped
             while k < len(injects) and injects[k] <= index:
                 k += 1
                 skipped += 1
                 index += 1
-            j = event_json(live.spec, e)
-            j["moment"] = tree.moment(live.branch, index + 1)
+            if cache is not None:
+                j = cache.get((br.id, e[0]))
+                if j is not None:
+                    out.append(j)
+                    continue
+            j = event_json(live.spec, e, live.machine.ops_of)
+            pos = index + 1
+            if br.parent is None or pos > br.start:  # owned by this branch
+                j["moment"] = f"b{br.id}-{pos}" if br.id else str(pos)
+            else:
+                j["moment"] = tree.moment(br.id, pos)
+            if cache is not None:
+                cache[(br.id, e[0])] = j
             if e[6] & I.EVF_LOST_UPDATE:
                 reverted = reverted_by(j, reversed(out))
                 if reverted is None and live is self.live:
@@ -426,6 +456,8 @@ class SessionHost:
             violations=all_violations[self.violations_sent :],
             head=self.head(),
         )
+        if self.run is not None:
+            msg["run"] = self.run.params()
         if self.omitted:
             msg["omitted"] = self.omitted
         if self.wrote:
@@ -637,6 +669,7 @@ class SessionHost:
             started=time.monotonic(),
             until=msg.get("until"),
             violations=len(self.live.machine.violations),
+            seed=seed,
         )
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
@@ -758,9 +791,13 @@ class SessionHost:
                 P.TOO_BIG,
                 f"max_states {wanted:,} is above this server's limit of {limit:,} states",
             )
-        self.job = ExploreJob(
-            self.live.scenario_text, self.live.engine, wanted, viewer, msg.get("id")
-        ).start()
+        self.job = ExploreJob(self.live, wanted, viewer, msg.get("id"), server_limit=limit).start()
+        self._ack(viewer, msg)
+
+    def cmd_explore_cancel(self, msg: dict, viewer: str | None) -> None:
+        if self.job is None or self.job.done:
+            raise CommandError(P.ENGINE, "no exploration of this session is running")
+        self.job.cancel()  # the thread stops at its next progress call
         self._ack(viewer, msg)
 
     def cmd_history(self, msg: dict, viewer: str | None) -> None:
@@ -913,6 +950,8 @@ class SessionHost:
             self.job = None
             if job.result is not None:
                 self.to_group(P.message("explore_result", result=job.result))
+            elif job.error_code == P.CANCELLED:
+                self.to_group(P.message("explore_cancelled", states=job.states))
             else:
                 self.to_viewer(
                     job.requester, P.error(job.error_code or P.ENGINE, job.error, job.cmd_id)
@@ -920,7 +959,14 @@ class SessionHost:
             return now
         if now - job.last_report >= self.PROGRESS_INTERVAL:
             job.last_report = now
-            self.to_group(P.message("explore_progress", states=job.visited, depth=job.depth))
+            self.to_group(
+                P.message(
+                    "explore_progress",
+                    states=job.states,
+                    depth=job.depth,
+                    max_states=job.max_states,
+                )
+            )
         return min(job.last_report + self.PROGRESS_INTERVAL, now + 0.05)
 
     # --- lifecycle ---------------------------------------------------------------------

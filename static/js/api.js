@@ -37,6 +37,7 @@ export class Api {
     if (!res.ok) {
       const err = new Error((data && (data.message || data.error)) || `${res.status} ${res.statusText}`);
       err.code = (data && data.code) || `http_${res.status}`;
+      err.where = (data && data.where) || null;
       throw err;
     }
     if (!data && res.redirected) data = { url: res.url };

@@ -2,6 +2,7 @@
 // (<script id="bootstrap" type="application/json">) and speaks protocol v1 over the
 // websocket (docs/protocol.md).
 import { Api } from "./api.js";
+import { BugReportMenu } from "./bugreport.js";
 import { Connection } from "./conn.js";
 import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
@@ -9,6 +10,7 @@ import { ExplorePanel } from "./explore.js";
 import { Help } from "./help.js";
 import { Notices } from "./notify.js";
 import { copyText, DescriptorPanel, MomentBar, momentUrl, PresencePanel } from "./moments.js";
+import { SourcePanel } from "./source.js";
 import { ActorsPanel, LockPanel, MachinePanel, ViolationsPanel } from "./panels.js";
 import { Store } from "./store.js";
 import { Timeline } from "./timeline.js";
@@ -162,8 +164,12 @@ export function mount(root, boot, opts = {}) {
         }
       });
     },
-    openSchedule(schedule, label) {
-      forkTo({ schedule }, label || "counterexample");
+    exploreCancel() {
+      if (needControl() && store.explore.state === "running") command("explore_cancel");
+    },
+    openSchedule(schedule, label, position) {
+      // an exploration's schedules start at the moment it explored from
+      forkTo(position ? { schedule, position } : { schedule }, label || "counterexample");
     },
     inject(actor, op) {
       if (!needControl()) return;
@@ -206,7 +212,17 @@ export function mount(root, boot, opts = {}) {
   }
 
   // --- components ----------------------------------------------------------------------
+  const source = new SourcePanel(boot, {
+    async rerun(text) {
+      const data = await api.fork({ scenario: text }); // rejects with the server's message
+      const url = Api.linkOf(data);
+      if (!url) throw Object.assign(new Error("the server answered without a link"), { code: "fork" });
+      navigate(url);
+    },
+  });
   const toolbar = new Toolbar(store, actions);
+  const bugReport = new BugReportMenu(store, api);
+  toolbar.share.before(bugReport.el);
   const tree = new Tree(store, {
     toggle(pa, open) {
       setExpanded(pa, open);
@@ -270,15 +286,17 @@ export function mount(root, boot, opts = {}) {
     h("span", { class: "kernel-tag", title: "kernel generation the host actors run" }, boot.kernel || ""),
     boot.parent ? h("span", { class: "muted small", title: `forked from session ${boot.parent}` }, "fork") : null,
     h("span", { class: "desc muted", title: boot.description || "" }, (boot.description || "").replace(/\s+/g, " ").trim()),
+    h("button", { type: "button", class: "btn small source-btn", title: "The scenario's source: read it, edit it and re-run it as a new session", onclick: () => source.toggle() }, "scenario"),
     h("a", { class: "small", href: "/docs/protocol", target: "_blank", rel: "noopener" }, "protocol"),
   );
   const app = h("div", { class: "ptviz" },
     head,
     toolbar.el,
-    h("div", { class: "msgs" }, momentBar.el, notices.el),
-    h("div", { class: "work" }, treePanel, side),
+    h("div", { class: "msgs" }, momentBar.el),
+    h("div", { class: "work" }, treePanel, side, notices.el),
     timeline.el,
-    help.el);
+    help.el,
+    source.el);
   root.replaceChildren(app);
   root.classList.add("ptviz-root");
   // Fill the viewport below whatever header the server renders above <main>.
@@ -384,6 +402,7 @@ export function mount(root, boot, opts = {}) {
     presence.render();
     descriptor.render();
     if (!store.past) notices.removeCode("rewound");
+    bugReport.render();
     dirty.clear();
   });
   const mark = (...what) => {
@@ -481,6 +500,9 @@ export function mount(root, boot, opts = {}) {
       case "moment":
         store.moments(msg);
         break;
+      case "explore_cancelled":
+        store.exploreCancelled(msg);
+        break;
       default:
         notices.error("bad_message", `unknown message type "${msg.type}"`);
     }
@@ -510,6 +532,7 @@ export function mount(root, boot, opts = {}) {
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") {
       if (help.open) help.close();
+      else if (source.open) source.close();
       else {
         let closed = false;
         for (const d of app.querySelectorAll("details.menu[open]")) {
@@ -542,7 +565,13 @@ export function mount(root, boot, opts = {}) {
     else if (k === "k") actions.forkHere();
     else if (k === "c") actions.copyMomentLink();
     else if (k === "e") actions.explore();
-    else if (k === "i") inject.ipa.disabled ? inject.actor.focus() : inject.ipa.focus();
+    else if (k === "i") {
+      if (inject.ipa.disabled) inject.actor.focus();
+      else {
+        inject.ipa.focus();
+        inject.ipa.select(); // typing replaces the picked address, never appends to it
+      }
+    }
     else if (k === "t") tree.el.focus();
     else if (k === "l") timeline.scroller.focus();
     else if (k === "?") help.toggle();
@@ -554,16 +583,6 @@ export function mount(root, boot, opts = {}) {
   conn.connect();
   return { store, conn, tree, timeline, notices, actions };
 }
-
-// A page icon (so the browser does not ask the server for /favicon.ico).
-function ensureIcon() {
-  if (document.querySelector('link[rel~="icon"]')) return;
-  const svg =
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#0b5cad"/>' +
-    '<path d="M3 4h10M5 8h8M7 12h6" stroke="#fff" stroke-width="2"/></svg>';
-  document.head.append(h("link", { rel: "icon", href: "data:image/svg+xml," + encodeURIComponent(svg) }));
-}
-ensureIcon();
 
 if (!window.PTVIZ_NO_AUTOMOUNT) {
   const start = () => {

@@ -129,6 +129,21 @@ export class Toolbar {
     this.hd.checked = !!m.hd;
   }
 
+  /** A run going on shows its parameters (whoever started it), unless one is being edited. */
+  showRun(run) {
+    if (!run || this.runShown === run) return;
+    this.runShown = run;
+    const set = (el, value) => {
+      if (document.activeElement !== el && value !== null && value !== undefined) el.value = String(value);
+    };
+    set(this.mode, run.mode);
+    set(this.seed, run.seed);
+    const speed = String(run.speed);
+    if ([...this.speed.options].some((o) => o.value === speed)) set(this.speed, speed);
+    set(this.maxSteps, run.max_steps ?? "");
+    this.seedWrap.hidden = this.mode.value !== "random";
+  }
+
   runParams() {
     return {
       mode: this.mode.value,
@@ -183,6 +198,7 @@ export class Toolbar {
     this.bPause.disabled = !ctl || !live || !s.running;
     this.bRun.classList.toggle("running", s.running);
     this.bExplore.disabled = !ctl || !live || s.explore.state === "running";
+    this.showRun(s.run);
     this.exportLink.href = this.a.recordingUrl();
     this.bControlLink.disabled = !s.canControl;
     this.bControlLink.title = s.canControl ? "Create a link that can also drive the session" : "a view-only link cannot make control links";

@@ -1,6 +1,7 @@
 // Explore every interleaving: progress, final states (with counts), violations, and
 // counterexamples opened as forks to step through.
 import { esc, h } from "./dom.js";
+import { countText } from "./fmt.js";
 
 export class ExplorePanel {
   /** @param actions explore(maxStates), openSchedule(schedule, label) */
@@ -8,18 +9,20 @@ export class ExplorePanel {
     this.store = store;
     this.a = actions;
     this.max = h("input", { type: "number", min: "1", placeholder: "no limit", class: "num wide", "aria-label": "Maximum states to explore" });
-    this.go = h("button", { type: "button", class: "btn", title: "Explore every interleaving (e)" }, "explore");
+    this.go = h("button", { type: "button", class: "btn", title: "Explore every interleaving from this moment (e)" }, "explore");
     this.go.addEventListener("click", () => this.a.explore());
+    this.stop = h("button", { type: "button", class: "btn small", title: "Stop the exploration (the server stops its search)", hidden: true }, "cancel");
+    this.stop.addEventListener("click", () => this.a.exploreCancel());
     this.progress = h("progress", { class: "explore-progress", "aria-label": "Exploration progress" });
-    this.progressText = h("span", { class: "small" });
+    this.progressText = h("span", { class: "small explore-status", role: "status" });
     this.body = h("div", { class: "explore-body" });
     this.el = h("section", { class: "panel explore", "aria-label": "Explore every interleaving" },
       h("h2", null, "Explore every interleaving"),
-      h("div", { class: "row" }, h("label", { class: "inline small" }, "max states ", this.max), this.go, this.progress, this.progressText),
+      h("div", { class: "row" }, h("label", { class: "inline small" }, "max states ", this.max), this.go, this.stop, this.progress, this.progressText),
       this.body);
     this.body.addEventListener("click", (ev) => {
       const b = ev.target.closest("button[data-schedule]");
-      if (b) this.a.openSchedule(JSON.parse(b.dataset.schedule), b.dataset.label);
+      if (b) this.a.openSchedule(JSON.parse(b.dataset.schedule), b.dataset.label, Number(b.dataset.position || 0));
     });
     this.shown = null;
   }
@@ -33,32 +36,40 @@ export class ExplorePanel {
     const s = this.store;
     const x = s.explore;
     this.go.disabled = !s.canControl || x.state === "running" || s.conn.status !== "live";
+    this.stop.hidden = x.state !== "running";
+    this.stop.disabled = !s.canControl;
     this.progress.hidden = x.state === "idle";
     if (x.state === "running") {
-      const max = this.maxStates();
+      // distinct states found so far, out of the limit (never above either)
+      const max = x.maxStates || this.maxStates();
       if (max) {
         this.progress.max = max;
         this.progress.value = Math.min(x.states, max);
       } else this.progress.removeAttribute("value"); // indeterminate
-      this.progressText.textContent = `${x.states.toLocaleString("en-US")} states · depth ${x.depth}`;
+      this.progressText.textContent = `${countText(x.states)} states${max ? ` of at most ${countText(max)}` : ""} · depth ${x.depth}`;
     } else if (x.state === "done") {
       this.progress.max = 1;
       this.progress.value = 1;
       this.progressText.textContent = "done";
+    } else if (x.state === "cancelled") {
+      this.progress.hidden = true;
+      this.progressText.textContent = `cancelled after ${countText(x.states)} states`;
     } else this.progressText.textContent = "";
     if (x.result === this.shown) return;
     this.shown = x.result;
     const r = x.result;
     if (!r) {
-      this.body.innerHTML = '<p class="muted small">Runs the session\'s scenario through every interleaving of its actors\' micro-steps and lists the final states and the interleavings that violate a check.</p>';
+      this.body.innerHTML = '<p class="muted small">Runs every interleaving of the actors\' micro-steps from this moment (the position shown, injected operations included) and lists the final states and the interleavings that violate a check.</p>';
       return;
     }
     const exp = r.expect;
     let html =
-      `<p class="summary"><b>${(r.interleavings ?? 0).toLocaleString("en-US")}</b> interleavings · <b>${(r.states ?? 0).toLocaleString("en-US")}</b> states` +
+      `<p class="summary"><b>${countText(r.interleavings)}</b> interleavings · <b>${countText(r.states)}</b> states` +
       (r.cycles ? ` · ${r.cycles} cycles cut` : "") +
       (exp ? ` · expectations <b class="${exp.passed ? "ok-text" : "bad-text"}">${exp.passed ? "hold" : "fail"}</b>` : "") +
-      `</p>`;
+      `</p>` +
+      (r.from_position ? `<p class="muted small from">from position ${countText(r.from_position)} (the moment explored; schedules start there)</p>` : "");
+    const from = r.from_position || 0;
     const v = r.violations || [];
     if (v.length) {
       html += `<h3>Violations <span class="badge bad">${v.length}</span></h3><ul class="cex">`;
@@ -66,8 +77,10 @@ export class ExplorePanel {
         html +=
           `<li class="bad-row"><b>${esc(c.check)}</b> · ipa ${esc(c.ipa)} · lost <b class="lostbits">${esc((c.bits || []).join(", ") || "—")}</b>` +
           ` · by ${esc(c.actor)}${c.op ? " " + esc(c.op) : ""}` +
-          `<div class="sched" title="schedule">${schedHtml(c.schedule)}</div>` +
-          `<button type="button" class="btn small primary" data-label="counterexample ${i + 1}" data-schedule='${esc(JSON.stringify(c.schedule || []))}'>open counterexample ▶</button></li>`;
+          (c.before
+            ? `<div class="muted small">already happened before position ${countText(from)}: every interleaving from here carries it</div></li>`
+            : `<div class="sched" title="schedule">${schedHtml(c.schedule)}</div>` +
+              `<button type="button" class="btn small primary" data-label="counterexample ${i + 1}" data-position="${from}" data-schedule='${esc(JSON.stringify(c.schedule || []))}'>open counterexample ▶</button></li>`);
       });
       html += `</ul>`;
     } else html += `<p class="ok-text small">No interleaving violates a check.</p>`;
@@ -79,10 +92,10 @@ export class ExplorePanel {
             .slice(0, 4)
             .map(([ipa, l]) => `<code>${esc(ipa)}</code> ${leafHtml(l)}`)
             .join("<br>") + (Object.keys(f.leaves).length > 4 ? `<br><span class="muted">+${Object.keys(f.leaves).length - 4} more</span>` : "")
-        : (f.leaf_summary || []).map((l) => `${leafHtml(l)} ×${l.count.toLocaleString("en-US")}`).join("<br>");
+        : (f.leaf_summary || []).map((l) => `${leafHtml(l)} ×${countText(l.count)}`).join("<br>");
       html +=
-        `<tr><td class="num">${f.count.toLocaleString("en-US")}</td><td>${leaves}</td>` +
-        `<td><button type="button" class="btn small" data-label="final state ${i + 1}" data-schedule='${esc(JSON.stringify(f.example_schedule || []))}' title="open an example schedule that ends here">open ▶</button></td></tr>`;
+        `<tr><td class="num">${countText(f.count)}</td><td>${leaves}</td>` +
+        `<td><button type="button" class="btn small" data-label="final state ${i + 1}" data-position="${from}" data-schedule='${esc(JSON.stringify(f.example_schedule || []))}' title="open an example schedule that ends here">open ▶</button></td></tr>`;
     });
     html += `</tbody></table>`;
     if (exp && exp.results && exp.results.length) {

@@ -12,6 +12,17 @@ export function hexHtml(hex, digits = 16) {
   );
 }
 
+/** A count with thousands separators, exact also above 2^53 (sent as a decimal string:
+ * docs/protocol.md, "explore_result"). */
+export function countText(n) {
+  if (n === null || n === undefined) return "0";
+  try {
+    return BigInt(n).toLocaleString("en-US");
+  } catch {
+    return String(n);
+  }
+}
+
 export function sizeName(bytes) {
   const n = Number(bytes);
   const units = [

@@ -10,7 +10,7 @@ export const SHORTCUTS = [
   ["Home / End", "seek to the start / the end of the recording"],
   ["k", "fork here (a new session from this position)"],
   ["e", "explore every interleaving"],
-  ["i", "focus the inject form (IPA field)"],
+  ["i", "focus the inject form's IPA field, its text selected (type to replace it)"],
   ["t", "focus the table tree"],
   ["l", "focus the timeline"],
   ["?", "this help"],
@@ -20,8 +20,8 @@ export const SHORTCUTS = [
 export const TREE_KEYS = [
   ["↑ ↓ PgUp PgDn", "move between descriptors"],
   ["→ / ←", "expand (subscribe) / collapse (unsubscribe), or go to parent"],
-  ["Enter / double-click", "expand or collapse a table"],
-  ["Space / click", "use this row's IPA in the inject form"],
+  ["Enter / double-click", "expand or collapse a table; on a leaf, use its IPA in the inject form"],
+  ["click", "use this row's IPA in the inject form"],
 ];
 
 export const TIMELINE_KEYS = [

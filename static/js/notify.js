@@ -1,12 +1,21 @@
-// The error area: visible, dismissable messages (code + message), newest first.
+// The message area: dismissable messages (code + message), newest first. At most
+// VISIBLE show; older ones fold into "+N older" (a click lists them all). It floats over
+// the top of the work area, so a burst of messages never pushes the work area down.
 import { h } from "./dom.js";
+
+export const VISIBLE = 3;
+const KEPT = 50;
 
 export class Notices {
   constructor() {
-    this.el = h("div", { class: "notices", role: "region", "aria-label": "Messages" });
     this.list = h("div", { class: "notice-list", "aria-live": "assertive" });
-    this.el.append(this.list);
-    this.count = 0;
+    this.more = h("button", { type: "button", class: "btn small ghost notice-more", hidden: true });
+    this.more.addEventListener("click", () => {
+      this.expanded = !this.expanded;
+      this.layout();
+    });
+    this.el = h("div", { class: "notices", role: "region", "aria-label": "Messages" }, this.list, this.more);
+    this.expanded = false;
   }
 
   /**
@@ -23,6 +32,7 @@ export class Notices {
         item.dataset.count = k;
         c.textContent = `×${k}`;
         this.list.prepend(item);
+        this.layout();
         return item;
       }
     }
@@ -34,14 +44,15 @@ export class Notices {
       h("span", { class: "msg" }, n.message || ""),
       h("span", { class: "repeat" }),
       ...(n.actions || []).map((a) =>
-        h("button", { type: "button", class: "btn small", onclick: () => { a.run(); item.remove(); } }, a.label),
+        h("button", { type: "button", class: "btn small", onclick: () => { a.run(); this.remove(item); } }, a.label),
       ),
       close,
     );
-    close.addEventListener("click", () => item.remove());
+    close.addEventListener("click", () => this.remove(item));
     this.list.prepend(item);
-    while (this.list.children.length > 6) this.list.lastChild.remove();
-    if (!n.sticky && kind !== "error") setTimeout(() => item.remove(), n.timeout || 4000);
+    while (this.list.children.length > KEPT) this.list.lastChild.remove();
+    if (!n.sticky && kind !== "error") setTimeout(() => this.remove(item), n.timeout || 4000);
+    this.layout();
     return item;
   }
 
@@ -53,12 +64,38 @@ export class Notices {
     return this.show({ message, kind: "info", timeout });
   }
 
+  remove(item) {
+    item.remove();
+    this.layout();
+  }
+
   /** Drop messages with this code (their cause went away). */
   removeCode(code) {
-    for (const item of [...this.list.children]) if (item.dataset.key.split("|")[1] === code) item.remove();
+    let removed = false;
+    for (const item of [...this.list.children]) {
+      if (item.dataset.key.split("|")[1] === code) {
+        item.remove();
+        removed = true;
+      }
+    }
+    if (removed) this.layout();
   }
 
   clear() {
     this.list.replaceChildren();
+    this.layout();
+  }
+
+  /** Show the newest VISIBLE (all when expanded) and say how many more there are. */
+  layout() {
+    const items = [...this.list.children];
+    const older = Math.max(0, items.length - VISIBLE);
+    if (!older) this.expanded = false;
+    items.forEach((item, i) => {
+      item.hidden = !this.expanded && i >= VISIBLE;
+    });
+    this.el.classList.toggle("expanded", this.expanded);
+    this.more.hidden = !older;
+    this.more.textContent = this.expanded ? "show fewer" : `+${older} older`;
   }
 }

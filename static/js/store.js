@@ -117,6 +117,7 @@ export class Store extends EventTarget {
     this.position = msg.position ?? 0;
     this.decisions = msg.decisions ?? 0;
     this.running = !!msg.running;
+    this.run = msg.run || null;
     this.machine = msg.machine || null;
     this.actors = msg.actors || [];
     this.lock = msg.lock || null;
@@ -145,6 +146,7 @@ export class Store extends EventTarget {
       this.head = msg.head;
       if (this.cursor) this.cursor = { ...this.cursor, moment: msg.head.moment, branch: msg.head.branch, position: msg.head.position, end: msg.decisions, live: true };
     }
+    this.run = this.running ? msg.run || this.run : null;
     if (msg.actors) this.actors = msg.actors;
     if (msg.lock) this.lock = msg.lock;
     if (msg.machine) this.machine = msg.machine;
@@ -237,6 +239,13 @@ export class Store extends EventTarget {
     this.explore.state = "running";
     this.explore.states = msg.states ?? this.explore.states;
     this.explore.depth = msg.depth ?? this.explore.depth;
+    this.explore.maxStates = msg.max_states ?? this.explore.maxStates;
+    this.emit({ explore: true });
+  }
+
+  exploreCancelled(msg) {
+    this.explore.state = "cancelled";
+    this.explore.states = msg.states ?? this.explore.states;
     this.emit({ explore: true });
   }
 

@@ -1,13 +1,20 @@
 // Timeline: one swimlane per actor, the last N events as small labeled boxes in seq
 // order, filterable by actor and kind; lost updates and failed exclusives are marked.
 import { changedFields } from "./decode.js";
+import { failText } from "./explain.js";
 import { esc, h } from "./dom.js";
 import { eventBad, eventText, FAIL_KINDS, KIND_SHORT, KINDS, WRITE_KINDS } from "./fmt.js";
 import { ICONS } from "./icons.js";
 import { momentName, momentUrl, revertedHtml } from "./moments.js";
 import { actorSlot } from "./tree.js";
 
-const COL_W = 54;
+const COL_W = 54; // up to 3-digit seq numbers; each digit more widens the columns
+const DIGIT_W = 8;
+
+/** The column width that fits a chip's label and its seq number. */
+export function columnWidth(maxSeq) {
+  return COL_W + Math.max(0, String(maxSeq).length - 3) * DIGIT_W;
+}
 const LANE_H = 24;
 export const TIMELINE_MAX = 400;
 
@@ -28,6 +35,7 @@ export class Timeline {
     this.hiddenActors = new Set();
     this.hiddenKinds = new Set();
     this.onlyMarked = false;
+    this.colW = COL_W;
     this.shown = [];
     this.el = h("section", { class: "panel timeline", "aria-label": "Timeline" });
     this.filters = h("div", { class: "tl-filters", role: "toolbar", "aria-label": "Timeline filters" });
@@ -115,12 +123,14 @@ export class Timeline {
     this.buildFilters();
     const s = this.store;
     const names = s.actorNames();
-    const atEnd = this.scroller.scrollLeft + this.scroller.clientWidth >= this.scroller.scrollWidth - COL_W * 2;
+    const atEnd = this.scroller.scrollLeft + this.scroller.clientWidth >= this.scroller.scrollWidth - this.colW * 2;
     const all = s.events;
     const shown = [];
     for (let i = all.length - 1; i >= 0 && shown.length < TIMELINE_MAX; i--) if (this.visible(all[i])) shown.push(all[i]);
     shown.reverse();
     this.shown = shown;
+    const colW = (this.colW = columnWidth(shown.length ? shown[shown.length - 1].seq : 0));
+    this.lanes.style.setProperty("--ev-w", `${colW - 4}px`);
     this.labels.innerHTML = names
       .map((n) => {
         const a = s.actors.find((x) => x.name === n);
@@ -141,15 +151,15 @@ export class Timeline {
       const label = KIND_SHORT[e.kind] || e.kind;
       const lvl = e.kind === "walk" && e.level !== undefined ? `<sub>${e.level}</sub>` : "";
       const opKey = `${e.actor}:${e.op_index}`;
-      if (lastOp !== null && e.seq !== lastOp + 1) parts.push(`<div class="tl-gap" style="left:${x * COL_W - 2}px" title="events hidden by the filter"></div>`);
+      if (lastOp !== null && e.seq !== lastOp + 1) parts.push(`<div class="tl-gap" style="left:${x * colW - 2}px" title="events hidden by the filter"></div>`);
       lastOp = e.seq;
       parts.push(
         `<button type="button" tabindex="-1" class="ev ${KIND_CLASS(e.kind)}${bad ? " bad" : ""}${fail ? " fail" : ""}${sel}${done}${later}" data-seq="${e.seq}" data-op="${esc(opKey)}" ` +
-          `style="left:${x * COL_W + 2}px;top:${y + 3}px" title="${esc(eventText(e))}">` +
+          `style="left:${x * colW + 2}px;top:${y + 3}px" title="${esc(eventText(e))}">` +
           `${bad ? '<span class="mark">!</span>' : ""}${esc(label)}${lvl}<span class="seq">${e.seq}</span></button>`,
       );
     });
-    this.lanes.style.width = Math.max(shown.length * COL_W + 8, 100) + "px";
+    this.lanes.style.width = Math.max(shown.length * colW + 8, 100) + "px";
     this.lanes.style.height = names.length * LANE_H + "px";
     this.labels.style.height = names.length * LANE_H + "px";
     this.lanes.innerHTML = parts.join("");
@@ -175,7 +185,9 @@ export class Timeline {
       return;
     }
     let diff = "";
-    if (e.old !== undefined && e.new !== undefined && e.old !== e.new) {
+    const failed = failText(e, s.events);
+    if (failed) diff = ` · <b>${esc(failed)}</b>`;
+    else if (e.old !== undefined && e.new !== undefined && e.old !== e.new) {
       const f = changedFields(e.old, e.new);
       diff = ` · changed <b>${esc(f.join(", "))}</b>`;
     }
@@ -194,7 +206,7 @@ export class Timeline {
       const x = b.offsetLeft;
       const sc = this.scroller;
       const labelW = this.labels.offsetWidth;
-      if (x < sc.scrollLeft || x + COL_W > sc.scrollLeft + sc.clientWidth - labelW) sc.scrollLeft = x - sc.clientWidth / 2;
+      if (x < sc.scrollLeft || x + this.colW > sc.scrollLeft + sc.clientWidth - labelW) sc.scrollLeft = x - sc.clientWidth / 2;
     }
     const e = this.store.events.find((x) => x.seq === seq);
     if (e && notify) this.cb.select(e);

@@ -3,6 +3,7 @@
 // into one list of fixed-height lines and only the lines in view exist in the DOM.
 import { big, LOST_BIT_FIELD } from "./decode.js";
 import { esc, h } from "./dom.js";
+import { failText } from "./explain.js";
 import { hexHtml, ipaDigits, sizeName } from "./fmt.js";
 
 export const ROW_H = 20;
@@ -330,12 +331,6 @@ export class Tree {
       case "PageUp":
         move(-Math.max(1, Math.floor(this.el.clientHeight / ROW_H) - 1));
         break;
-      case "Home":
-        if (this.items.length) {
-          this.select(this.items[0]);
-          this.scrollTo(0);
-        }
-        break;
       case "ArrowRight":
         if (it && isOpenable(it, this.store) && !isOpen(it, this.store)) this.toggle(it);
         else move(1);
@@ -344,11 +339,10 @@ export class Tree {
         if (it && isOpenable(it, this.store) && isOpen(it, this.store)) this.toggle(it);
         else if (it) this.toParent(cur);
         break;
+      // Home, End and Space are the session's keys (help.js), also with the tree focused.
       case "Enter":
-        if (it) this.toggle(it);
-        break;
-      case " ":
-        if (it && it.t === "row") this.cb.pick(it.row, it, true);
+        if (it && isOpenable(it, this.store)) this.toggle(it);
+        else if (it && it.t === "row") this.cb.pick(it.row, it, true);
         break;
       default:
         handled = false;
@@ -427,9 +421,10 @@ function whoHtml(s, ch, lost, fl) {
   let who = "";
   if (fl && (!ch || fl.seq > ch.seq)) {
     // the most recent thing that happened here is a failed exclusive / CAS / hw update
-    const before = ch ? `; last write #${ch.seq} ${ch.actor} ${ch.kind} changed ${ch.fields.join(", ")}` : "";
+    const e = s.events.find((x) => x.seq === fl.seq);
+    const why = (e && failText(e, s.events)) || "the descriptor changed under it, it retries";
     who +=
-      `<span class="fail-tag" title="${esc(`#${fl.seq} ${fl.actor} ${fl.op || ""} ${fl.kind}: the descriptor changed under it, it retries${before}`)}">` +
+      `<span class="fail-tag" title="${esc(`#${fl.seq} ${fl.actor} ${fl.op || ""} ${fl.kind}: ${why}`)}">` +
       `${esc(fl.actor)} #${fl.seq} ${esc(fl.kind)}</span>`;
     return who;
   }

@@ -368,6 +368,7 @@ def test_explore_returns_what_the_cli_prints(mode):
         cwd=ROOT,
         timeout=120,
     )
+    assert result.pop("from_position") == 0  # explored from the start: the CLI's object
     assert json.loads(cli.stdout) == result
 
 

@@ -4,6 +4,7 @@ session page, forks, share links, recordings, the protocol page, static files.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -15,7 +16,7 @@ from webhelpers import ORIGIN, ROOT, Viewer, arun
 
 from engine.scenario import parse_scenario
 from engine.session import LiveSession
-from ptviz.debugger import records
+from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import Checkpoint, DebugSession, Decision, ShareLink
 
 pytestmark = pytest.mark.django_db
@@ -92,6 +93,24 @@ def test_create_from_a_paste_an_upload_and_json(client):
     assert as_json.status_code == 201 and "/s/" in as_json.json()["url"]
     assert DebugSession.objects.count() == 4
     assert set(DebugSession.objects.values_list("origin", flat=True)) == {"paste", "upload"}
+
+
+def test_a_paste_and_a_file_together_are_refused_and_a_bad_file_is_shown_for_fixing(client):
+    upload = SimpleUploadedFile("mine.toml", V46.encode(), content_type="text/plain")
+    both = client.post("/sessions/new", {"scenario": "name = 'x'", "scenario_file": upload})
+    assert both.status_code == 400
+    html = both.content.decode()
+    assert "both a pasted scenario and a file were given" in html
+    assert "name = &#x27;x&#x27;" in html  # the pasted text is kept
+    bad = V46.replace('do = ["read 0x8000_0000"]', 'do = ["fly 0x8000_0000"]')
+    upload = SimpleUploadedFile("bad.toml", bad.encode(), content_type="text/plain")
+    refused = client.post("/sessions/new", {"scenario": "", "scenario_file": upload})
+    assert refused.status_code == 400
+    html = refused.content.decode()
+    assert "bad.toml: actor[0].do[0]" in html
+    textarea = re.search(r'<textarea name="scenario"[^>]*>(.*?)</textarea>', html, re.S)[1]
+    assert "fly 0x8000_0000" in textarea and "[[actor]]" in textarea
+    assert not DebugSession.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -190,6 +209,88 @@ def test_form_builder_errors_name_the_key_and_mark_the_field(client, changes, na
     assert not DebugSession.objects.exists()
 
 
+def test_the_form_builder_takes_any_number_of_rows_an_expect_block_and_tlb_preloads(client):
+    data = form(
+        **{
+            f"map-{i}-{k}": v
+            for i in (7, 11, 30, 31, 40)
+            for k, v in (
+                ("ipa", f"0x{0x8100_0000 + i * 0x1000:x}"),
+                ("pa", f"0x{0x4100_0000 + i * 0x1000:x}"),
+            )
+        },
+        **{"actor-5-name": "vcpu1", "actor-5-kind": "vcpu", "actor-5-do": "read 0x8000_1000"},
+        **{"actor-9-name": "host1", "actor-9-kind": "host", "actor-9-do": "flush_tlb"},
+        **{"actor-0-tlb": "0x8000_0000, 0x8000_1000"},
+        **{
+            "x-always": "0x8000_0000: s2ap=ro",
+            "x-sometimes": "0x8000_0000: af=0\n0x8000_0000: af=1",
+        },
+        **{"x-violations": "exactly", "x-violation-no_lost_update": "on"},
+    )
+    response = client.post("/sessions/new", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    sc = parse_scenario(DebugSession.objects.get().scenario_text)
+    assert len(sc.maps) == 7 and sc.maps[-1].ipa == 0x8100_0000 + 40 * 0x1000
+    assert [a.name for a in sc.actors] == ["vcpu0", "host0", "vcpu1", "host1"]
+    assert sc.actors[0].tlb == (0x8000_0000, 0x8000_1000)
+    assert [p.text for p in sc.expect.always] == ["0x8000_0000: s2ap=ro"]
+    assert len(sc.expect.sometimes) == 2 and sc.expect.never == ()
+    assert sc.expect.violations == ("no_lost_update",)
+
+
+def test_form_builder_errors_in_the_expect_block_and_preloads_mark_their_field(client):
+    for changes, field in (
+        ({"x-never": "0x8000_0000: colour=blue"}, "x-never"),
+        ({"actor-0-tlb": "0x9999_0000"}, "actor-0-tlb"),
+    ):
+        response = client.post("/sessions/new", form(**changes))
+        assert response.status_code == 400
+        html = response.content.decode()
+        marked = re.search(rf'<[^>]*name="{field}"[^>]*>', html)[0]
+        assert 'aria-invalid="true"' in marked, (
+            field,
+            re.search(r'id="scenario-error">(.*?)</div>', html, re.S)[1],
+        )
+        # what was posted is kept, rows and all
+        assert 'name="map-2-ipa" value="0x8020_0000"' in html
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_fills_the_form_and_the_form_rebuilds_it(client, path):
+    html = client.get(f"/?from={path.stem}").content.decode()
+    values = {}
+    for m in re.finditer(r'<(input|textarea|select)[^>]*name="([^"]+)"[^>]*>', html):
+        name = m[2]
+        if "__i__" in name or name in ("csrfmiddlewaretoken", "from", "source"):
+            continue
+        if name.startswith(("b-", "map-", "actor-", "x-")):
+            values[name] = _field_value(html, m)
+    built = parse_scenario(scenarios.build_from_form(values).text)
+    original = parse_scenario(path.read_text())
+    # (the form's description is one line)
+    one_line = dataclasses.replace(original, description=" ".join(original.description.split()))
+    assert built == one_line, path.name
+
+
+def _field_value(html: str, m) -> str:
+    tag, start = m[1], m.end()
+    if tag == "textarea":
+        import html as html_lib
+
+        return html_lib.unescape(html[start : html.index("</textarea>", start)])
+    if tag == "select":
+        body = html[start : html.index("</select>", start)]
+        chosen = re.search(r'<option(?: value="([^"]*)")?[^>]*selected[^>]*>([^<]*)', body)
+        return chosen[1] if chosen[1] is not None else chosen[2]
+    if 'type="checkbox"' in m[0]:
+        return "on" if " checked" in m[0] else ""
+    value = re.search(r'value="([^"]*)"', m[0])
+    import html as html_lib
+
+    return html_lib.unescape(value[1]) if value else ""
+
+
 def test_fork_at_a_position(client):
     session, control, view = recorded_session()
     response = client.post(
@@ -233,6 +334,54 @@ def test_fork_with_another_kernel_and_ha(client):
         HTTP_X_PTVIZ_TOKEN=control.token,
     )
     assert bad.status_code == 400 and "machine.hd" in bad.json()["message"]
+
+
+def test_a_what_if_fork_is_titled_and_described_as_the_what_if(client):
+    session, control, _view = recorded_session()
+    response = client.post(
+        f"/sessions/{session.id}/fork",
+        data=json.dumps({"kernel": "seed", "ha": False}),
+        content_type="application/json",
+        HTTP_X_PTVIZ_TOKEN=control.token,
+    )
+    fork = DebugSession.objects.get(pk=response.json()["session"])
+    sc = parse_scenario(fork.scenario_text)
+    old = parse_scenario(session.scenario_text)
+    assert sc.name == f"what-if kernel seed, HA off: {old.name}" == fork.name
+    assert sc.description.startswith(
+        f'What-if copy of "{old.name}" with kernel seed, HA off (the original: kernel v4.6, HA on).'
+    )
+    page = bootstrap(client.get(response.json()["url"]).content.decode())
+    assert page["name"] == sc.name and page["description"] == sc.description
+
+
+def test_an_edited_scenario_is_re_run_as_a_fork_and_a_bad_edit_names_the_key(client):
+    session, control, _view = recorded_session()
+    page = bootstrap(client.get(f"/s/{control.token}/").content.decode())
+    assert page["scenario"] == session.scenario_text
+    edited = session.scenario_text.replace(
+        'do = ["read 0x8000_0000"]', 'do = ["write 0x8000_0000"]'
+    )
+
+    def post(text):
+        return client.post(
+            f"/sessions/{session.id}/fork",
+            data=json.dumps({"scenario": text}),
+            content_type="application/json",
+            HTTP_X_PTVIZ_TOKEN=control.token,
+        )
+
+    bad = post(edited.replace("write 0x8000_0000", "explode 0x8000_0000"))
+    assert bad.status_code == 400
+    assert bad.json()["where"] == "actor[0].do[0]" and "unknown operation" in bad.json()["message"]
+    toml = post(edited.replace("[[map]]", "[[map]"))
+    assert toml.status_code == 400 and toml.json()["where"].startswith("line ")
+    assert DebugSession.objects.count() == 1
+    good = post(edited)
+    assert good.status_code == 201
+    fork = DebugSession.objects.get(pk=good.json()["session"])
+    assert fork.parent == session and fork.scenario_text == edited
+    assert not fork.decisions.exists()
 
 
 def test_fork_a_counterexample_schedule(client):

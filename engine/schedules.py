@@ -1,0 +1,65 @@
+"""Schedules for people: run-length encoded, folded to one line (issue 7).
+
+A schedule is a list of actor names, one per micro-step. Long ones (a 1 GiB write-protect
+is 786,960 steps) are never printed whole: text folds them (`host0 x 786,948`), JSON
+carries a schedule longer than SCHEDULE_LISTED_MAX as `schedule_rle` ([[name, count],
+...]) in place of `schedule` (README, "Extensions to the contract").
+"""
+
+from __future__ import annotations
+
+SCHEDULE_LISTED_MAX = 10_000
+LINE_MAX = 200  # a schedule up to this long prints as `run --schedule` takes it
+
+
+def rle(schedule: list[str]) -> list[list]:
+    """[[name, count], ...] for runs of one actor."""
+    out: list[list] = []
+    for name in schedule:
+        if out and out[-1][0] == name:
+            out[-1][1] += 1
+        else:
+            out.append([name, 1])
+    return out
+
+
+def expand(runs: list[list]) -> list[str]:
+    return [name for name, count in runs for _ in range(count)]
+
+
+def fold(schedule: list[str], width: int = LINE_MAX) -> str:
+    """The schedule on one line: comma-separated when it fits, else runs (`host0 x 4`),
+    cut with a count of what is left when even those do not fit."""
+    plain = ",".join(schedule)
+    if len(plain) <= width:
+        return plain
+    parts = [name if n == 1 else f"{name} x {n:,}" for name, n in rle(schedule)]
+    line = ", ".join(parts)
+    if len(line) <= width:
+        return line
+    shown: list[str] = []
+    used = 0
+    for part in parts:
+        if used + len(part) + 2 > width - 40:
+            break
+        shown.append(part)
+        used += len(part) + 2
+    rest = sum(n for _, n in rle(schedule)[len(shown) :])
+    return f"{', '.join(shown)}, ... ({rest:,} more steps; {len(schedule):,} in all)"
+
+
+def compact_json(out: dict) -> dict:
+    """`run`/`explore`/`replay` JSON with long schedules as `*_rle` fields only."""
+
+    def fix(obj: dict, key: str) -> None:
+        schedule = obj.get(key)
+        if isinstance(schedule, list) and len(schedule) > SCHEDULE_LISTED_MAX:
+            obj[f"{key}_rle"] = rle(schedule)
+            del obj[key]
+
+    fix(out, "schedule")
+    for final in out.get("final_states", []):
+        fix(final, "example_schedule")
+    for violation in out.get("violations", []):
+        fix(violation, "schedule")
+    return out

@@ -1,0 +1,191 @@
+"""Bug reports in the browser (issue 7; docs/bundle.md, docs/protocol.md "HTTP"):
+
+- GET  /sessions/<id>/bundle?position=N   the bundle of the path to position N
+- GET  /sessions/<id>/report?position=N&format=text|markdown   the `python -m engine
+  report` text of that path
+- POST /bundles/import   a bundle file -> a new session at its moment; with
+  `Accept: application/x-ndjson` the answer streams `{"progress": done, "total": n}`
+  lines while the path replays, then `{"url": ...}` or `{"error": ...}`
+- POST /dumps/import     a KVM stage2_page_tables dump -> a new session of it
+
+Everything is verified in full before anything is stored (records.create is one
+transaction): a bad file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from engine import bundle as BD
+from engine.core import new_machine
+from engine.mailreport import Report, play
+from engine.ptdump import DumpError, scenario_from_dump
+from engine.twin import EngineError
+from ptviz.debugger import records
+from ptviz.debugger.records import InputError, check_scenario, engine_name
+from ptviz.debugger.views import (
+    _session_and_link,
+    created_response,
+    gallery_context,
+    json_error,
+    page_url,
+    wants_json,
+)
+
+NDJSON = "application/x-ndjson"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:60] or "session"
+
+
+def _path_to(request, session_id):
+    """(session, live session, position) for ?position=N (default: the recorded end)."""
+    session, _link = _session_and_link(request, session_id, {})
+    live = records.load_live(session)
+    raw = request.GET.get("position", "")
+    position = len(live.decisions)
+    if raw != "":
+        if not raw.isdigit() or int(raw) > len(live.decisions):
+            raise InputError(
+                f"position {raw!r} is not in 0..{len(live.decisions)}", where="position"
+            )
+        position = int(raw)
+    return session, live, position
+
+
+@require_GET
+def bundle_export(request, session_id):
+    try:
+        session, live, position = _path_to(request, session_id)
+    except InputError as exc:
+        return json_error(exc.code, exc.message, 400, exc.where)
+    except PermissionError as exc:
+        return json_error("forbidden", str(exc), 403)
+    b = BD.from_session(live, position, moment=str(position))
+    response = HttpResponse(BD.dumps(b), content_type="application/json; charset=utf-8")
+    name = f"ptviz-{_slug(session.name)}-at-{position}.bundle.json"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+def report(request, session_id):
+    try:
+        session, live, position = _path_to(request, session_id)
+    except InputError as exc:
+        return json_error(exc.code, exc.message, 400, exc.where)
+    except PermissionError as exc:
+        return json_error("forbidden", str(exc), 403)
+    machine = new_machine(live.spec, live.engine)
+    rows = play(live.spec, machine, [list(live.decisions[i]) for i in range(position)])
+    rep = Report(live.spec, machine, rows)
+    text = rep.markdown() if request.GET.get("format") == "markdown" else rep.text()
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+# --- bundle import ------------------------------------------------------------------------------
+def _bundle_bytes(request) -> tuple[bytes, str]:
+    upload = request.FILES.get("bundle")
+    if upload is None:
+        raise InputError("no bundle: upload a .bundle.json file", "bundle")
+    return upload.read(), upload.name
+
+
+def _import(data: bytes, label: str, progress=None):
+    try:
+        b = BD.loads(data)
+        live = BD.replay(b, engine=engine_name(), progress=progress)
+    except BD.BundleError as exc:
+        raise InputError(f"{label}: {exc}", "bundle") from None
+    return records.create(live, f"bundle:{label}"[:200]), b.position
+
+
+def _error_page(request, message: str):
+    ctx = gallery_context(request, import_error=message, tab="import")
+    return render(request, "ptviz/gallery.html", ctx, status=400)
+
+
+@require_POST
+def bundle_import(request):
+    try:
+        data, label = _bundle_bytes(request)
+    except InputError as exc:
+        if wants_json(request) or NDJSON in request.headers.get("Accept", ""):
+            return json_error(exc.code, exc.message, 400, exc.where)
+        return _error_page(request, exc.message)
+    if NDJSON in request.headers.get("Accept", ""):
+        return StreamingHttpResponse(_import_stream(request, data, label), content_type=NDJSON)
+    try:
+        (session, control, view), position = _import(data, label)
+    except InputError as exc:
+        if wants_json(request):
+            return json_error(exc.code, exc.message, 400, exc.where)
+        return _error_page(request, exc.message)
+    return created_response(request, session, control, view)
+
+
+async def _import_stream(request, data: bytes, label: str):
+    """NDJSON: progress lines while the path replays (in a worker thread), then the
+    session's URL or the one-line error."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def progress(done: int, total: int) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, {"progress": done, "total": total})
+
+    def work():
+        try:
+            (session, control, view), _position = _import(data, label, progress)
+            return {"url": page_url(request, control), "session": str(session.id)}
+        except InputError as exc:
+            return {"error": exc.message, "code": exc.code}
+        except EngineError as exc:
+            return {"error": f"{label}: {exc}", "code": "engine"}
+
+    task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            yield json.dumps(getter.result()) + "\n"
+            continue
+        getter.cancel()
+        while not queue.empty():
+            yield json.dumps(queue.get_nowait()) + "\n"
+        yield json.dumps(task.result()) + "\n"
+        return
+
+
+# --- ptdump import ------------------------------------------------------------------------------
+@require_POST
+def dump_import(request):
+    try:
+        upload = request.FILES.get("dump")
+        if upload is None:
+            raise InputError("no dump: upload a stage2_page_tables file", "dump")
+        try:
+            text = upload.read().decode()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{upload.name}: byte {exc.start} is not UTF-8", "dump") from None
+        ipa_bits = request.POST.get("ipa_bits", "").strip()
+        if ipa_bits and not ipa_bits.isdigit():
+            raise InputError(f"ipa_bits {ipa_bits!r} is not a number", "dump", "ipa_bits")
+        try:
+            scenario = scenario_from_dump(text, upload.name, int(ipa_bits) if ipa_bits else None)
+        except DumpError as exc:
+            raise InputError(str(exc), "dump") from None
+        live = check_scenario(scenario, upload.name)
+        session, control, view = records.create(live, f"ptdump:{upload.name}"[:200])
+    except InputError as exc:
+        if wants_json(request):
+            return json_error(exc.code, exc.message, 400, exc.where)
+        return _error_page(request, exc.message)
+    return created_response(request, session, control, view)

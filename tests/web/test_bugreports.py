@@ -1,0 +1,130 @@
+"""Bug reports over HTTP (docs/protocol.md, "HTTP"; docs/bundle.md): a session's report and
+bundle at a position, a bundle imported into a session at its moment (with streamed
+progress), a KVM stage-2 dump uploaded into a session that renders and runs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import AsyncClient
+from webhelpers import ROOT, Viewer, arun
+
+from engine import bundle as BD
+from engine.session import LiveSession
+from ptviz.debugger import records
+from ptviz.debugger.models import DebugSession, Decision
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+V46 = (ROOT / "scenarios" / "seed_race_v4.6.toml").read_text()
+LOST = ["vcpu0"] * 3 + ["host0"] * 4 + ["vcpu0"] + ["host0"] * 2
+DUMP = ROOT / "scenarios" / "dumps" / "small.stage2_page_tables"
+
+
+def lost_session():
+    live = records.check_scenario(V46, "seed_race_v4.6.toml")
+    for name in LOST:
+        live.step(name)
+    return records.create(live, "test")
+
+
+def post_streaming(upload) -> list[dict]:
+    """POST /bundles/import asking for NDJSON progress (an ASGI streaming answer)."""
+
+    async def body():
+        answer = await AsyncClient().post(
+            "/bundles/import", {"bundle": upload}, headers={"Accept": "application/x-ndjson"}
+        )
+        chunks = [chunk async for chunk in answer.streaming_content]
+        return [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
+
+    return arun(body())
+
+
+def token_of(url: str) -> str:
+    return re.search(r"/s/([^/]+)/", url)[1]
+
+
+def test_the_report_of_a_position_is_the_cli_text(client):
+    session, _control, view = lost_session()
+    text = client.get(f"/sessions/{session.id}/report?position=10&token={view.token}")
+    assert text["Content-Type"].startswith("text/plain")
+    body = text.content.decode()
+    assert body.startswith("VERDICT: VIOLATED no_lost_update at 0x80000000 (AF) by host0")
+    early = client.get(f"/sessions/{session.id}/report?position=3&token={view.token}")
+    assert early.content.decode().startswith("VERDICT: no check violated")
+    md = client.get(f"/sessions/{session.id}/report?format=markdown&token={view.token}")
+    assert md.content.decode().startswith("**VERDICT: VIOLATED")
+    assert client.get(f"/sessions/{session.id}/report").status_code == 403  # no share token
+    bad = client.get(f"/sessions/{session.id}/report?position=99&token={view.token}")
+    assert bad.status_code == 400 and "position '99' is not in 0..10" in bad.json()["message"]
+
+
+def test_export_a_bundle_at_a_position_and_import_it_at_that_moment(client):
+    session, _control, view = lost_session()
+    got = client.get(f"/sessions/{session.id}/bundle?position=8&token={view.token}")
+    assert "attachment" in got["Content-Disposition"]
+    b = BD.loads(got.content)
+    assert b.position == 8 and b.moment == "8"
+    upload = SimpleUploadedFile("race.bundle.json", got.content, "application/json")
+    made = client.post("/bundles/import", {"bundle": upload})
+    assert made.status_code == 302
+    new = DebugSession.objects.get(origin="bundle:race.bundle.json")
+    reference = LiveSession(V46)
+    for name in LOST[:8]:
+        reference.step(name)
+    assert Decision.recorded(new) == [list(d) for d in reference.decisions]
+
+
+def test_a_bundle_import_streams_its_progress_then_the_session(client):
+    live = LiveSession(V46)
+    live.run(100)
+    upload = SimpleUploadedFile("b.json", BD.dumps(BD.from_session(live)), "application/json")
+    lines = post_streaming(upload)
+    assert lines[-2] == {"progress": live.position, "total": live.position}
+    assert "/s/" in lines[-1]["url"]
+
+
+def test_a_tampered_bundle_creates_nothing_and_says_why(client):
+    session, _control, view = lost_session()
+    data = client.get(f"/sessions/{session.id}/bundle?token={view.token}").content
+    before = DebugSession.objects.count()
+    upload = SimpleUploadedFile("b.json", data[: len(data) // 2], "application/json")
+    page = client.post("/bundles/import", {"bundle": upload})
+    assert page.status_code == 400 and "b.json: truncated" in page.content.decode()
+    upload = SimpleUploadedFile("b.json", data.replace(b"0*3 1*4", b"0*3 1*3"), "application/json")
+    last = post_streaming(upload)[-1]
+    assert last["error"] == "b.json: path: altered after the bundle was written (digest differs)"
+    assert DebugSession.objects.count() == before
+
+
+def test_a_dump_upload_makes_a_session_that_renders_and_runs(client, embedded_deployment):
+    upload = SimpleUploadedFile("stage2_page_tables", DUMP.read_bytes())
+    made = client.post("/dumps/import", {"dump": upload, "ipa_bits": "40"})
+    assert made.status_code == 302
+    page = client.get(made["Location"])
+    assert page.status_code == 200
+    session = DebugSession.objects.get(origin="ptdump:stage2_page_tables")
+
+    async def body():
+        v = await Viewer.open(session.id, token_of(made["Location"]))
+        _hello, snap = await v.start()
+        assert snap["machine"]["counts"]["leaves"] == 5  # 3 + 1 pages and one 2M block
+        await v.ok("run", mode="round_robin")
+        end = await v.type("delta", running=False, timeout=60)
+        assert all(a["done"] for a in end["actors"]) and end["decisions"] > 0
+        await v.close()
+
+    arun(body())
+
+
+def test_a_malformed_dump_upload_names_the_line(client):
+    bad = DUMP.read_text().replace("12K 3", "16K 3")
+    upload = SimpleUploadedFile("dump.txt", bad.encode())
+    page = client.post("/dumps/import", {"dump": upload})
+    assert page.status_code == 400
+    assert "dump.txt:3: size 16K does not match the range (12K)" in page.content.decode()
+    assert not DebugSession.objects.filter(origin__startswith="ptdump:").exists()
