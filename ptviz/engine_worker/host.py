@@ -530,6 +530,8 @@ class SessionHost:
                 )
             v.notice = v.want_hash = None
             self.to_viewer(viewer, msg)
+        else:  # it follows the head: the group's snapshot is its; only say who it is
+            self.to_viewer(viewer, P.message("presence", viewers=self.presence(), you=v.id))
         self.send_presence()
 
     def leave(self, viewer: str) -> None:

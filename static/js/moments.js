@@ -106,7 +106,7 @@ export class PresencePanel {
       }
       const leader = p.follows ? s.presence.find((x) => x.id === p.follows) : null;
       return `<li class="${you ? "you" : ""}"><span class="who">${esc(p.name)}${you ? " (you)" : ""}</span> ` +
-        `<span class="role-tag small">${esc(p.role)}</span>${p.label ? ` <span class="muted small">${esc(p.label)}</span>` : ""} ` +
+        `<span class="p-role small">${esc(p.role)}</span>${p.label ? ` <span class="muted small">${esc(p.label)}</span>` : ""} ` +
         `<span class="at small">${where}</span>${leader ? ` <span class="muted small">following ${esc(leader.name)}</span>` : ""} ${follow}</li>`;
     });
     this.list.innerHTML = rows.join("") || '<li class="muted">connecting…</li>';

@@ -75,6 +75,7 @@ export class Store extends EventTarget {
       this.emit({ tables: true });
     } else if (msg.type === "presence") {
       this.presence = msg.viewers || [];
+      if (msg.you) this.you = msg.you; // (sent to a viewer that joined live)
       this.emit({ presence: true });
     } else {
       this.emit({ [msg.type]: msg });
