@@ -160,7 +160,7 @@ class LiveSession:
             chunk = min(n, self.interval - self.position % self.interval)
             taken = m.step_n(actor, chunk)
             # Steps taken before a refusal are recorded: the session stays consistent.
-            self.decisions.extend([record] * taken)
+            self.tree.branches[self.branch].decisions.extend([record] * taken)
             self.position += taken
             if taken and self.position % self.interval == 0:
                 self._checkpoint()

@@ -71,6 +71,15 @@ class RunState:
     until: str | None = None  # "violation": stop right after a check is first violated
     violations: int = 0
 
+    def params(self) -> dict:
+        """The running parameters, as every viewer's toolbar shows them."""
+        return {
+            "mode": self.mode,
+            "seed": self.seed,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+        }
+
 
 @dataclass
 class Viewer:
@@ -87,15 +96,6 @@ class Viewer:
     focus: str | None = None  # the descriptor it has selected (hex address)
     notice: str | None = None  # for its next snapshot: its link names no moment here
     want_hash: str | None = None  # the state hash prefix its link names
-
-    def params(self) -> dict:
-        """The running parameters, as every viewer's toolbar shows them."""
-        return {
-            "mode": self.mode,
-            "seed": self.seed,
-            "speed": self.speed,
-            "max_steps": self.max_steps,
-        }
 
 
 @dataclass
