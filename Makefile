@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup build lint bench bench-engine bench-web bench-bundle clean
+.PHONY: run test test-postgres setup build lint bench bench-engine bench-web bench-bundle bench-load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,9 +30,26 @@ run: setup
 test: setup
 	$(BIN)/ruff check engine ptviz bench tests
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-postgres
+
+# The distributed deployment's tests again on PostgreSQL (127.0.0.1:5432, user postgres,
+# trust auth: pytest-django creates and drops the database test_ptviz_rel_ci). Skipped
+# with a note when no PostgreSQL answers there, except in CI (CI=true), where it must.
+PG_URL ?= postgres://postgres@127.0.0.1:5432/ptviz_rel_ci
+test-postgres: setup
+	@if $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null || [ -n "$$CI" ]; then \
+	  DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    tests/web/test_failover.py tests/web/test_faults.py \
+	    "tests/web/test_live.py::test_step_produces_a_delta_with_the_engines_events[redis]" \
+	    "tests/web/test_live.py::test_run_and_pause_while_running[redis]"; \
+	else echo "(no PostgreSQL on 127.0.0.1:5432: the PostgreSQL run is skipped)"; fi
 
 # Benchmarks (bench/, never part of `make test`): the engine's, then the web debugger's.
 bench: bench-engine bench-web
+
+# 200 viewers of one session, 50 sessions running at once (bench/load.py).
+bench-load: setup
+	$(BIN)/python -m bench.load
 
 bench-engine: setup
 	$(BIN)/python -m bench.engine

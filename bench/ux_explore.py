@@ -6,7 +6,8 @@ web vs 7.3 s in the CLI before the explorer dropped its per-call probe).
 Measures, in one run and on one scenario (three vCPU/host actors, 364,952 states):
 the CLI (`python -m engine explore FILE --json`, a subprocess: its wall time), and the web
 explorer's job (ptviz.engine_worker.explorer.ExploreJob on a live session at position 0,
-in this process: from start to result), each the best of N runs.
+in this process: from start to result), and as a baseline the explorer as it was before
+(a Python probe object around the machine), each the best of N runs.
 """
 
 from __future__ import annotations
@@ -68,6 +69,46 @@ def web_seconds() -> tuple[float, int]:
     return took, job.result["states"]
 
 
+class _OldProbe:
+    """The web explorer before issue 6 (for the baseline): a Python object around the
+    machine counting every state_key/save/release call, through __getattr__."""
+
+    def __init__(self, machine):
+        object.__setattr__(self, "_m", machine)
+        object.__setattr__(self, "visited", 0)
+        object.__setattr__(self, "depth", 0)
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._m, name, value)
+
+    def state_key(self):
+        object.__setattr__(self, "visited", self.visited + 1)
+        return self._m.state_key()
+
+    def save(self):
+        object.__setattr__(self, "depth", self.depth + 1)
+        return self._m.save()
+
+    def release(self, mark):
+        object.__setattr__(self, "depth", self.depth - 1)
+        return self._m.release(mark)
+
+
+def old_probe_seconds() -> float:
+    from engine.core import new_machine
+    from engine.report import explore_json
+    from engine.scenario import parse_scenario
+    from engine.spec import build_spec
+
+    spec = build_spec(parse_scenario(SCENARIO))
+    start = time.perf_counter()
+    explore_json(spec, "cython", 2_000_000, _OldProbe(new_machine(spec, "cython")))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
@@ -77,12 +118,16 @@ def main() -> None:
         path.write_text(SCENARIO)
         cli = min(cli_seconds(path) for _ in range(args.repeat))
         runs = [web_seconds() for _ in range(args.repeat)]
+        old = min(old_probe_seconds() for _ in range(args.repeat))
     web = min(t for t, _ in runs)
     states = runs[0][1]
     print(f"explore, {states:,} states, best of {args.repeat}")
     print(f"  CLI (python -m engine explore --json, subprocess) {cli:6.2f} s")
     print(
         f"  web explorer job (ExploreJob, in-process)         {web:6.2f} s  ({web / cli:.2f}x the CLI)"
+    )
+    print(
+        f"  the web explorer before (a probe around the machine) {old:6.2f} s  ({old / cli:.2f}x the CLI)"
     )
 
 

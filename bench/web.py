@@ -342,7 +342,8 @@ class Client:
 
     async def subscribe_root(self) -> None:
         await self.send("subscribe", tables=[ROOT_TABLE])
-        await self.until(lambda m: m["type"] == "delta" and ROOT_TABLE in (m.get("tables") or {}))
+        # (answered to this viewer alone: docs/protocol.md, `tables`)
+        await self.until(lambda m: m["type"] == "tables" and ROOT_TABLE in m["tables"])
 
     async def close(self) -> None:
         await self.ws.close()

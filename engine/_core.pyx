@@ -16,6 +16,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 
+from .dirtylog import DirtyLog
 from .spec import OpSpec
 from .twin import EngineError
 
@@ -30,7 +31,12 @@ cdef extern from "_bits.h":
     uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
     uint64_t PT_OP_LOCK, PT_OP_UNLOCK, PT_OP_LOAD, PT_OP_STORE, PT_OP_LDXR, PT_OP_STXR
     uint64_t PT_OP_CAS, PT_OP_TLBI_IPA, PT_OP_TLBI_ALL, PT_OP_SWALK, PT_OP_RWALK
-    uint64_t PT_OP_HW_ACCESS, PT_OP_TLB_EVICT, PT_RWALK_VISIT_INVALID
+    uint64_t PT_OP_HW_ACCESS, PT_OP_TLB_EVICT, PT_RWALK_VISIT_INVALID, PT_RWALK_TABLE_POST, PT_RWALK_TABLE_PRE
+    uint64_t PT_OP_ALLOC, PT_OP_DESCEND, PT_OP_TABLE_EMPTY, PT_OP_LOG_TRACK, PT_OP_FREE
+    uint64_t PT_OP_MARK_DIRTY, PT_OP_LOG, PT_OP_HARVEST, PT_DIRTY_WORD_PAGES
+    uint64_t PT_FLEVEL, PT_LOG, PT_TLEVEL, PT_VISIT, PT_AUX, PT_R2, PT_PEND
+    uint64_t PT_VISIT_LEAF, PT_VISIT_TABLE_POST, PT_VISIT_TABLE_PRE
+    uint64_t PT_EV_MARK_DIRTY, PT_EV_LOG, PT_EV_HARVEST, PT_CHECK_NO_LOST_DIRTY, PT_S2AP_RW
     uint64_t PT_LOCK_READ
     uint64_t PT_FAULT_NONE, PT_FAULT_TRANSLATION, PT_FAULT_ACCESS_FLAG, PT_FAULT_PERMISSION
     uint64_t PT_EV_LOAD, PT_EV_STORE, PT_EV_LDXR, PT_EV_STXR_OK, PT_EV_STXR_FAIL, PT_EV_CAS_OK
@@ -39,7 +45,7 @@ cdef extern from "_bits.h":
     uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
     uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
 
-DEF NR = 22  # isa.NREGS (checked at import)
+DEF NR = 28  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
@@ -150,7 +156,11 @@ cdef class Machine:
 
     cdef readonly object spec
     cdef uint64_t *mem
-    cdef Py_ssize_t nslots
+    cdef Py_ssize_t nslots  # descriptors in use: the initial image plus allocated table pages
+    cdef Py_ssize_t cap_slots
+    cdef readonly object dlog  # engine.dirtylog.DirtyLog (shared with the twin)
+    cdef bint dl_watch  # the dirty log needs to hear of completed guest writes
+    cdef tuple free_pages  # table pages given back before they were ever linked (twin)
     cdef Actor *act
     cdef readonly int n_actors
     cdef COp *ops
@@ -211,7 +221,11 @@ cdef class Machine:
         self.af_dirty_separate = spec.af_dirty_separate
         self.tlbi_vmalle1 = spec.tlbi_vmalle1
         self.nslots = len(spec.mem)
-        self.mem = <uint64_t *>malloc(max(1, self.nslots) * 8)
+        self.cap_slots = max(512, self.nslots)
+        self.mem = <uint64_t *>malloc(self.cap_slots * 8)
+        self.dlog = DirtyLog()
+        self.dl_watch = False
+        self.free_pages = ()
         cdef const unsigned char[:] raw = spec.mem.tobytes()
         if self.nslots:
             memcpy(self.mem, &raw[0], self.nslots * 8)
@@ -323,6 +337,24 @@ cdef class Machine:
                 self.act[j].mon = 0
         return 0
 
+    cdef uint64_t _alloc_table(self) except 0:
+        """twin: OP_ALLOC (a fresh zeroed page at the end of table memory, never reused)."""
+        cdef uint64_t *grown
+        cdef uint64_t pa = PT_TABLE_BASE + 8 * <uint64_t>self.nslots
+        if self.free_pages:
+            pa = self.free_pages[0]
+            self.free_pages = self.free_pages[1:]
+            return pa
+        if self.nslots + 512 > self.cap_slots:
+            grown = <uint64_t *>realloc(self.mem, 2 * self.cap_slots * 8)
+            if grown == NULL:
+                raise MemoryError("table memory")
+            self.mem = grown
+            self.cap_slots *= 2
+        memset(&self.mem[self.nslots], 0, 512 * 8)
+        self.nslots += 512
+        return pa
+
     cdef inline uint64_t _entry(self, uint64_t table, int level, uint64_t ipa) noexcept nogil:
         cdef uint64_t index = ipa >> level_shift(level)
         if level == self.start_level:
@@ -382,27 +414,57 @@ cdef class Machine:
                     have = True
             if have:
                 changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
+            # twin: leaves of another size under a removed table, not invalidated yet
+            if leaf_kind(new, level):
+                for k in range(self.n_pending):
+                    if self._stale_under(&self.pending[k], addr, ipa, size):
+                        changed |= PT_DESC_TYPE
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
             w = 0
             for k in range(self.n_pending):
-                if self.pending[k].addr != addr:
+                if self.pending[k].addr != addr and not (
+                        leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
                     self.pending[w] = self.pending[k]
                     w += 1
             self.n_pending = w
         elif leaf_kind(cur, level):
-            if self.n_pending == self.cap_pending:
-                self.cap_pending *= 2
-                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
-            self.pending[self.n_pending].addr = addr
-            self.pending[self.n_pending].old = cur
-            self.pending[self.n_pending].ipa = ipa
-            self.pending[self.n_pending].size = size
-            self.n_pending += 1
+            self._pend(addr, cur, ipa, size)
+        elif level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
+            self._pend_leaves_below(cur & PT_OA_MASK, level + 1, ipa)
         return flags
 
-    cdef int _violation(self, int check, int actor, uint64_t ipa, uint64_t bits) except -1:
+    cdef inline bint _stale_under(self, Pending *p, uint64_t addr, uint64_t ipa,
+                                  uint64_t size) noexcept nogil:
+        return (p.addr != addr and p.size != size and p.ipa < ipa + size
+                and ipa < p.ipa + p.size)
+
+    cdef int _pend(self, uint64_t addr, uint64_t old, uint64_t ipa, uint64_t size) except -1:
+        if self.n_pending == self.cap_pending:
+            self.cap_pending *= 2
+            self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
+        self.pending[self.n_pending].addr = addr
+        self.pending[self.n_pending].old = old
+        self.pending[self.n_pending].ipa = ipa
+        self.pending[self.n_pending].size = size
+        self.n_pending += 1
+        return 0
+
+    cdef int _pend_leaves_below(self, uint64_t table, int level, uint64_t base) except -1:
+        """twin: _leaves_below (a broken table entry: its leaves may still be cached)."""
+        cdef Py_ssize_t k
+        cdef uint64_t d, e_ipa
+        for k in range(PT_PTRS_PER_TABLE):
+            d = self._read(table + 8 * k)
+            e_ipa = base + ((<uint64_t>k) << level_shift(level))
+            if level < 3 and (d & PT_DESC_VALID) and (d & PT_DESC_TYPE):
+                self._pend_leaves_below(d & PT_OA_MASK, level + 1, e_ipa)
+            elif leaf_kind(d, level):
+                self._pend(table + 8 * k, d, e_ipa, (<uint64_t>1) << level_shift(level))
+        return 0
+
+    cdef int _violation(self, int check, int actor, uint64_t ipa, uint64_t bits, int op_i=-1) except -1:
         self.viol_mask |= (<uint64_t>1) << check
         if self.n_viols == self.cap_viols:
             self.cap_viols *= 2
@@ -411,7 +473,7 @@ cdef class Machine:
         v.check = check
         v.seq = self.seq
         v.actor = actor
-        v.op_i = self.act[actor].op_i
+        v.op_i = self.act[actor].op_i if op_i < 0 else op_i
         v.ipa = ipa
         v.bits = bits
         self.n_viols += 1
@@ -508,9 +570,37 @@ cdef class Machine:
                 if self.recording and self.n_events:
                     self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
                 self._start_op(i)
+                if self.dl_watch and self.dlog.written and self.all_done():
+                    self._final_checks(i)
             else:
                 self._local(a, ins)
         return 0
+
+    cdef int _final_checks(self, int i) except -1:
+        """twin: _final_checks (no_lost_dirty part a, once every actor has finished)."""
+        for page in self.dlog.lost_writes(self._hw_dirty):
+            self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W, self.act[i].op_i - 1)
+        return 0
+
+    def _hw_dirty(self, uint64_t page):
+        desc, level = self.walk(page)
+        return bool(leaf_kind(desc, level) and desc & PT_DBM and desc & PT_S2AP_W)
+
+    def walk(self, uint64_t ipa):
+        """twin: walk ((descriptor, level) of the entry translating ipa)."""
+        cdef uint64_t table = PT_TABLE_BASE, desc
+        cdef int level = self.start_level
+        while True:
+            desc = self._read(self._entry(table, level, ipa))
+            if level < 3 and (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE):
+                table = desc & PT_OA_MASK
+                level += 1
+                continue
+            return desc, level
+
+    def dirty_log(self):
+        """twin: dirty_log."""
+        return self.dlog.view() if self.dlog.used else None
 
     def run_round_robin(self, long long max_steps=-1):
         """Round-robin in file order, one micro-step each, skipping finished and blocked actors."""
@@ -536,7 +626,7 @@ cdef class Machine:
     cdef int _local(self, Actor *a, Instr *ins) except -1:
         cdef uint64_t *r = a.regs
         cdef uint64_t *k = self.consts
-        cdef int x = ins.a, y = ins.b, z = ins.c, op = ins.op, t, w
+        cdef int x = ins.a, y = ins.b, z = ins.c, op = ins.op, t, w, level
         cdef uint64_t ipa, base
         cdef Memslot *slot
         a.pc += 1
@@ -579,7 +669,7 @@ cdef class Machine:
         elif op == PT_OP_WALK_INIT:
             r[PT_WLEVEL] = self.start_level
             r[PT_WT0 + self.start_level] = PT_TABLE_BASE
-            if x:
+            if x == 1:
                 r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
         elif op == PT_OP_MEMSLOT:
             r[x] = 0
@@ -587,10 +677,32 @@ cdef class Machine:
             for t in range(self.n_memslots):
                 slot = &self.memslots[t]
                 if slot.ipa <= ipa < slot.end:
-                    base = ipa & ~(slot.leaf_size - 1)
-                    r[x] = (k[y] if slot.leaf_size == PT_PAGE_SIZE else k[z]) | (slot.pa + base - slot.ipa)
-                    r[PT_LEVEL] = slot.level
+                    # memslot_is_logging -> force_pte (twin: OP_MEMSLOT)
+                    r[PT_LOG] = 1 if (self.dl_watch and self.dlog.is_logging(ipa)) else 0
+                    if r[PT_LOG] or slot.leaf_size == PT_PAGE_SIZE:
+                        base = ipa & ~(PT_PAGE_SIZE - 1)
+                        r[x] = k[y] | (slot.pa + base - slot.ipa)
+                        r[PT_LEVEL] = 3
+                    else:
+                        base = ipa & ~(slot.leaf_size - 1)
+                        r[x] = k[z] | (slot.pa + base - slot.ipa)
+                        r[PT_LEVEL] = slot.level
                     break
+        elif op == PT_OP_ALLOC:
+            r[x] = self._alloc_table() | PT_DESC_VALID | PT_DESC_TYPE
+        elif op == PT_OP_FREE:
+            self.free_pages = tuple(sorted(self.free_pages + (r[x] & PT_OA_MASK,)))
+        elif op == PT_OP_DESCEND:
+            level = r[PT_LEVEL]
+            if level < 3 and (r[x] & PT_DESC_VALID) and (r[x] & PT_DESC_TYPE):
+                r[PT_WLEVEL] = level + 1
+                r[PT_WT0 + level + 1] = r[x] & PT_OA_MASK
+                r[PT_CUR] = max(r[PT_EIPA], r[PT_IPA] & ~(PT_PAGE_SIZE - 1))
+        elif op == PT_OP_TABLE_EMPTY:
+            r[x] = 1 if self._table_empty(r[y] & PT_OA_MASK) else 0
+        elif op == PT_OP_LOG_TRACK:
+            self.dlog.track(r[PT_IPA], r[PT_END])
+            self.dl_watch = True
         elif op == PT_OP_TLB_IPA_LOCAL:
             if self.tlbi_vmalle1:  # what-if: ... TLBI VMALLE1 (this CPU) follows
                 a.tlb_n = 0
@@ -598,6 +710,16 @@ cdef class Machine:
         else:
             raise AssertionError(f"unknown local opcode {op}")
         return 0
+
+    cdef bint _table_empty(self, uint64_t table) noexcept nogil:
+        """twin: OP_TABLE_EMPTY (no valid entry; the start-level table is never freed)."""
+        cdef Py_ssize_t k, first = (table - PT_TABLE_BASE) >> 3
+        if table == PT_TABLE_BASE:
+            return False
+        for k in range(512):
+            if self.mem[first + k] & PT_DESC_VALID:
+                return False
+        return True
 
     cdef inline void _tlb_drop(self, Actor *a, uint64_t ipa) noexcept nogil:
         cdef int t, w = 0
@@ -684,6 +806,29 @@ cdef class Machine:
             self.act[r[x]].tlb_n = 0
             self._event(i, PT_EV_TLBI, 0, 0, r[x], 0, 0, 2, 0)
             a.pc += 1
+        elif op == PT_OP_MARK_DIRTY:
+            value = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
+            self.dlog.mark(value)
+            self._event(i, PT_EV_MARK_DIRTY, 0, 0, value, 0, 0, 0, 0)
+            a.pc += 1
+        elif op == PT_OP_LOG:
+            if x:
+                self.dlog.start(r[PT_IPA], r[PT_END])
+            else:
+                self.dlog.stop(r[PT_IPA], r[PT_END])
+            self.dl_watch = True
+            self._event(i, PT_EV_LOG, 0, 0, r[PT_IPA], 0, r[PT_END], x, 0)
+            a.pc += 1
+        elif op == PT_OP_HARVEST:
+            addr = r[PT_AUX]
+            mask, pages = self.dlog.harvest(addr, r[PT_IPA] & ~(PT_PAGE_SIZE - 1), r[PT_END])
+            r[PT_R0] = 1 if pages else 0
+            if pages:
+                r[PT_CUR] = pages[0]
+                r[PT_R2] = pages[len(pages) - 1] + PT_PAGE_SIZE  # (wraparound is off)
+            r[PT_AUX] = addr + PT_DIRTY_WORD_PAGES * PT_PAGE_SIZE
+            self._event(i, PT_EV_HARVEST, 0, 0, addr, mask, 0, 0, 0)
+            a.pc += 1
         else:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
@@ -696,6 +841,10 @@ cdef class Machine:
         cdef int flags
         self._write(i, addr, value)
         flags = self._check_store(i, addr, cur, value, meant, r[PT_LEVEL], ipa)
+        if self.hd and (cur & PT_S2AP_W) and not (value & PT_S2AP_W) and self.dlog.hwdirty:
+            page = self.dlog.sw_cleared(addr)
+            if page is not None:  # no_lost_dirty (b) (twin: _software_write)
+                self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W)
         self._event(i, kind, r[PT_LEVEL], addr, ipa, cur, value, 0, flags)
         return 0
 
@@ -752,35 +901,55 @@ cdef class Machine:
         return True
 
     cdef bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
-        """twin: _rwalk."""
+        """twin: _rwalk (with the TABLE_PRE / TABLE_POST visits)."""
         cdef uint64_t *r = a.regs
         cdef uint64_t cur = r[PT_CUR], end = r[ins.c >> 4]
-        cdef int level, wlevel
-        cdef uint64_t entry, desc, size, base
+        cdef int level = r[PT_WLEVEL], wlevel
+        cdef uint64_t entry, desc, size, base, span, last
+        cdef bint table, pre
+        if r[PT_PEND]:
+            span = (<uint64_t>1) << level_shift(level - 1)
+            last = cur - 1
+            r[PT_PEND] -= 1
+            r[PT_WLEVEL] = level - 1
+            r[ins.a] = r[PT_WT0 + level] | PT_DESC_VALID | PT_DESC_TYPE
+            r[PT_PTR] = self._entry(r[PT_WT0 + level - 1], level - 1, last)
+            r[PT_LEVEL] = level - 1
+            r[PT_EIPA] = last & ~(span - 1)
+            r[PT_VISIT] = PT_VISIT_TABLE_POST
+            a.pc += 1
+            return False
         if cur >= end:
             a.pc = ins.b
             return False
-        level = r[PT_WLEVEL]
         entry = self._entry(r[PT_WT0 + level], level, cur)
         desc = self._read(entry)
         size = (<uint64_t>1) << level_shift(level)
         base = cur & ~(size - 1)
         self._event(i, PT_EV_LOAD, level, entry, base, desc, desc, 0, 0)
-        if level < 3 and (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE):
+        table = level < 3 and (desc & PT_DESC_VALID) and (desc & PT_DESC_TYPE)
+        pre = table and (ins.c & PT_RWALK_TABLE_PRE) and level == <int>r[PT_TLEVEL]
+        if table and not pre:
             r[PT_WLEVEL] = level + 1
             r[PT_WT0 + level + 1] = desc & PT_OA_MASK
             return True
         cur = base + size
         r[PT_CUR] = cur
         wlevel = level
-        while wlevel > self.start_level and cur % ((<uint64_t>1) << level_shift(wlevel - 1)) == 0:
+        while wlevel > self.start_level and (
+                cur % ((<uint64_t>1) << level_shift(wlevel - 1)) == 0
+                or ((ins.c & PT_RWALK_TABLE_POST) and cur >= end)):
             wlevel -= 1
-        r[PT_WLEVEL] = wlevel
-        if leaf_kind(desc, level) or (ins.c & PT_RWALK_VISIT_INVALID):
+        if ins.c & PT_RWALK_TABLE_POST:
+            r[PT_PEND] = level - wlevel
+        else:
+            r[PT_WLEVEL] = wlevel
+        if pre or leaf_kind(desc, level) or (ins.c & PT_RWALK_VISIT_INVALID):
             r[ins.a] = desc
             r[PT_PTR] = entry
             r[PT_LEVEL] = level
             r[PT_EIPA] = base
+            r[PT_VISIT] = PT_VISIT_TABLE_PRE if pre else PT_VISIT_LEAF
             a.pc += 1
         return True
 
@@ -811,9 +980,12 @@ cdef class Machine:
             out[0] = desc | PT_AF
         return fault
 
-    cdef inline void _complete(self, Actor *a) noexcept nogil:
+    cdef int _complete(self, Actor *a) except -1:
         a.pc += 1
         a.regs[PT_PHASE] = 0
+        if a.regs[PT_WRITE] and self.dl_watch and self.dlog.tracked:
+            self.dlog.note_write(a.regs[PT_IPA])
+        return 0
 
     cdef int _fill(self, Actor *a, uint64_t new, int level, uint64_t desc_pa) noexcept nogil:
         """twin: _fill (FIFO replacement, one entry per leaf)."""
@@ -839,10 +1011,11 @@ cdef class Machine:
         a.tlb_n += 1
         return PT_EVF_TLB_FILL
 
-    cdef inline void _fault(self, Actor *a, int fault) noexcept nogil:
+    cdef inline void _fault(self, Actor *a, int fault, int level) noexcept nogil:
         if self.count_faults and a.regs[PT_FAULTS] < PT_FAULTS_MAX:
             a.regs[PT_FAULTS] += 1
         a.regs[PT_STATUS] = fault
+        a.regs[PT_FLEVEL] = level
         a.regs[PT_PHASE] = 0
         a.pc = self.code[a.pc].b
 
@@ -866,7 +1039,7 @@ cdef class Machine:
                         if not (write and self.hd and (e.desc & PT_DBM)):
                             self._event(i, PT_EV_FAULT, level, e.desc_pa, e.base, e.desc, e.desc,
                                         PT_FAULT_PERMISSION, 0)
-                            self._fault(a, PT_FAULT_PERMISSION)
+                            self._fault(a, PT_FAULT_PERMISSION, level)
                             return 0
                         break
             r[PT_WLEVEL] = self.start_level
@@ -884,12 +1057,12 @@ cdef class Machine:
                 return 0
             if not leaf_kind(desc, level):
                 self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, PT_FAULT_TRANSLATION, 0)
-                self._fault(a, PT_FAULT_TRANSLATION)
+                self._fault(a, PT_FAULT_TRANSLATION, level)
                 return 0
             fault = self._target(desc, write, &new, &phase)
             if fault:
                 self._event(i, PT_EV_FAULT, level, entry, base, desc, desc, fault, 0)
-                self._fault(a, fault)
+                self._fault(a, fault, level)
                 return 0
             r[PT_PTR] = entry
             r[PT_LEVEL] = level
@@ -911,10 +1084,12 @@ cdef class Machine:
         if cur == r[PT_HWOLD]:
             written = r[PT_HWNEW]
             self._write(i, entry, written)
+            if written & ~cur & PT_S2AP_W:  # the dirty state (HD + DBM) was set
+                self.dlog.hw_set_dirty(entry, ipa)
             if r[PT_PHASE] == 3:  # R_QSPMS what-if: AF set, then the Permission fault
                 self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, written,
                             PT_FAULT_PERMISSION, 0)
-                self._fault(a, PT_FAULT_PERMISSION)
+                self._fault(a, PT_FAULT_PERMISSION, level)
                 return 0
             new = written
             self._target(written, write, &new, &phase)
@@ -927,13 +1102,20 @@ cdef class Machine:
             self._event(i, PT_EV_HW_UPDATE, level, entry, base, cur, written, 0, flags)
             self._complete(a)
             return 0
+        if level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
+            # the leaf became a table (a block split): walk on through it (twin)
+            r[PT_WLEVEL] = level + 1
+            r[PT_WT0 + level + 1] = cur & PT_OA_MASK
+            r[PT_PHASE] = 1
+            self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, 0, 0)
+            return 0
         if not leaf_kind(cur, level):
             fault = PT_FAULT_TRANSLATION
         else:
             fault = self._target(cur, write, &new, &phase)
         if fault:
             self._event(i, PT_EV_HW_UPDATE_FAIL, level, entry, base, r[PT_HWOLD], cur, fault, 0)
-            self._fault(a, fault)
+            self._fault(a, fault, level)
             return 0
         if new == cur:
             flags = self._fill(a, new, level, entry)
@@ -965,7 +1147,8 @@ cdef class Machine:
         pending = PyBytes_FromStringAndSize(<char *>self.pending, self.n_pending * sizeof(Pending))
         self.marks.append((actors, pending, self.lock_writer, self.lock_readers, self.viol_mask,
                            self.n_viols, self.seq, self.n_events, self.n_undo, self.h1, self.h2,
-                           self._ops_frozen))
+                           self._ops_frozen, self.nslots, self.dlog.state(), self.dl_watch,
+                           self.free_pages))
         return len(self.marks) - 1
 
     def restore(self, int mark):
@@ -974,7 +1157,9 @@ cdef class Machine:
         cdef uint64_t slot
         del self.marks[mark + 1:]
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
-         self.seq, self.n_events, n_undo, self.h1, self.h2, ops) = self.marks[mark]
+         self.seq, self.n_events, n_undo, self.h1, self.h2, ops, self.nslots, dlog,
+         self.dl_watch, self.free_pages) = self.marks[mark]
+        self.dlog.load(dlog)
         if ops is not self._ops_frozen:  # operations were injected after the mark
             self._op_texts = [list(x) for x in ops]
             self._freeze_ops()
@@ -1020,6 +1205,11 @@ cdef class Machine:
         small[2] = <int32_t>self.viol_mask
         small[3] = <int32_t>self.n_pending
         a = fnv(a, <unsigned char *>small, sizeof(small))
+        cdef int64_t extra[3]
+        extra[0] = self.nslots
+        extra[1] = hash(self.dlog.state()) if self.dl_watch or self.dlog.hwdirty else 0
+        extra[2] = hash(self.free_pages)
+        a = fnv(a, <unsigned char *>extra, sizeof(extra))
         a = fnv(a, <unsigned char *>self.pending, self.n_pending * sizeof(Pending))
         b ^= a * <uint64_t>0x9E3779B97F4A7C15ULL
         return a.to_bytes(8, "little") + b.to_bytes(8, "little")
@@ -1088,18 +1278,32 @@ cdef class Machine:
             "viol_mask": self.viol_mask,
             "violations": [list(v) for v in self.violations],
             "seq": self.seq,
+            "dirty_log": self.dlog.state(),
+            "free_pages": list(self.free_pages),
         }
 
     def set_state(self, dict state):
         cdef const unsigned char[:] mem = state["mem"]
         cdef Actor *a
         cdef Py_ssize_t k
-        if mem.shape[0] != self.nslots * 8:
+        cdef Py_ssize_t slots = mem.shape[0] // 8
+        cdef uint64_t *grown
+        if slots < len(self.spec.mem) or slots % 512 or mem.shape[0] % 8:
             raise EngineError("snapshot table memory does not match this scenario")
         if len(state["actors"]) != self.n_actors:
             raise EngineError("snapshot actors do not match this scenario")
+        if slots > self.cap_slots:
+            grown = <uint64_t *>realloc(self.mem, slots * 8)
+            if grown == NULL:
+                raise MemoryError("table memory")
+            self.mem = grown
+            self.cap_slots = slots
+        self.nslots = slots
         if self.nslots:
             memcpy(self.mem, &mem[0], self.nslots * 8)
+        self.dlog.load(state.get("dirty_log", DirtyLog().state()))
+        self.dl_watch = self.dlog.used or bool(self.dlog.tracked)
+        self.free_pages = tuple(state.get("free_pages", ()))
         self.hash_valid = False
         self._op_texts = [[OpSpec(*op) for op in st["ops"]] for st in state["actors"]]
         self._freeze_ops()

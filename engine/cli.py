@@ -253,9 +253,10 @@ def _print_text(out: dict) -> None:
                     f"s2ap={row['s2ap']} dbm={row['dbm']}"
                 )
     for v in out["violations"]:
+        share = f" in {v['interleavings']:,} interleavings" if "interleavings" in v else ""
         print(
-            f"VIOLATION {v['check']} at {v['ipa']} ({'|'.join(v['bits'])}) by {v['actor']} "
-            f"{v['op']}; schedule {fold(v['schedule'])}"
+            f"VIOLATION {v['check']}{share} at {v['ipa']} ({'|'.join(v['bits'])}) by "
+            f"{v['actor']} {v['op']}; schedule {fold(v['schedule'])}"
         )
     for r in out["expect"]["results"]:
         print(f"  expect {r['kind']} {r['expr']}: {'held' if r['held'] else 'FAILED'}")
@@ -267,5 +268,17 @@ def _event_line(e: dict) -> str:
         f"L{e['level']} {e['addr']} ipa={e['ipa']} {e['old']} -> {e['new']}" if "addr" in e else ""
     )
     extra = e.get("fault") or e.get("lock") or e.get("tlbi") or ""
+    if "addr" not in e and "ipa" in e:  # mark-dirty, log, harvest, tlbi by IPA
+        extra = " ".join(
+            x
+            for x in (
+                extra,
+                e.get("logging", ""),
+                f"ipa={e['ipa']}",
+                f"end={e['end']}" if "end" in e else "",
+                f"mask={e['mask']}" if "mask" in e else "",
+            )
+            if x
+        )
     flags = " [" + ",".join(e["flags"]) + "]" if "flags" in e else ""
     return f"{e['seq']:>6} {e['actor']:<8} {e['kind']:<14} {where} {extra}{flags}   // {e['at']}"

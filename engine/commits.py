@@ -38,6 +38,10 @@ class Commit:
 
 
 SEED = "064850532444"
+HUGE_OVER_TABLE = "3c3736cd32bf"
+MERGE_TABLES_TLBI = "3a0b870e3448"
+MAP_PERMS_FILTER = "694d071f8d85"
+AF_READ_LOCK = "fc61f554e694"
 TEST_AGE_RANGE = "cf2d23e0bac9"
 LOCAL_TLBI_RELAX = "a12ab1378a88"
 RELAX_EAGAIN_TLBI = "be097997a273"
@@ -55,12 +59,48 @@ COMMITS: dict[str, Commit] = {
             "ID_AA64MMFR1_EL1.HAFDBS != 0 (the default of machine.ha)",
         ),
         Commit(
+            "3c3736cd32bf5197aed1410ae826d2d254a5b277",
+            "KVM: arm/arm64: Fix handling of stage2 huge mappings",
+            "v5.1",
+            MMU_C,
+            "stage2_set_pmd_huge over a pmd that still points to a pte table (left by dirty "
+            "logging that has stopped) first unmaps the 2M range (unmap_stage2_range: each "
+            "pte cleared and invalidated, the emptied table freed) and retries, instead of "
+            "pmd_clear and one kvm_tlb_flush_vmid_ipa",
+        ),
+        Commit(
             "cf2d23e0bac9f6b5cd1cba8898f5f05ead40e530",
             "KVM: arm/arm64: Fix young bit from mmu notifier",
             "v5.6",
             MMU_C,
             "kvm_test_age_hva passes (hva, hva + PAGE_SIZE) to handle_hva_to_gpa, so "
             "kvm_test_age_hva_handler reads the leaf and returns its AF",
+        ),
+        Commit(
+            "3a0b870e3448302ca2ba703bea1b79b61c3f33c6",
+            "KVM: arm64: Fix handling of merging tables into a block entry",
+            "v5.10",
+            PGTABLE,
+            "stage2_map_walk_table_pre, replacing a table by a block, invalidates the whole "
+            "VMID (__kvm_tlb_flush_vmid) instead of the one IPA of the entry",
+        ),
+        Commit(
+            "694d071f8d85d504055540a27f0dbe9dbf44584e",
+            "KVM: arm64: Filter out the case of only changing permissions from stage-2 map path",
+            "v5.12",
+            PGTABLE,
+            "stage2_map_walker_try_leaf returns -EAGAIN when the valid entry differs from the "
+            "new one only in its permissions (stage2_pte_needs_update), instead of "
+            "break-before-make to the new permissions (only an identical entry was left alone)",
+        ),
+        Commit(
+            "fc61f554e6947edd21cd84fb814f8418349a3569",
+            "KVM: arm64: Handle access faults behind the read lock",
+            "v6.3",
+            PGTABLE,
+            "handle_access_fault takes mmu_lock for read and kvm_pgtable_stage2_mkyoung walks "
+            "shared (cmpxchg, -EAGAIN on a lost race) instead of under the write lock with an "
+            "exclusive walk (WRITE_ONCE)",
         ),
         Commit(
             "a12ab1378a88b38f3af8b1a899b7d8526324ba6f",
@@ -98,8 +138,24 @@ GENERATIONS: dict[str, Generation] = {
         Generation(
             "v6.6",
             PGTABLE,
-            frozenset({LOCAL_TLBI_RELAX}),
+            frozenset({MERGE_TABLES_TLBI, MAP_PERMS_FILTER, AF_READ_LOCK, LOCAL_TLBI_RELAX}),
             "kvm_pgtable walker, rwlock mmu_lock",
+        ),
+        # The 6.12 LTS: what changed since 6.6 on the modelled paths (docs/kernel-sources.md,
+        # "v6.12"): the relax -EAGAIN invalidation.
+        Generation(
+            "v6.12",
+            PGTABLE,
+            frozenset(
+                {
+                    MERGE_TABLES_TLBI,
+                    MAP_PERMS_FILTER,
+                    AF_READ_LOCK,
+                    LOCAL_TLBI_RELAX,
+                    RELAX_EAGAIN_TLBI,
+                }
+            ),
+            "the 6.12 LTS: v6.6 + be097997a273",
         ),
     )
 }

@@ -49,6 +49,8 @@ class Exploration:
     cycles: int
     finals: list[FinalState]
     violations: dict[str, Violation] = field(default_factory=dict)
+    # check name -> how many interleavings end having violated it
+    violation_counts: dict[str, int] = field(default_factory=dict)
 
 
 # on_progress is called after every PROGRESS_STATES new distinct states.
@@ -81,6 +83,7 @@ def _explore(machine, final_key, max_states, progress, on_progress=None) -> Expl
     ids: dict[bytes, int] = {}
     succ: list[list[int]] = []
     terminal: dict[int, bytes] = {}  # node -> final key
+    terminal_mask: dict[int, int] = {}  # node -> the checks violated on the way there
     examples: dict[bytes, list[int]] = {}  # final key -> first schedule reaching it
     violations: dict[str, Violation] = {}
     cycles = 0
@@ -112,6 +115,7 @@ def _explore(machine, final_key, max_states, progress, on_progress=None) -> Expl
     on_path.add(root)
     if machine.all_done():
         terminal[root] = final_key(machine)
+        terminal_mask[root] = machine.viol_mask
         examples.setdefault(terminal[root], [])
     elif not stack[0][2]:
         raise EngineError("deadlock: every unfinished actor is blocked")
@@ -161,6 +165,7 @@ def _explore(machine, final_key, max_states, progress, on_progress=None) -> Expl
         if machine.all_done():
             key = final_key(machine)
             terminal[child] = key
+            terminal_mask[child] = machine.viol_mask
             examples.setdefault(key, list(schedule))
             order.append(child)
             schedule.pop()
@@ -189,7 +194,14 @@ def _explore(machine, final_key, max_states, progress, on_progress=None) -> Expl
         counts[key] = counts.get(key, 0) + paths[node]
         first_node.setdefault(key, node)
     finals = [FinalState(key, counts[key], examples[key], first_node[key]) for key in examples]
-    return Exploration(len(succ), sum(counts.values()), cycles, finals, violations)
+    violation_counts = {
+        name: sum(paths[n] for n, mask in terminal_mask.items() if mask >> check & 1)
+        for check, name in enumerate(I.CHECK_NAMES)
+        if name in violations
+    }
+    return Exploration(
+        len(succ), sum(counts.values()), cycles, finals, violations, violation_counts
+    )
 
 
 def _complete(machine) -> list[int]:

@@ -10,7 +10,7 @@ header the core includes, so there is one definition.
 """
 
 # --- Registers (per actor) --------------------------------------------------------------
-NREGS = 22
+NREGS = 28
 R0, R1, R2, R3 = 0, 1, 2, 3  # general purpose
 PTR = 4  # address of the descriptor being operated on (a kernel `pte_t *`)
 IPA = 5  # the operation's address (a gfn loop's cursor)
@@ -29,6 +29,12 @@ EIPA = 20  # IPA of the entry at PTR (aligned to its level), set by the walks
 FAULTS = 21  # stage-2 faults this vCPU took, over all its operations (kept across ops),
 #              counted only when a scenario asks (MachineSpec.count_faults), up to FAULTS_MAX
 FAULTS_MAX = 3  # "3" reads "3 or more": a bound keeps spinning schedules finite
+FLEVEL = 22  # the level of the entry a hardware walk faulted on (ESR_EL2 ...FSC level)
+LOG = 23  # memslot_is_logging() for the fault's IPA, as OP_MEMSLOT found it
+TLEVEL = 24  # the level a map installs its leaf at (log2 of vma_pagesize)
+VISIT = 25  # what OP_RWALK visited: VISIT_LEAF / VISIT_TABLE_POST / VISIT_TABLE_PRE
+AUX = 26  # get_dirty_log: the dirty-bitmap word cursor
+PEND = 27  # OP_RWALK with TABLE_POST: tables finished by the last step, still to visit
 
 # --- Opcodes --------------------------------------------------------------------------
 # Instruction encoding: (opcode, a, b, c). `k` operands index the program's constant pool.
@@ -54,30 +60,60 @@ OP_BNEK = 16  # if a != K[b]: goto c
 OP_EOR = 17  # a = b ^ c (registers)
 OP_ORRR = 18  # a = b | c (registers)
 # Shared (one micro-step each):
-OP_LOCK = 20  # a = lock mode
-OP_UNLOCK = 21  # a = lock mode
-OP_LOAD = 22  # a = [PTR]
-OP_STORE = 23  # [PTR] = a; K[b] = the bits this operation means to change
-OP_LDXR = 24  # a = [PTR], set the exclusive monitor
-OP_STXR = 25  # [PTR] = b if the monitor holds; a = status (0 ok, 1 failed); K[c] = meant bits
-OP_CAS = 26  # cmpxchg([PTR], expected a, new b): a = value seen; STATUS = 0 ok / 1 failed; K[c]
+OP_ALLOC = 19  # a = a zeroed table page from the memory cache, as a table descriptor
+#               (mmu_memory_cache_alloc / mm_ops->zalloc_page): a page OP_FREE gave back,
+#               else table memory grows by a page. A table that was ever linked is never
+#               reused, so a freed table keeps its contents
+OP_DESCEND = 30  # the table descriptor in reg a was installed (or reloaded) at PTR: the
+#                  walk in progress continues in it (WLEVEL, WT, and CUR for range walks)
+OP_TABLE_EMPTY = 31  # a = 1 if the table the descriptor in reg b points to holds no valid
+#                      entry (its page refcount is 1) and is not the start-level table
+OP_LOG_TRACK = 32  # log_start has finished: writes to [IPA, END) must reach the dirty log
+OP_FREE = 33  # the table page of the descriptor in reg a, never linked, goes back: OP_ALLOC
+#               hands out such pages again (and only such pages)
+OP_LOCAL_END = 40  # opcodes below are local, from here on shared
+# Shared (one micro-step each):
+OP_LOCK = 40  # a = lock mode
+OP_UNLOCK = 41  # a = lock mode
+OP_LOAD = 42  # a = [PTR]
+OP_STORE = 43  # [PTR] = a; K[b] = the bits this operation means to change
+OP_LDXR = 44  # a = [PTR], set the exclusive monitor
+OP_STXR = 45  # [PTR] = b if the monitor holds; a = status (0 ok, 1 failed); K[c] = meant bits
+OP_CAS = 46  # cmpxchg([PTR], expected a, new b): a = value seen; STATUS = 0 ok / 1 failed; K[c]
 OP_TLBI_IPA = (
-    27  # broadcast invalidation of the entries for the IPA in reg a (kvm_tlb_flush_vmid_ipa)
+    47  # broadcast invalidation of the entries for the IPA in reg a (kvm_tlb_flush_vmid_ipa)
 )
-OP_TLBI_ALL = 28  # kvm_flush_remote_tlbs: invalidate the VMID on every CPU
-OP_SWALK = 29  # software walk to the leaf entry for IPA, one table load per step. c = 0: stop
+OP_TLBI_ALL = 48  # kvm_flush_remote_tlbs: invalidate the VMID on every CPU
+OP_SWALK = 49  # software walk to the leaf entry for IPA, one table load per step. c = 0: stop
 #                at the first block (loaded, value in a) or at level 3 (not loaded);
 #                c = 1: stop at the level in LEVEL (not loaded). PTR, LEVEL, EIPA = the entry;
 #                an invalid table entry on the way -> a = it, goto b
-OP_RWALK = 30  # range walk over [CUR, reg c >> 4): loads every entry in order (one per step),
-#                descends tables; a leaf -> a, PTR, LEVEL, EIPA = it, fall through; invalid
-#                entries are skipped unless c & RWALK_VISIT_INVALID; range done -> goto b
-OP_HW_ACCESS = 31  # the hardware: TLB lookup, stage-2 walk, AF/DBM update of IPA (WRITE says
-#                    load or store); completes -> pc + 1; faults -> goto b, STATUS = fault type
-
-OP_TLB_EVICT = 32  # the hardware evicts every entry of vCPU reg a's TLB (machine.tlb_evict)
+OP_RWALK = 50  # range walk over [CUR, reg c >> 4): loads every entry in order (one per step),
+#                descends tables; a leaf -> a, PTR, LEVEL, EIPA = it, VISIT = VISIT_LEAF,
+#                fall through; invalid entries are skipped unless c & RWALK_VISIT_INVALID;
+#                c & RWALK_TABLE_PRE: a valid table at level TLEVEL is visited (VISIT_TABLE_PRE)
+#                instead of descended; c & RWALK_TABLE_POST: each table the walk finishes
+#                (PEND counts them) is visited once more, without a load (VISIT_TABLE_POST,
+#                a = its descriptor, PTR = the entry pointing to it); range done -> goto b
+OP_HW_ACCESS = 51  # the hardware: TLB lookup, stage-2 walk, AF/DBM update of IPA (WRITE says
+#                    load or store); completes -> pc + 1; faults -> goto b, STATUS = fault type,
+#                    FLEVEL = the faulting entry's level
+OP_MARK_DIRTY = 52  # mark_page_dirty(): the page of IPA goes into the dirty bitmap
+OP_LOG = 53  # a = 1: KVM_MEM_LOG_DIRTY_PAGES set on [IPA, END) (the new memslot is
+#              installed); a = 0: cleared
+OP_HARVEST = 54  # kvm_get_dirty_log_protect: mask = xchg(&dirty_bitmap[AUX], 0) over the
+#                  64-page word at AUX (within [IPA, END)); the pages go to `harvested`;
+#                  R0 = mask != 0, CUR = first dirty page, R3 = last dirty page + 4K (the
+#                  range kvm_mmu_write_protect_pt_masked write-protects); AUX = next word
+OP_TLB_EVICT = 55  # the hardware evicts every entry of vCPU reg a's TLB (machine.tlb_evict)
 
 RWALK_VISIT_INVALID = 1
+RWALK_TABLE_POST = 2
+RWALK_TABLE_PRE = 4
+VISIT_LEAF = 0
+VISIT_TABLE_POST = 1
+VISIT_TABLE_PRE = 2
+DIRTY_WORD_PAGES = 64  # pages per dirty-bitmap word (BITS_PER_LONG)
 
 # --- Lock modes (kvm->mmu_lock) --------------------------------------------------------
 LOCK_SPIN = 0  # spin_lock (v4.6, seed)
@@ -106,6 +142,9 @@ EV_TLB_HIT = 11  # the access was translated by the vCPU's TLB
 EV_LOCK = 12
 EV_UNLOCK = 13
 EV_TLBI = 14
+EV_MARK_DIRTY = 15  # a page went into the dirty bitmap
+EV_LOG = 16  # dirty logging started (detail 1) or stopped (detail 0) on [ipa, new)
+EV_HARVEST = 17  # a dirty-bitmap word was harvested and cleared (old = the mask)
 
 # --- Event flags ------------------------------------------------------------------------
 EVF_TLB_FILL = 1  # the step filled the vCPU's TLB
@@ -116,6 +155,7 @@ EVF_BBM = 8  # the store broke break-before-make
 # --- Checks -----------------------------------------------------------------------------
 CHECK_NO_LOST_UPDATE = 0
 CHECK_BREAK_BEFORE_MAKE = 1
+CHECK_NO_LOST_DIRTY = 2
 
 # --- Actor kinds ------------------------------------------------------------------------
 KIND_VCPU = 0
@@ -139,9 +179,12 @@ EVENT_KIND_NAMES = (
     "lock",
     "unlock",
     "tlbi",
+    "mark-dirty",
+    "log",
+    "harvest",
 )
 FAULT_NAMES = ("", "translation", "access-flag", "permission")
 LOCK_MODE_NAMES = ("spin", "read", "write")
-CHECK_NAMES = ("no_lost_update", "break_before_make")
+CHECK_NAMES = ("no_lost_update", "break_before_make", "no_lost_dirty")
 SHARED_OPCODES = frozenset(range(OP_LOCK, OP_TLB_EVICT + 1))
 TLBI_NAMES = ("ipa", "all", "evict")  # EV_TLBI detail: by IPA, the VMID, a TLB eviction

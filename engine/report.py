@@ -12,6 +12,7 @@ from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
 from .scenario import WHAT_IF_KEYS, Scenario
+from .sizes import size_name
 from .spec import MachineSpec, walk_image
 
 LEAVES_LISTED_MAX = 4096
@@ -38,6 +39,7 @@ def leaf_fields(desc: int, level: int) -> dict:
         "dbm": 1 if desc & B.DBM else 0,
         "pa": desc & B.OA_MASK & ~(size - 1) if valid else 0,
         "raw": desc,
+        "size": size_name(size),
     }
 
 
@@ -80,36 +82,49 @@ class Observer:
             actors[self.spec.actor_names[i]] = (
                 {"faults": regs[I.FAULTS]} if vcpu else {"ret": int(regs[I.RET] != 0)}
             )
-        values.extend(v for a in actors.values() for v in a.values())
-        key = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+        # The leaves the predicates name (a split block's pages are not map leaves), the
+        # levels of the leaves and the dirty log are part of what a final state is.
+        extra = array("Q", (walk_image(mem, g, ipa)[1] for ipa in self.leaf_ipas))
+        extra.extend(walk_image(mem, g, ipa)[0] for ipa in self.pred_ipas)
+        extra.extend(v for a in actors.values() for v in a.values())
+        dirty = machine.dirty_log()
+        h = hashlib.blake2b(values.tobytes(), digest_size=16)
+        h.update(extra.tobytes())
+        h.update(repr(dirty).encode())
+        key = h.digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values[: len(self.leaf_ipas)])
+            self.info[key] = self._describe(mem, values, dirty)
             self.info[key]["actors"] = actors
         return key
 
-    def _describe(self, mem, values) -> dict:
+    def _describe(self, mem, values, dirty) -> dict:
         g = self.spec.geometry
-        levels = [
-            B.leaf_level_for_size(m.size) for m in self.spec.scenario.maps for _ in range(m.count)
-        ]
         rows: dict[tuple, int] = {}
         leaves = {}
         listed = len(self.leaf_ipas) <= LEAVES_LISTED_MAX
-        for ipa, desc, level in zip(self.leaf_ipas, values, levels, strict=True):
-            f = leaf_fields(desc, level)
+        for ipa, desc in zip(self.leaf_ipas, values, strict=True):
+            f = leaf_fields(desc, walk_image(mem, g, ipa)[1])
             row = (f["valid"], f["af"], f["s2ap"], f["dbm"])
             rows[row] = rows.get(row, 0) + 1
             if listed:
                 leaves[hexs(ipa)] = f
+        recorded = set(dirty["bitmap"]) | set(dirty["harvested"]) if dirty else set()
         preds = {}
         for ipa in self.pred_ipas:
             desc, level, _ = walk_image(mem, g, ipa)
             preds[ipa] = leaf_fields(desc, level)
+            preds[ipa]["dirty"] = int(ipa & ~(B.PAGE_SIZE - 1) in recorded)
         summary = [
             {"valid": v, "af": af, "s2ap": s2ap, "dbm": dbm, "count": n}
             for (v, af, s2ap, dbm), n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
-        return {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
+        out = {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
+        if dirty is not None:
+            out["dirty_log"] = {
+                "bitmap": [hexs(p) for p in dirty["bitmap"]],
+                "harvested": [hexs(p) for p in dirty["harvested"]],
+            }
+        return out
 
 
 def event_json(spec: MachineSpec, e: tuple, ops_of: Callable[[int], list] | None = None) -> dict:
@@ -134,6 +149,12 @@ def event_json(spec: MachineSpec, e: tuple, ops_of: Callable[[int], list] | None
             out["ipa"] = hexs(ipa)
         elif detail == 2:  # a TLB eviction (machine.tlb_evict): whose TLB
             out["vcpu"] = spec.actors[ipa].name
+    elif kind == I.EV_MARK_DIRTY:
+        out["ipa"] = hexs(ipa)
+    elif kind == I.EV_LOG:
+        out.update(logging="start" if detail else "stop", ipa=hexs(ipa), end=hexs(new))
+    elif kind == I.EV_HARVEST:
+        out.update(ipa=hexs(ipa), mask=hexs(old))
     else:
         out.update(level=level, addr=hexs(addr), ipa=hexs(ipa), old=hexs(old), new=hexs(new))
         if detail:
@@ -164,6 +185,8 @@ def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[
     if info["leaves"] is not None:
         out["leaves"] = {ipa: leaf_json(f) for ipa, f in info["leaves"].items()}
     out["leaf_summary"] = info["summary"]
+    if "dirty_log" in info:
+        out["dirty_log"] = info["dirty_log"]
     if info["actors"]:
         out["actors"] = info["actors"]
     out["count"] = count
@@ -275,6 +298,7 @@ def explore_json(
             "op": op_name(spec, v.actor, v.op_index, ops_of),
             "schedule": [names[i] for i in v.schedule],
             "trace": replay_trace(v.schedule),
+            "interleavings": result.violation_counts.get(v.check, 0),
         }
         for v in result.violations.values()
         if v.check not in already

@@ -25,11 +25,23 @@ from .sizes import MAP_SIZES, hexs, parse_int, parse_size, size_name
 
 KERNELS = tuple(GENERATIONS)
 VCPU_OPS = ("read", "write")
-HOST_OPS = ("set_readonly", "wp", "age", "test_age", "unmap", "flush_tlb")
-CHECKS = ("no_lost_update", "break_before_make")
+HOST_OPS = (
+    "set_readonly",
+    "wp",
+    "age",
+    "test_age",
+    "unmap",
+    "flush_tlb",
+    "log_start",
+    "get_dirty_log",
+    "log_stop",
+)
+LOGGING_OPS = ("log_start", "get_dirty_log", "log_stop")
+CHECKS = ("no_lost_update", "break_before_make", "no_lost_dirty")
 GRANULES = ("4K",)
 S2AP_NAMES = ("none", "ro", "wo", "rw")
-PREDICATE_FIELDS = ("valid", "af", "dbm", "s2ap", "pa", "raw")
+PREDICATE_FIELDS = ("valid", "af", "dbm", "s2ap", "pa", "raw", "size", "dirty")
+LEAF_SIZES = ("4K", "2M", "1G")
 # "NAME: field=value" predicates on an actor (an extension): a vCPU's stage-2 faults over
 # the run (FAULTS_MAX reads "that many or more"), a host actor's last operation's return
 # value (1: nonzero, e.g. test_age found the page young).
@@ -69,6 +81,9 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     "test_age": ("ipa4k",),
     "unmap": ("ipa4k", "size?"),
     "flush_tlb": (),
+    "log_start": ("ipa4k", "size?"),
+    "get_dirty_log": ("ipa4k", "size?"),
+    "log_stop": ("ipa4k", "size?"),
 }
 _ARG_USAGE = {"ipa": "IPA", "ipa4k": "IPA", "size?": "[SIZE]"}
 
@@ -201,8 +216,8 @@ class Predicate:
     actor: str | None = None  # "NAME: faults=N" / "NAME: ret=0|1"
 
     def holds(self, leaf: dict) -> bool:
-        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw"}), or for
-        an actor predicate the actor's values ({"faults", "ret"})."""
+        """Every field matches `leaf` ({"valid", "af", "dbm", "s2ap", "pa", "raw", "size",
+        "dirty"}), or for an actor predicate the actor's values ({"faults", "ret"})."""
         for name, want in self.fields:
             got = leaf.get(name)
             if isinstance(got, bool):
@@ -259,7 +274,11 @@ class Scenario:
 
 
 def _predicate_value(name: str, value: str) -> int | str:
-    if name in ("valid", "af", "dbm"):
+    if name == "size":
+        if value not in LEAF_SIZES:
+            raise ValueError(f"size must be one of {', '.join(LEAF_SIZES)}, got {_q(value)}")
+        return value
+    if name in ("valid", "af", "dbm", "dirty"):
         if value not in ("0", "1"):
             raise ValueError(f"{name} must be 0 or 1, got {_q(value)}")
         return int(value)
@@ -767,6 +786,7 @@ __all__ = [
     "CHECKS",
     "HOST_OPS",
     "KERNELS",
+    "LOGGING_OPS",
     "MAP_SIZES",
     "OP_ARGS",
     "VCPU_OPS",

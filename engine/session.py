@@ -43,6 +43,30 @@ class ReplayError(EngineError):
 __all__ = ["Checkpoint", "LiveSession", "ReplayError"]
 
 
+# A recording lists checkpoint hashes; checking one costs a full state hash (0.1 s on 4M
+# leaves), so a small crafted file listing hundreds would cost minutes of CPU. At most this
+# many, spread evenly over the recording, are checked; the final hash covers the rest.
+MAX_VERIFIED_CHECKPOINTS = 16
+
+
+def verified_checkpoints(listed, decisions: int) -> dict[int, str]:
+    """position -> hash of the checkpoints from_recording checks (at most
+    MAX_VERIFIED_CHECKPOINTS of those listed, evenly spaced)."""
+    if not isinstance(listed, list):
+        raise ReplayError("recording: 'checkpoints' must be a list")
+    found = {}
+    for c in listed:
+        if not isinstance(c, dict) or not isinstance(c.get("position"), int):
+            raise ReplayError(f"recording: checkpoint {c!r} is malformed")
+        if 0 < c["position"] <= decisions and isinstance(c.get("hash"), str):
+            found[c["position"]] = c["hash"]
+    positions = sorted(found)
+    if len(positions) > MAX_VERIFIED_CHECKPOINTS:
+        step = len(positions) / MAX_VERIFIED_CHECKPOINTS
+        positions = [positions[int(i * step)] for i in range(MAX_VERIFIED_CHECKPOINTS)]
+    return {p: found[p] for p in positions}
+
+
 @dataclass
 class LiveSession:
     scenario_text: str
@@ -133,7 +157,7 @@ class LiveSession:
                 )
             except ScenarioError as exc:
                 raise EngineError(str(exc)) from None
-            self.machine.append_op(actor, op_spec(self.spec.program, op))
+            self.machine.append_op(actor, op_spec(self.spec.program, op, self.spec.scenario))
             record = ["inject", actor, op.text]
         else:
             raise EngineError(f"unknown decision {kind!r}")
@@ -263,7 +287,7 @@ class LiveSession:
             self.machine.step(decision[1])
         else:
             op = parse_op(decision[2], self.kinds[decision[1]], self.scenario.machine.ipa_bits)
-            self.machine.append_op(decision[1], op_spec(self.spec.program, op))
+            self.machine.append_op(decision[1], op_spec(self.spec.program, op, self.spec.scenario))
         self.position += 1
 
     def back(self, n: int = 1) -> None:
@@ -306,7 +330,7 @@ class LiveSession:
         if not isinstance(decisions, list):
             raise ReplayError("recording: 'decisions' must be a list")
         session = cls(str(rec.get("scenario", "")), engine=engine, snapshot_every=snapshot_every)
-        expected = {c["position"]: c["hash"] for c in rec.get("checkpoints", [])}
+        expected = verified_checkpoints(rec.get("checkpoints", []), len(decisions))
         for n, decision in enumerate(decisions):
             if not isinstance(decision, list) or len(decision) < 2:
                 raise ReplayError(f"recording: decision {n} is malformed: {decision!r}")

@@ -14,10 +14,15 @@ from . import isa as I
 from .commits import GENERATIONS, MMU_C
 from .layout import Geometry, Image, Memslot, build_image
 from .programs import Program, program_for
-from .scenario import EVICT_ACTOR, Op, Scenario, ScenarioError
+from .scenario import EVICT_ACTOR, LOGGING_OPS, Op, Scenario, ScenarioError
 
 # KVM_PHYS_SHIFT was fixed at 40 before Linux 4.20: the whole arch/arm/kvm/mmu.c era.
 FIXED_IPA_KERNELS = tuple(k for k, g in GENERATIONS.items() if g.base == MMU_C)
+# Kernels whose stage 2 never has level-1 (1G) blocks: 4.7 user_mem_abort maps PMD blocks at
+# most and stage2_wp_puds has BUG_ON(stage2_pud_huge(*pud)) ("PUD not supported"). Stage-2
+# PUD hugepages came with Linux 5.0 ("KVM: arm64: Support PUD hugepage in stage2"), in the
+# virt/kvm/arm/mmu.c code the kvm_pgtable code replaced.
+NO_PUD_BLOCK_KERNELS = FIXED_IPA_KERNELS
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,15 @@ def walk_image(mem, geometry: Geometry, ipa: int) -> tuple[int, int, int]:
         return desc, level, desc_pa
 
 
-def op_spec(program: Program, op: Op) -> OpSpec:
-    """An operation as a core runs it; no SIZE means "the one leaf at IPA" (end = ipa + 1)."""
+def op_spec(program: Program, op: Op, scenario: Scenario | None = None) -> OpSpec:
+    """An operation as a core runs it; no SIZE means "the one leaf at IPA" (end = ipa + 1;
+    for the dirty-logging operations the end of the [[map]] leaf holding IPA, which the
+    memslot flag and bitmap then cover page by page)."""
     ipa = op.ipa or 0
     end = ipa + op.size if op.size else ipa + 1
+    if op.name in LOGGING_OPS and not op.size:
+        hit = scenario.leaf_at(ipa) if scenario is not None else None
+        end = hit[0] + hit[1].size if hit else ipa + B.PAGE_SIZE
     return OpSpec(op.name, program.entries[op.name], ipa, end, int(op.name == "write"), op.text)
 
 
@@ -115,6 +125,14 @@ def build_spec(scenario: Scenario) -> MachineSpec:
         )
     geometry = Geometry.for_ipa_bits(m.ipa_bits)
     for i, mp in enumerate(scenario.maps):
+        if mp.size == 1 << B.LEVEL_SHIFT_1 and scenario.kernel in NO_PUD_BLOCK_KERNELS:
+            raise ScenarioError(
+                scenario.path,
+                f"map[{i}].size",
+                f"kernel {scenario.kernel!r} never creates 1G (level-1) stage-2 blocks: "
+                "user_mem_abort maps 2M blocks at most and stage2_wp_puds BUG()s on a huge "
+                "pud; use 2M blocks or kernel 'v6.6'",
+            )
         if B.leaf_level_for_size(mp.size) < geometry.start_level:
             raise ScenarioError(
                 scenario.path,
@@ -128,15 +146,7 @@ def build_spec(scenario: Scenario) -> MachineSpec:
     program = program_for(scenario.kernel, scenario.commits)
     actors = []
     for actor in scenario.actors:
-        ops = []
-        for op in actor.ops:
-            ipa = op.ipa or 0
-            end = ipa + op.size if op.size else ipa + 1
-            ops.append(
-                OpSpec(
-                    op.name, program.entries[op.name], ipa, end, int(op.name == "write"), op.text
-                )
-            )
+        ops = [op_spec(program, op, scenario) for op in actor.ops]
         preload = []
         for ipa in actor.tlb:
             desc, level, desc_pa = walk_image(image.mem, image.geometry, ipa)

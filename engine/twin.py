@@ -13,6 +13,7 @@ from array import array
 
 from . import bits as B
 from . import isa as I
+from .dirtylog import DirtyLog
 from .spec import MachineSpec, OpSpec
 
 
@@ -77,6 +78,8 @@ class Machine:
         self.events = []
         self.recording = True
         self._marks = []
+        self.dlog = DirtyLog()
+        self.free_pages = ()  # table pages given back before they were ever linked
         for i in range(len(self.actors)):
             self._start_op(i)
             self._settle(i)
@@ -129,17 +132,68 @@ class Machine:
                     before = entry[1]
             # a different output address, or a block replaced by a table
             changed = (before ^ new) & B.BBM_MASK if before is not None else 0
+            # A leaf over leaves of another size that a removed table held and no TLBI has
+            # invalidated yet: they may still be cached next to it (a block-size change,
+            # Arm ARM D8.17.1 R_WHZWS).
+            stale = [
+                e
+                for e in self.pending
+                if _leaf_kind(new, level)
+                and e[0] != addr
+                and e[3] != size
+                and e[2] < ipa + size
+                and ipa < e[2] + e[3]
+            ]
+            if stale:
+                changed |= B.DESC_TYPE
             if changed:
                 flags |= I.EVF_BBM
                 self._violation(I.CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
-            self.pending = [e for e in self.pending if e[0] != addr]
+            self.pending = [e for e in self.pending if e[0] != addr and e not in stale]
         elif _leaf_kind(cur, level):
             self.pending.append((addr, cur, ipa, size))
+        elif level < 3 and cur & B.DESC_VALID and cur & B.DESC_TYPE:
+            # A table entry broken: every leaf below it may be cached until invalidated.
+            self.pending.extend(self._leaves_below(cur & B.OA_MASK, level + 1, ipa))
         return flags
 
-    def _violation(self, check: int, actor: int, ipa: int, bits: int) -> None:
+    def _leaves_below(self, table: int, level: int, base: int) -> list[tuple]:
+        """(descriptor PA, leaf, ipa, size) of every valid leaf in a table's subtree."""
+        out = []
+        shift = B.level_shift(level)
+        for k in range(B.PTRS_PER_TABLE):
+            d = self.read(table + 8 * k)
+            ipa = base + (k << shift)
+            if level < 3 and d & B.DESC_VALID and d & B.DESC_TYPE:
+                out += self._leaves_below(d & B.OA_MASK, level + 1, ipa)
+            elif _leaf_kind(d, level):
+                out.append((table + 8 * k, d, ipa, 1 << shift))
+        return out
+
+    def _violation(self, check: int, actor: int, ipa: int, bits: int, op_i: int = -1) -> None:
         self.viol_mask |= 1 << check
-        self.violations.append((check, self.seq, actor, self.actors[actor].op_i, ipa, bits))
+        if op_i < 0:
+            op_i = self.actors[actor].op_i
+        self.violations.append((check, self.seq, actor, op_i, ipa, bits))
+
+    def _final_checks(self, i: int) -> None:
+        """no_lost_dirty part (a), once every actor has finished (SCENARIOS.md)."""
+        for page in self.dlog.lost_writes(self._hw_dirty):
+            self._violation(I.CHECK_NO_LOST_DIRTY, i, page, B.S2AP_W, self.actors[i].op_i - 1)
+
+    def _hw_dirty(self, page: int) -> bool:
+        desc, level = self.walk(page)
+        return bool(_leaf_kind(desc, level) and desc & B.DBM and desc & B.S2AP_W)
+
+    def walk(self, ipa: int) -> tuple[int, int]:
+        """(descriptor, level) of the entry translating ipa: a leaf or the first invalid one."""
+        table, level = B.TABLE_BASE, self.start_level
+        while True:
+            desc = self.read(self._entry(table, level, ipa))
+            if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+                table, level = desc & B.OA_MASK, level + 1
+                continue
+            return desc, level
 
     # --- scheduling --------------------------------------------------------------------
     def done(self, i: int) -> bool:
@@ -213,6 +267,8 @@ class Machine:
                 a.op_i += 1
                 self._flag_last(I.EVF_OP_DONE)
                 self._start_op(i)
+                if self.dlog.written and self.all_done():
+                    self._final_checks(i)
             else:
                 self._local(a, instr)
 
@@ -277,18 +333,43 @@ class Machine:
         elif op == I.OP_WALK_INIT:
             r[I.WLEVEL] = self.start_level
             r[I.WT0 + self.start_level] = B.TABLE_BASE
-            if x:
+            if x == 1:
                 r[I.CUR] = r[I.IPA] & ~(B.PAGE_SIZE - 1)
         elif op == I.OP_MEMSLOT:
             r[x] = 0
             ipa = r[I.IPA]
             for slot in self.spec.memslots:
                 if slot.ipa <= ipa < slot.end:
-                    base = ipa & ~(slot.leaf_size - 1)
-                    template = k[y] if slot.leaf_size == B.PAGE_SIZE else k[z]
+                    # memslot_is_logging -> force_pte: a 4K page even in a block memslot
+                    r[I.LOG] = int(self.dlog.is_logging(ipa))
+                    size = B.PAGE_SIZE if r[I.LOG] else slot.leaf_size
+                    base = ipa & ~(size - 1)
+                    template = k[y] if size == B.PAGE_SIZE else k[z]
                     r[x] = template | (slot.pa + base - slot.ipa)
-                    r[I.LEVEL] = B.leaf_level_for_size(slot.leaf_size)
+                    r[I.LEVEL] = B.leaf_level_for_size(size)
                     break
+        elif op == I.OP_ALLOC:
+            if self.free_pages:
+                page, self.free_pages = self.free_pages[0], self.free_pages[1:]
+            else:
+                page = B.TABLE_BASE + 8 * len(self.mem)
+                self.mem.extend([0] * B.PTRS_PER_TABLE)
+            r[x] = page | B.DESC_VALID | B.DESC_TYPE
+        elif op == I.OP_FREE:
+            self.free_pages = tuple(sorted((*self.free_pages, r[x] & B.OA_MASK)))
+        elif op == I.OP_DESCEND:
+            desc, level = r[x], r[I.LEVEL]
+            if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+                r[I.WLEVEL] = level + 1
+                r[I.WT0 + level + 1] = desc & B.OA_MASK
+                r[I.CUR] = max(r[I.EIPA], r[I.IPA] & ~(B.PAGE_SIZE - 1))
+        elif op == I.OP_TABLE_EMPTY:
+            table = r[y] & B.OA_MASK
+            r[x] = int(
+                table != B.TABLE_BASE and not any(d & B.DESC_VALID for d in self.table(table))
+            )
+        elif op == I.OP_LOG_TRACK:
+            self.dlog.track(r[I.IPA], r[I.END])
         elif op == I.OP_TLB_IPA_LOCAL:
             ipa = r[I.IPA]
             if self.spec.tlbi_vmalle1:  # what-if: ... TLBI VMALLE1 (this CPU) follows
@@ -372,6 +453,27 @@ class Machine:
             self.actors[r[x]].tlb = []
             self._event(i, I.EV_TLBI, ipa=r[x], detail=2)
             a.pc += 1
+        elif op == I.OP_MARK_DIRTY:
+            page = r[I.IPA] & ~(B.PAGE_SIZE - 1)
+            self.dlog.mark(page)
+            self._event(i, I.EV_MARK_DIRTY, ipa=page)
+            a.pc += 1
+        elif op == I.OP_LOG:
+            if x:
+                self.dlog.start(r[I.IPA], r[I.END])
+            else:
+                self.dlog.stop(r[I.IPA], r[I.END])
+            self._event(i, I.EV_LOG, ipa=r[I.IPA], new=r[I.END], detail=x)
+            a.pc += 1
+        elif op == I.OP_HARVEST:
+            word = r[I.AUX]
+            mask, pages = self.dlog.harvest(word, r[I.IPA] & ~(B.PAGE_SIZE - 1), r[I.END])
+            r[I.R0] = int(bool(pages))
+            if pages:
+                r[I.CUR], r[I.R2] = pages[0], pages[-1] + B.PAGE_SIZE
+            r[I.AUX] = word + I.DIRTY_WORD_PAGES * B.PAGE_SIZE
+            self._event(i, I.EV_HARVEST, ipa=word, old=mask)
+            a.pc += 1
         else:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
@@ -386,6 +488,10 @@ class Machine:
         ipa = self._leaf_ipa(r)
         self._write(i, addr, value)
         flags = self._check_store(i, addr, cur, value, meant, r[I.LEVEL], ipa)
+        if self.dlog.hwdirty and cur & B.S2AP_W and not value & B.S2AP_W:
+            page = self.dlog.sw_cleared(addr)
+            if page is not None:  # no_lost_dirty (b): hardware's dirty state discarded
+                self._violation(I.CHECK_NO_LOST_DIRTY, i, page, B.S2AP_W)
         self._event(i, kind, r[I.LEVEL], addr, ipa, cur, value, flags=flags)
 
     def _tlbi(self, ipa) -> None:
@@ -435,31 +541,52 @@ class Machine:
 
     def _rwalk(self, i: int, a: _Actor, instr) -> bool:
         """OP_RWALK: a range walk reading every entry once (stage2_wp_range's nested loops,
-        kvm_pgtable_walk)."""
+        kvm_pgtable_walk), with the kvm_pgtable walker's TABLE_PRE / TABLE_POST visits."""
         _, x, y, z = instr
         r = a.regs
         cur, end = r[I.CUR], r[z >> 4]
+        level = r[I.WLEVEL]
+        if r[I.PEND]:
+            # Done with the table at `level`: visit the entry that points to it again
+            # (ctx->old as read on the way down: KVM's table descriptors are PA | 0b11).
+            span = 1 << B.level_shift(level - 1)
+            last = cur - 1
+            r[I.PEND] -= 1
+            r[I.WLEVEL] = level - 1
+            r[x] = r[I.WT0 + level] | B.DESC_VALID | B.DESC_TYPE
+            r[I.PTR] = self._entry(r[I.WT0 + level - 1], level - 1, last)
+            r[I.LEVEL], r[I.EIPA] = level - 1, last & ~(span - 1)
+            r[I.VISIT] = I.VISIT_TABLE_POST
+            a.pc += 1
+            return False
         if cur >= end:
             a.pc = y
             return False
-        level = r[I.WLEVEL]
         entry = self._entry(r[I.WT0 + level], level, cur)
         desc = self.read(entry)
         size = 1 << B.level_shift(level)
         base = cur & ~(size - 1)
         self._event(i, I.EV_LOAD, level, entry, base, desc, desc)
-        if level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE:
+        table = level < 3 and desc & B.DESC_VALID and desc & B.DESC_TYPE
+        pre = table and z & I.RWALK_TABLE_PRE and level == r[I.TLEVEL]
+        if table and not pre:
             r[I.WLEVEL] = level + 1
             r[I.WT0 + level + 1] = desc & B.OA_MASK
             return True
         cur = base + size
         r[I.CUR] = cur
         wlevel = level
-        while wlevel > self.start_level and cur % (1 << B.level_shift(wlevel - 1)) == 0:
+        while wlevel > self.start_level and (
+            cur % (1 << B.level_shift(wlevel - 1)) == 0 or (z & I.RWALK_TABLE_POST and cur >= end)
+        ):
             wlevel -= 1
-        r[I.WLEVEL] = wlevel
-        if _leaf_kind(desc, level) or z & I.RWALK_VISIT_INVALID:
+        if z & I.RWALK_TABLE_POST:
+            r[I.PEND] = level - wlevel  # the tables this step finished, visited next
+        else:
+            r[I.WLEVEL] = wlevel
+        if pre or _leaf_kind(desc, level) or z & I.RWALK_VISIT_INVALID:
             r[x], r[I.PTR], r[I.LEVEL], r[I.EIPA] = desc, entry, level, base
+            r[I.VISIT] = I.VISIT_TABLE_PRE if pre else I.VISIT_LEAF
             a.pc += 1
         return True
 
@@ -494,6 +621,8 @@ class Machine:
     def _complete(self, a: _Actor) -> None:
         a.pc += 1
         a.regs[I.PHASE] = 0
+        if a.regs[I.WRITE] and self.dlog.tracked:
+            self.dlog.note_write(a.regs[I.IPA])
 
     def _fill(self, a: _Actor, new: int, level: int, desc_pa: int) -> int:
         """The TLB caches the translation the walk completed (with the descriptor it wrote)."""
@@ -507,10 +636,11 @@ class Machine:
         a.tlb.append((base, size, new, desc_pa))
         return I.EVF_TLB_FILL
 
-    def _fault(self, a: _Actor, fault: int) -> None:
+    def _fault(self, a: _Actor, fault: int, level: int) -> None:
         if self.count_faults and a.regs[I.FAULTS] < I.FAULTS_MAX:
             a.regs[I.FAULTS] += 1
         a.regs[I.STATUS] = fault
+        a.regs[I.FLEVEL] = level  # ESR_EL2.DFSC reports the level of the faulting entry
         a.regs[I.PHASE] = 0
         a.pc = self.code[a.pc][2]
 
@@ -537,7 +667,7 @@ class Machine:
                                 desc,
                                 detail=I.FAULT_PERMISSION,
                             )
-                            self._fault(a, I.FAULT_PERMISSION)
+                            self._fault(a, I.FAULT_PERMISSION, level)
                             return
                         break  # DBM-managed: walk to set the dirty state
             r[I.WLEVEL] = self.start_level
@@ -557,12 +687,12 @@ class Machine:
                 self._event(
                     i, I.EV_FAULT, level, entry, base, desc, desc, detail=I.FAULT_TRANSLATION
                 )
-                self._fault(a, I.FAULT_TRANSLATION)
+                self._fault(a, I.FAULT_TRANSLATION, level)
                 return
             fault, new, phase = self._target(desc, write)
             if fault:
                 self._event(i, I.EV_FAULT, level, entry, base, desc, desc, detail=fault)
-                self._fault(a, fault)
+                self._fault(a, fault, level)
                 return
             r[I.PTR], r[I.LEVEL] = entry, level
             if new == desc:
@@ -581,11 +711,13 @@ class Machine:
         if cur == r[I.HWOLD]:
             written = r[I.HWNEW]
             self._write(i, entry, written)
+            if written & ~cur & B.S2AP_W:  # the dirty state (HD + DBM) was set
+                self.dlog.hw_set_dirty(entry, ipa)
             if r[I.PHASE] == 3:
                 self._event(
                     i, I.EV_HW_UPDATE, level, entry, base, cur, written, detail=I.FAULT_PERMISSION
                 )
-                self._fault(a, I.FAULT_PERMISSION)
+                self._fault(a, I.FAULT_PERMISSION, level)
                 return
             _, more, _ = self._target(written, write)
             if more != written:  # R_PRHKD what-if: the dirty-state update follows
@@ -596,6 +728,14 @@ class Machine:
             self._event(i, I.EV_HW_UPDATE, level, entry, base, cur, written, flags=flags)
             self._complete(a)
             return
+        if level < 3 and cur & B.DESC_VALID and cur & B.DESC_TYPE:
+            # The leaf became a table (a block split): the walk goes on through it, as
+            # QEMU's restart does (goto next_level).
+            r[I.WLEVEL] = level + 1
+            r[I.WT0 + level + 1] = cur & B.OA_MASK
+            r[I.PHASE] = 1
+            self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur)
+            return
         phase = 2
         if not _leaf_kind(cur, level):
             fault, new = I.FAULT_TRANSLATION, cur
@@ -603,7 +743,7 @@ class Machine:
             fault, new, phase = self._target(cur, write)
         if fault:
             self._event(i, I.EV_HW_UPDATE_FAIL, level, entry, base, r[I.HWOLD], cur, detail=fault)
-            self._fault(a, fault)
+            self._fault(a, fault, level)
             return
         if new == cur:
             flags = self._fill(a, new, level, entry)
@@ -630,7 +770,10 @@ class Machine:
             nviol,
             self.seq,
             nevents,
+            dlog,
+            self.free_pages,
         ) = self._marks[mark]
+        self.dlog.load(dlog)
         self.mem = list(mem)
         self.actors = [x.copy() for x in actors]
         self.pending = list(pending)
@@ -651,6 +794,8 @@ class Machine:
             len(self.violations),
             self.seq,
             len(self.events),
+            self.dlog.state(),
+            self.free_pages,
         )
 
     def state_key(self) -> bytes:
@@ -665,6 +810,8 @@ class Machine:
                     self.lock_readers,
                     tuple(self.pending),
                     self.viol_mask,
+                    self.dlog.state(),
+                    self.free_pages,
                 )
             ).encode()
         )
@@ -707,12 +854,14 @@ class Machine:
             "viol_mask": self.viol_mask,
             "violations": [list(v) for v in self.violations],
             "seq": self.seq,
+            "dirty_log": self.dlog.state(),
+            "free_pages": list(self.free_pages),
         }
 
     def set_state(self, state: dict) -> None:
         mem = array("Q")
         mem.frombytes(state["mem"])
-        if len(mem) != len(self.mem):
+        if len(mem) < len(self.spec.mem) or len(mem) % B.PTRS_PER_TABLE:
             raise EngineError("snapshot table memory does not match this scenario")
         if len(state["actors"]) != len(self.actors):
             raise EngineError("snapshot actors do not match this scenario")
@@ -727,6 +876,8 @@ class Machine:
         self.viol_mask = state["viol_mask"]
         self.violations = [tuple(v) for v in state["violations"]]
         self.seq = state["seq"]
+        self.dlog.load(state.get("dirty_log", DirtyLog().state()))
+        self.free_pages = tuple(state.get("free_pages", ()))
         self.events = []
         self._marks = []
 
@@ -756,7 +907,13 @@ class Machine:
 
     def table(self, table_pa: int, entries: int = B.PTRS_PER_TABLE) -> list[int]:
         first = (table_pa - B.TABLE_BASE) >> 3
+        if table_pa < B.TABLE_BASE or first + entries > len(self.mem):
+            raise IndexError(f"no table at {table_pa:#x}")
         return self.mem[first : first + entries]
+
+    def dirty_log(self) -> dict | None:
+        """The dirty bitmap and harvested pages, once a logging operation has run."""
+        return self.dlog.view() if self.dlog.used else None
 
     def actor_view(self, i: int) -> dict:
         a = self.actors[i]

@@ -19,10 +19,77 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousOperation  # noqa: E402
+from django.http import Http404  # noqa: E402
 
 from ptviz.debugger.routing import websocket_urlpatterns  # noqa: E402
 from ptviz.engine_worker.embedded import embedded_mode, ensure_engine  # noqa: E402
+
+
+class BodyLimit:
+    """Refuses an HTTP request body over PTVIZ_MAX_BODY_MB with 413 before anything reads
+    it: by its Content-Length, or (chunked) as soon as the bytes received pass the limit."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    return await self.refuse(send)
+        state = {"received": 0, "over": False, "started": False}
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.limit:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}  # Django stops reading
+            return message
+
+        async def tracked_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        await self.app(scope, counted_receive, tracked_send)
+        if state["over"] and not state["started"]:
+            await self.refuse(send)
+
+    async def refuse(self, send):
+        body = (
+            f'{{"code": "too_big", "message": "the request body is larger than '
+            f'{self.limit >> 20} MiB", "where": null}}'
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class StaticFiles(ASGIStaticFilesHandler):
+    """A path that leaves the static directory (`/static/../x`) is a 404, not a 500."""
+
+    def serve(self, request):
+        try:
+            return super().serve(request)
+        except SuspiciousOperation:
+            raise Http404("no such static file") from None
 
 
 class EmbeddedEngineMiddleware:
@@ -40,7 +107,7 @@ class EmbeddedEngineMiddleware:
 application = EmbeddedEngineMiddleware(
     ProtocolTypeRouter(
         {
-            "http": ASGIStaticFilesHandler(django_asgi_app),
+            "http": BodyLimit(StaticFiles(django_asgi_app), settings.PTVIZ_MAX_BODY_MB << 20),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
             ),

@@ -9,7 +9,12 @@ over capacity silently, so every delta is numbered and a gap resyncs from a snap
   every viewer; past that, dropping is correct: the gap triggers a resync.
 - expiry 30 s: a delta older than that is worth less than the snapshot a resync brings.
 - group_expiry 7 days: the default 24 h would silently stop a long debugging session's
-  deltas; consumers also re-join their group every 10 minutes.
+  deltas; consumers also re-join their group with every viewer heartbeat (a Redis restart
+  without persistence forgets the groups), and the engine removes viewers it stopped
+  hearing from (their server died).
+- max_connections 1000: redis-py's asyncio pool raises at once when every connection is in
+  use (default 100), and a burst of a few hundred viewers reconnecting at once (after a
+  server or Redis restart) each use one for group_add and a send.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ GROUP_EXPIRY = 7 * 24 * 3600
 # connection a 5 s socket timeout by default, so under load the read of an empty answer
 # times out and kills the consumer. Longer than the blocking pop, shorter than forever.
 REDIS_SOCKET_TIMEOUT = 20
+REDIS_MAX_CONNECTIONS = 1000
 
 
 def redis_layers(url: str, prefix: str) -> dict:
@@ -36,6 +42,8 @@ def redis_layers(url: str, prefix: str) -> dict:
                         "address": url,
                         "socket_timeout": REDIS_SOCKET_TIMEOUT,
                         "socket_connect_timeout": 5,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        "health_check_interval": 10,  # a stale connection after a restart
                     }
                 ],
                 "prefix": prefix,
@@ -57,9 +65,10 @@ def inmemory_layers() -> dict:
 
 
 async def deliver(layer, kind: str, target: str, payload: dict, who: str) -> None:
-    """Send one outbound engine message (group_send for "group", else send). A full
-    channel drops it: the viewer sees the batch gap and resyncs (group_send itself never
-    raises, DESIGN.md pitfalls)."""
+    """Send one outbound engine message (group_send for "group", group_discard of the
+    viewer `target` for "discard", else send). A full channel drops it: the viewer sees
+    the batch gap and resyncs (group_send itself never raises, DESIGN.md pitfalls). A
+    layer outage is logged once per message, without a traceback (it repeats)."""
     import logging
 
     from channels.exceptions import ChannelFull
@@ -67,11 +76,18 @@ async def deliver(layer, kind: str, target: str, payload: dict, who: str) -> Non
     try:
         if kind == "group":
             await layer.group_send(target, payload)
+        elif kind == "discard":
+            await layer.group_discard(payload["group"], target)
         else:
             await layer.send(target, payload)
     except ChannelFull:
         logging.getLogger("ptviz.engine").info(
             "%s: channel %s is full; message dropped", who, target
         )
-    except Exception:
-        logging.getLogger("ptviz.engine").exception("%s: delivering to %s failed", who, target)
+    except Exception as exc:
+        if isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
+            logging.getLogger("ptviz.engine").warning(
+                "%s: delivering to %s failed: %r", who, target, exc
+            )
+        else:
+            logging.getLogger("ptviz.engine").exception("%s: delivering to %s failed", who, target)

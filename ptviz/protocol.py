@@ -7,6 +7,7 @@ builds its replies with it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ REVOKED = "revoked"  # the share link was revoked or expired (the socket closes)
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
 CANCELLED = "cancelled"  # (an exploration; sent as an explore_cancelled message)
+LIMIT = "limit"  # a per-worker quota (loaded memory, concurrent explorations)
+RATE_LIMITED = "rate_limited"  # over the per-connection message rate
 
 # command -> role needed. Time travel (seek, back, live) moves only the sender's cursor,
 # so viewing is enough; decisions change the shared head.
@@ -42,6 +45,10 @@ VIEW_COMMANDS = (
 RUN_UNTIL = ("violation",)
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
 RUN_MODES = ("round_robin", "random")
+# Every integer a browser sends fits a signed 64-bit slot (the Redis layer's msgpack and
+# the engine's counters); a run's speed is finite and at most this many steps per second.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+MAX_SPEED = 1e9
 
 # The internal messages between consumers and engine workers (over the channel layer or,
 # embedded, the bridge's pipes). Every one names its session.
@@ -51,6 +58,8 @@ JOIN = "engine.join"  # a viewer connected or wants a fresh snapshot: viewer, ta
 LEAVE = "engine.leave"  # a viewer disconnected: viewer
 COMMAND = "engine.command"  # a browser command: viewer, msg (validated), role
 TAKEOVER = "engine.takeover"  # (embedded) rebuild the session and resend a snapshot
+SEEN = "engine.seen"  # a viewer's heartbeat: viewer, tables (the engine expires the silent)
+DISCARD = "discard"  # emit kind: remove a viewer's channel from the session's group
 
 
 def group_name(session_id: str) -> str:
@@ -103,32 +112,75 @@ def _int(obj: dict, key: str, id_: Any, *, minimum: int = 0, default: Any = ...)
         raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}': '{key}' must be an integer", id_)
     if value < minimum:
         raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}': '{key}' must be >= {minimum}", id_)
+    if value > INT_MAX:
+        raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}': '{key}' must be < 2**63", id_)
     return value
+
+
+MAX_STR = 4096
 
 
 def _str(obj: dict, key: str, id_: Any) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}' needs a string '{key}'", id_)
+    if len(value) > MAX_STR:
+        raise ProtocolError(
+            BAD_MESSAGE, f"'{obj['cmd']}': '{key}' is longer than {MAX_STR} characters", id_
+        )
     return value.strip()
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes):
+    """json.loads for untrusted text: NaN, Infinity and numbers that overflow a double
+    are refused (ValueError); deep nesting raises RecursionError."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
 
 
 def parse_client_message(text: str | None) -> dict:
     """One browser message -> a normalized command dict {"cmd", "id", ...fields}.
 
     `{"type": "resync"}` (no id) is accepted as a short form of the resync command.
-    Raises ProtocolError(bad_message) naming what is wrong.
+    Raises ProtocolError(bad_message) naming what is wrong, whatever the input: nothing
+    a browser sends may crash the consumer.
     """
+    try:
+        return _parse_client_message(text)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # RecursionError, a digit limit, anything unforeseen
+        raise ProtocolError(BAD_MESSAGE, f"malformed message ({type(exc).__name__})") from None
+
+
+def _parse_client_message(text: str | None) -> dict:
     if text is None:
         raise ProtocolError(BAD_MESSAGE, "binary frames are not part of the protocol")
     try:
-        obj = json.loads(text)
-    except ValueError:
-        raise ProtocolError(BAD_MESSAGE, "the message is not JSON") from None
+        obj = loads(text)
+    except ValueError as exc:
+        raise ProtocolError(BAD_MESSAGE, f"the message is not JSON ({exc})") from None
+    except RecursionError:
+        raise ProtocolError(BAD_MESSAGE, "the message is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_MESSAGE, "the message must be a JSON object")
     id_ = obj.get("id")
-    if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, int | str)):
+    if id_ is not None and (
+        isinstance(id_, bool)
+        or not isinstance(id_, int | str)
+        or (isinstance(id_, int) and not INT_MIN <= id_ <= INT_MAX)
+        or (isinstance(id_, str) and len(id_) > 64)
+    ):
         id_ = None
     if obj.get("v") != VERSION:
         raise ProtocolError(BAD_MESSAGE, f'"v" must be {VERSION}', id_)
@@ -137,8 +189,8 @@ def parse_client_message(text: str | None) -> dict:
         return {"cmd": "resync", "id": id_}
     if kind != "command":
         raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind!r}", id_)
-    if isinstance(obj.get("id"), bool) or not isinstance(obj.get("id"), int):
-        raise ProtocolError(BAD_MESSAGE, "a command needs an integer 'id'", id_)
+    if not isinstance(id_, int):
+        raise ProtocolError(BAD_MESSAGE, "a command needs an integer 'id' below 2**63", id_)
     cmd = obj.get("cmd")
     if cmd not in COMMANDS:
         raise ProtocolError(
@@ -162,10 +214,16 @@ def parse_client_message(text: str | None) -> dict:
                 BAD_MESSAGE, f"'run': 'mode' must be one of {', '.join(RUN_MODES)}", id_
             )
         speed = obj.get("speed", 0)
-        if isinstance(speed, bool) or not isinstance(speed, int | float) or speed < 0:
-            raise ProtocolError(BAD_MESSAGE, "'run': 'speed' must be a number >= 0", id_)
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, int | float)
+            or not 0 <= speed <= MAX_SPEED  # (False for NaN)
+        ):
+            raise ProtocolError(
+                BAD_MESSAGE, f"'run': 'speed' must be a number from 0 to {MAX_SPEED:g}", id_
+            )
         out["mode"] = mode
-        out["seed"] = _int(obj, "seed", id_, minimum=-(1 << 63), default=0)
+        out["seed"] = _int(obj, "seed", id_, minimum=INT_MIN, default=0)
         out["speed"] = float(speed)
         out["max_steps"] = _int(obj, "max_steps", id_, minimum=1, default=None)
         until = obj.get("until")

@@ -1,6 +1,7 @@
 """Django settings for ptviz, read from the environment (README.md, "Settings").
 
-SECRET_KEY      required when DEBUG is off (a per-checkout development key otherwise)
+SECRET_KEY      required to serve on anything but loopback; unset, a random key kept in
+                PTVIZ_SECRET_KEY_FILE (default .ptviz-secret-key in the checkout)
 DEBUG           1/true/yes to turn Django's debug pages on (default off)
 ALLOWED_HOSTS   comma-separated (default: localhost, 127.0.0.1, [::1])
 DATABASE_URL    sqlite:///db.sqlite3 (default, next to manage.py) or postgres://...
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ptviz.dburl import parse_database_url, sqlite_database
 from ptviz.layers import inmemory_layers, redis_layers
+from ptviz.secretkey import local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,11 +43,13 @@ def env_float(name: str, default: float) -> float:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY") or (
-    # Only good for a local checkout: sessions and CSRF tokens of a public server need a
-    # real secret. Stable per checkout so a restart keeps the CSRF cookie valid.
-    "ptviz-insecure-development-key-" + str(BASE_DIR)
+# Unset: a random key generated once for this checkout (ptviz/secretkey.py); `serve`
+# refuses a non-loopback address without SECRET_KEY.
+SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key(
+    Path(os.environ.get("PTVIZ_SECRET_KEY_FILE") or BASE_DIR / ".ptviz-secret-key")
 )
+# The debug page must not show the Redis password (it sits in REDIS_URL and the layer).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ptviz.secretkey.RedactingFilter"
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
@@ -113,9 +117,12 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en"
 USE_I18N = False
 
-# Uploaded scenarios and recordings are read into memory and parsed; cap them.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
+# Uploaded scenarios and recordings are read into memory and parsed; cap them. Every
+# request body is refused past PTVIZ_MAX_BODY_MB before it is read (ptviz/asgi.py);
+# scenarios (pasted or uploaded) are held to 4 MiB (views.MAX_SCENARIO_BYTES).
+PTVIZ_MAX_BODY_MB = env_int("PTVIZ_MAX_BODY_MB", 32)
+DATA_UPLOAD_MAX_MEMORY_SIZE = PTVIZ_MAX_BODY_MB * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024  # (larger uploads spool to a temporary file)
 
 # --- channel layer ----------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
@@ -138,8 +145,20 @@ PTVIZ_ENGINE_TIMEOUT = env_float("PTVIZ_ENGINE_TIMEOUT", 20.0)
 # How often a consumer checks that its session's engine worker is alive.
 PTVIZ_LEASE_CHECK = env_float("PTVIZ_LEASE_CHECK", 2.0)
 PTVIZ_EXPLORE_MAX_STATES = env_int("PTVIZ_EXPLORE_MAX_STATES", 2_000_000)
+# Per engine worker (ptviz/engine_worker/quotas.py): explorations at once, and the
+# sessions kept loaded.
+PTVIZ_EXPLORATIONS = env_int("PTVIZ_EXPLORATIONS", 2)
+PTVIZ_WORKER_MEMORY_MB = env_int("PTVIZ_WORKER_MEMORY_MB", 4096)
 # A viewer with more than this many delta batches queued gets one fresh snapshot instead.
 PTVIZ_VIEWER_BACKLOG = env_int("PTVIZ_VIEWER_BACKLOG", 200)
+# Per websocket: PTVIZ_RATE messages per second on average, bursts of PTVIZ_RATE_BURST;
+# more get `rate_limited` (docs/protocol.md).
+PTVIZ_RATE = env_float("PTVIZ_RATE", 50.0)
+PTVIZ_RATE_BURST = env_int("PTVIZ_RATE_BURST", 200)
+# A viewer tells its engine worker it is alive every PTVIZ_VIEWER_HEARTBEAT seconds; the
+# worker forgets a viewer not heard from for PTVIZ_VIEWER_EXPIRY seconds (its server died).
+PTVIZ_VIEWER_HEARTBEAT = env_float("PTVIZ_VIEWER_HEARTBEAT", 5.0)
+PTVIZ_VIEWER_EXPIRY = env_float("PTVIZ_VIEWER_EXPIRY", 30.0)
 
 # --- daphne (manage.py serve) -----------------------------------------------------------
 # Debugging sessions last: the default 24 h websocket timeout would cut them. Pings keep
@@ -155,6 +174,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "ptviz": {"handlers": ["console"], "level": os.environ.get("PTVIZ_LOG", "INFO")},
+        # Server errors (500) and refused requests (SuspiciousOperation) reach the log
+        # (by default they only go to mail_admins, which is not configured).
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 

@@ -2,7 +2,8 @@
 
 `scenario_texts()` draws the text of a scenario file (SCENARIOS.md) that the parser accepts
 and the engine builds: a machine (kernel, HAFDBS, HA/HD, IPA size, TLB), one to four
-non-overlapping [[map]]s (4K pages, 2M and occasionally 1G blocks), and one to three actors
+non-overlapping [[map]]s (4K pages, 2M and occasionally 1G blocks where the kernel makes
+them: v6.6), and one to three actors
 whose operations aim mostly at the mapped leaves. `schedules()` draws the choices that
 pick, at each step, which enabled actor moves.
 """
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine.commits import COMMITS, GENERATIONS
+from engine.commits import COMMITS, GENERATIONS, PGTABLE
 from engine.isa import FAULTS_MAX, TLB_ENTRIES
-from engine.scenario import HOST_OPS, Scenario, parse_scenario
-from engine.spec import build_spec
+from engine.scenario import HOST_OPS, LOGGING_OPS, Scenario, parse_scenario
+from engine.spec import NO_PUD_BLOCK_KERNELS, build_spec
 
 K4 = 1 << 12
 M2 = 1 << 21
@@ -70,7 +71,7 @@ def _optional(strategy):
 @st.composite
 def machines(draw, racy: bool = False):
     """(kernel, [machine] table lines, ipa_bits, tlb on); `racy`: hardware updates on (HA)."""
-    kernel = draw(st.sampled_from(("v6.6", "v4.6", "seed")))
+    kernel = draw(st.sampled_from(("v6.6", "v4.6", "seed", "v6.12")))
     hafdbs = draw(st.sampled_from((2, 1) if racy else (2, 1, 0)))
     lines = [f"hafdbs = {hafdbs}"] if hafdbs != 1 or draw(st.booleans()) else []
     # HA on (a what-if for v4.6) and HD on are where hardware updates race with software.
@@ -85,7 +86,7 @@ def machines(draw, racy: bool = False):
     hd = draw(st.sampled_from((True, None, False)) if hafdbs == 2 else _optional(st.just(False)))
     if hd is not None:
         lines.append(f"hd = {str(hd).lower()}")
-    if kernel == "v6.6":
+    if GENERATIONS[kernel].base == PGTABLE:
         ipa_bits = draw(st.sampled_from((40, 44, 36, 32, 48)) | st.integers(32, 48) | st.just(None))
     else:
         ipa_bits = draw(st.sampled_from((40, None)))
@@ -96,7 +97,7 @@ def machines(draw, racy: bool = False):
         lines.append(f"tlb = {str(tlb).lower()}")
     # The Arm ARM choices ([machine] what-ifs), where their preconditions hold.
     # (HA by default only where no drawn `commits` can take it away: v6.6.)
-    effective_ha = ha is True or (ha is None and kernel == "v6.6" and hafdbs >= 1)
+    effective_ha = ha is True or (ha is None and kernel.startswith("v6") and hafdbs >= 1)
     allowed = {
         "af_on_permission_fault": effective_ha,
         "af_dirty_separate": hd is True,
@@ -110,7 +111,7 @@ def machines(draw, racy: bool = False):
 
 
 @st.composite
-def maps(draw, ipa_bits: int, max_maps: int = 4, racy: bool = False):
+def maps(draw, ipa_bits: int, max_maps: int = 4, racy: bool = False, kernel: str = "v6.6"):
     """1..max_maps non-overlapping leaves runs, clustered so that they share tables."""
     space = 1 << ipa_bits
     regions = sorted({0, 1, 2, (space >> 30) - 1})  # 1G regions: first ones and the last
@@ -128,9 +129,9 @@ def maps(draw, ipa_bits: int, max_maps: int = 4, racy: bool = False):
             size = M2
             ipa = region + draw(st.sampled_from((0, 1, 2, 3, 8, 510))) * M2
             count = draw(st.integers(1, 4))
-        elif ipa_bits >= LEVEL1_IPA_BITS:  # a 1G block (needs a level-1 table)
-            size, ipa, count = G1, region, 1
-        else:  # no level-1 entries: a 2M block at the start of the region instead
+        elif ipa_bits >= LEVEL1_IPA_BITS and kernel not in NO_PUD_BLOCK_KERNELS:
+            size, ipa, count = G1, region, 1  # a 1G block (needs a level-1 table)
+        else:  # no level-1 entries or no PUD blocks: a 2M block at the region's start
             size, ipa, count = M2, region, 1
         while count > 1 and ipa + count * size > space:
             count -= 1
@@ -200,7 +201,7 @@ def op_sizes(draw, ms, ipa: int, ipa_bits: int, name: str, kernel: str, small: b
         size = next((m.end - ipa for m in ms if m.ipa <= ipa < m.end), None)
     if size is None:
         return None
-    if kernel != "v6.6" and name in GFN_LOOP_OPS:
+    if GENERATIONS[kernel].base != PGTABLE and name in GFN_LOOP_OPS:
         size = min(size, M2)
     if ipa + size > 1 << ipa_bits:
         return None
@@ -214,8 +215,13 @@ def _size_token(size: int) -> str:
     return f"{size:#x}"
 
 
+# Dirty logging and table lifetime: the host toggles logging, harvests and unmaps while
+# vCPUs read and write (faults then dissolve/split blocks and allocate tables).
+LOGGING_HOST_OPS = (*LOGGING_OPS, "log_start", "get_dirty_log", "unmap", "wp", "set_readonly")
+
+
 @st.composite
-def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
+def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy, logging=False):
     out = []
     counters = {"vcpu": 0, "host": 0}
     focus = 10 if racy else 8 if small else 6
@@ -234,16 +240,18 @@ def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
         ops = []
         for _ in range(draw(st.integers(1, max_ops))):
             if kind == "vcpu":
-                op = draw(st.sampled_from(("read", "write")))
+                op = draw(
+                    st.sampled_from(("write", "read", "write") if logging else ("read", "write"))
+                )
                 ops.append(f"{op} {draw(target_ipa(ms, hot, ipa_bits, False, focus)):#x}")
                 continue
-            op = draw(st.sampled_from(HOST_OPS))
+            op = draw(st.sampled_from(LOGGING_HOST_OPS if logging else HOST_OPS))
             if op == "flush_tlb":
                 ops.append(op)
                 continue
             ipa = draw(target_ipa(ms, hot, ipa_bits, True, focus))
             text = f"{op} {ipa:#x}"
-            if op in ("wp", "age", "unmap"):
+            if op in ("wp", "age", "unmap", *LOGGING_OPS):
                 size = draw(op_sizes(ms, ipa, ipa_bits, op, kernel, small))
                 if size is not None:
                     text += f" {_size_token(size)}"
@@ -265,13 +273,20 @@ def actors(draw, ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy):
 
 @st.composite
 def scenario_texts(
-    draw, max_actors: int = 3, max_ops: int = 3, max_maps: int = 4, small=False, racy=False
+    draw,
+    max_actors: int = 3,
+    max_ops: int = 3,
+    max_maps: int = 4,
+    small=False,
+    racy=False,
+    logging=False,
 ):
     """The text of a valid scenario file. `small` keeps host ranges to a page or two (for
     exhaustive exploration); `racy` sets up a race: HA on, old leaves, a vCPU and a host
-    both working on the same page."""
+    both working on the same page; `logging`: the host mostly runs the dirty-logging
+    operations and unmap, the vCPUs mostly write."""
     kernel, machine_lines, ipa_bits, tlb = draw(machines(racy))
-    ms = draw(maps(ipa_bits, max_maps, racy))
+    ms = draw(maps(ipa_bits, max_maps, racy, kernel))
     parts = ['name = "generated"', f'kernel = "{kernel}"']
     changes = draw(commit_changes(kernel))
     if changes:
@@ -280,7 +295,8 @@ def scenario_texts(
         parts.append("\n[machine]\n" + "\n".join(machine_lines))
     parts += ["\n" + m.toml() for m in ms]
     parts += [
-        "\n" + a for a in draw(actors(ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy))
+        "\n" + a
+        for a in draw(actors(ms, kernel, ipa_bits, tlb, max_actors, max_ops, small, racy, logging))
     ]
     if draw(st.integers(0, 3)) == 0:
         ipa = draw(mapped_ipa(ms, aligned=True))

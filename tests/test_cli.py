@@ -39,7 +39,9 @@ def test_explore_json_has_the_contract_fields():
     assert d["interleavings"] == sum(f["count"] for f in d["final_states"])
     assert d["states"] > 0
     for f in d["final_states"]:
-        assert set(f["leaves"]["0x80000000"]) == {"valid", "af", "s2ap", "dbm", "pa", "raw"}
+        leaf = f["leaves"]["0x80000000"]
+        assert set(leaf) == {"valid", "af", "s2ap", "dbm", "pa", "raw", "size"}
+        assert leaf["size"] == "4K"
         assert f["leaf_summary"] and f["example_schedule"]
     (v,) = d["violations"]
     assert (v["check"], v["ipa"], v["bits"], v["actor"], v["op"]) == (

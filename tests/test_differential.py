@@ -53,6 +53,12 @@ SCENARIOS = scenario_texts() | scenario_texts(racy=True)
 SMALL_SCENARIOS = scenario_texts(max_actors=2, max_ops=2, max_maps=3, small=True) | scenario_texts(
     max_actors=2, max_ops=2, max_maps=3, small=True, racy=True
 )
+# Dirty logging and table lifetime: log_start/get_dirty_log/log_stop, unmap's table teardown,
+# faults that dissolve or split blocks and allocate tables.
+LOGGING_SCENARIOS = scenario_texts(logging=True) | scenario_texts(racy=True, logging=True)
+SMALL_LOGGING_SCENARIOS = scenario_texts(
+    max_actors=2, max_ops=2, max_maps=2, small=True, logging=True
+) | scenario_texts(max_actors=2, max_ops=2, max_maps=2, small=True, racy=True, logging=True)
 
 DIFF = settings(
     max_examples=200,
@@ -245,6 +251,17 @@ def test_both_cores_step_identically_under_any_schedule(text, choices):
 
 
 @settings(DIFF, max_examples=200)
+@given(text=LOGGING_SCENARIOS, choices=schedules())
+def test_both_cores_step_identically_through_dirty_logging_and_table_lifetime(text, choices):
+    """The same lockstep comparison (dirty bitmap, harvested pages, allocated and freed
+    table pages are part of get_state) on scenarios built around the logging operations."""
+    pair = Pair(text)
+    pair.check_all()
+    pair.run(choices)
+    pair.check_all()
+
+
+@settings(DIFF, max_examples=200)
 @given(text=SCENARIOS)
 def test_round_robin_runs_agree_and_are_round_robin(text):
     pair = Pair(text)
@@ -343,7 +360,7 @@ def _exploration(spec, engine: str, prefix: list[int]):
 
 
 @settings(DIFF, max_examples=200)
-@given(text=SMALL_SCENARIOS, prefix=schedules(8))
+@given(text=SMALL_SCENARIOS | SMALL_LOGGING_SCENARIOS, prefix=schedules(8))
 def test_explorer_agrees_across_cores_and_its_schedules_replay(text, prefix):
     spec = build_spec(parse_scenario(text, "generated.toml"))
     names = spec.actor_names

@@ -44,8 +44,10 @@ def test_af_and_dirty_as_two_updates_let_plain_aging_lose_the_dirty_state(engine
     path = ROOT / "whatif_af_dirty_separate_v4.6.toml"
     with_it = explore(path, engine, af_dirty_separate=True)
     without = explore(path, engine, af_dirty_separate=False)
+    # the reverted S2AP bit, and the page's dirty state nothing recorded (no_lost_dirty)
     assert [(v["check"], v["bits"]) for v in with_it["violations"]] == [
-        ("no_lost_update", ["S2AP"])
+        ("no_lost_update", ["S2AP"]),
+        ("no_lost_dirty", ["S2AP"]),
     ]
     assert without["violations"] == []
     updates = [e for e in with_it["violations"][0]["trace"] if e["kind"] == "hw-update"]

@@ -237,7 +237,7 @@ def test_expect_lists_default_empty_and_violations_absent_is_none(tmp_path):
 def test_expect_violations_listed(tmp_path):
     text = MINIMAL + '[expect]\nviolations = ["break_before_make", "no_lost_update"]\n'
     assert load(tmp_path, text).expect.violations == ("break_before_make", "no_lost_update")
-    assert set(CHECKS) == {"no_lost_update", "break_before_make"}
+    assert set(CHECKS) == {"no_lost_update", "break_before_make", "no_lost_dirty"}
 
 
 def test_parse_scenario_names_the_string_by_default():
@@ -320,7 +320,9 @@ def test_predicate_holds_on_leaf_dicts():
         ("0x8000_0000:   ", "no fields"),
         ("zz: af=1", "bad IPA"),
         (": af=1", "bad IPA"),
-        ("0x8000_0000: dirty=1", "unknown field 'dirty'"),
+        ("0x8000_0000: young=1", "unknown field 'young'"),
+        ("0x8000_0000: dirty=2", "dirty must be 0 or 1"),
+        ("0x8000_0000: size=8K", "size must be one of 4K, 2M, 1G"),
         ("0x8000_0000: af", "expected field=value"),
         ("0x8000_0000: af=", "expected field=value"),
         ("0x8000_0000: =1", "expected field=value"),
@@ -448,7 +450,7 @@ ERRORS = [
     ("expect-pred-field", MINIMAL + '[expect]\nalways = ["0x8000_0000: young=1"]\n', "expect.always[0]", "unknown field 'young'"),
     ("expect-pred-unmapped", MINIMAL + '[expect]\nalways = ["0x8000_1000: af=1"]\n', "expect.always[0]", "IPA 0x80001000 is not inside any [[map]] leaf"),
     ("expect-pred-beyond", MINIMAL + '[expect]\nalways = ["0x1_0000_0000_0000: af=1"]\n', "expect.always[0]", "beyond ipa_bits = 40"),
-    ("expect-violation-unknown", MINIMAL + '[expect]\nviolations = ["lost_update"]\n', "expect.violations[0]", "unknown check 'lost_update' (one of: no_lost_update, break_before_make)"),
+    ("expect-violation-unknown", MINIMAL + '[expect]\nviolations = ["lost_update"]\n', "expect.violations[0]", "unknown check 'lost_update' (one of: no_lost_update, break_before_make, no_lost_dirty)"),
     ("expect-violation-twice", MINIMAL + '[expect]\nviolations = ["no_lost_update", "no_lost_update"]\n', "expect.violations[1]", "listed twice"),
     ("expect-violations-type", MINIMAL + '[expect]\nviolations = "no_lost_update"\n', "expect.violations", "must be an array"),
     ("expect-violation-type", MINIMAL + "[expect]\nviolations = [true]\n", "expect.violations[0]", "must be a string"),
@@ -480,8 +482,18 @@ def test_vcpu_ops_take_any_byte_address(tmp_path, op):
 
 def test_op_tables_are_the_contract():
     assert VCPU_OPS == ("read", "write")
-    assert HOST_OPS == ("set_readonly", "wp", "age", "test_age", "unmap", "flush_tlb")
-    assert KERNELS == ("v4.6", "seed", "v6.6")
+    assert HOST_OPS == (
+        "set_readonly",
+        "wp",
+        "age",
+        "test_age",
+        "unmap",
+        "flush_tlb",
+        "log_start",
+        "get_dirty_log",
+        "log_stop",
+    )
+    assert KERNELS == ("v4.6", "seed", "v6.6", "v6.12")
 
 
 def test_unknown_keys_are_reported_with_odd_characters_escaped(tmp_path):

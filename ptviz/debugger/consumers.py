@@ -7,7 +7,13 @@ in the server's event loop.
 
 Each viewer has a bounded outgoing queue: when more than PTVIZ_VIEWER_BACKLOG delta
 batches are waiting, they are dropped and the engine is asked for one fresh snapshot
-instead (daphne applies no websocket backpressure: DESIGN.md, "Pitfalls").
+instead. Under `manage.py serve` the queue drains only as fast as the socket's write
+buffer empties (daphne's `send` returns at once: DESIGN.md, "Pitfalls"), so a viewer that
+stops reading collapses to snapshots instead of growing the server.
+
+Whatever ends the consumer (a close, a crash, a channel layer outage), `_cleanup` runs:
+its tasks are cancelled, its channel leaves the group and the engine hears LEAVE. If the
+server dies instead, the engine expires the viewer once its heartbeats stop.
 """
 
 from __future__ import annotations
@@ -35,15 +41,53 @@ CLOSE_FORBIDDEN = 4003
 CLOSE_NOT_FOUND = 4004
 CLOSE_REVOKED = 4010  # the link was revoked or expired while open
 LINK_CHECK = 2.0  # seconds between checks of the link (a backstop: revoking tells at once)
-GROUP_REFRESH = 600.0  # seconds between group_add renewals (group expiry)
+CLOSE_FLOOD = 4008  # policy violation: kept sending far over the rate limit
+CLOSE_LAYER = 1011  # the channel layer failed; the page reconnects
+# Commands that can be sent again to the session's new worker after its old one died
+# without answering (doing them twice is the same as once). The others get `unavailable`
+# at once: a decision may or may not have been stored, the viewer's snapshot tells.
+RETRY_SAFE = frozenset(("pause", "seek", "subscribe", "unsubscribe", "resync"))
+WRITE_BUFFER_LIMIT = 256 * 1024  # bytes waiting in the socket before the sender waits
+RESYNC_INTERVAL = 0.5  # at most one resync snapshot per viewer per this many seconds
+
+
+def write_buffer_of(scope) -> callable | None:
+    """The bytes waiting in this connection's socket, when the server tells (our daphne
+    Server subclass puts a probe in the scope: manage.py serve)."""
+    return scope.get("ptviz.write_buffer")
+
+
+class TokenBucket:
+    """`rate` messages per second on average, bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        self.joined = False
+        self.cleaned = False
+        self.tasks: list[asyncio.Task] = []
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
     async def connect(self):
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
         self.group = P.group_name(self.session_id)
-        self.joined = False
-        self.tasks: list[asyncio.Task] = []
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
         link = None
@@ -77,20 +121,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.want_hash: str | None = (query.get("h") or [None])[0]
         self.viewer_name = (query.get("name") or [""])[0][:60]
         self.following_head = self.at is None
-        self.outq: deque[dict] = deque()
+        self.outq: deque = deque()  # dicts, or ("delta", text) already encoded
         self.wake = asyncio.Event()
         self.queued_deltas = 0
         self.awaiting_snapshot = True
         self.snapshot_asked = time.monotonic()
         self.last_batch: int | None = None
-        self.pending: dict = {}  # command id -> deadline
+        self.pending: dict = {}  # command id -> (deadline, command)
         self.subs: set[int] = set()
-        self.owner: str | None = None
+        self.owner: str | None = None  # the worker serving the session at the last check
         self.timeout = settings.PTVIZ_ENGINE_TIMEOUT
         self.backlog = settings.PTVIZ_VIEWER_BACKLOG
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.bucket = TokenBucket(settings.PTVIZ_RATE, settings.PTVIZ_RATE_BURST)
+        self.refused = 0
+        self.last_resync = 0.0
+        self.resync_due = False
+        self.write_buffer = write_buffer_of(self.scope)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception:
+            log.warning("viewer of %s: the channel layer failed at connect", self.session_id)
+            await self.close(code=CLOSE_LAYER)
+            return
         self.joined = True
-        self.group_added = time.monotonic()
         await self.send(
             text_data=json.dumps(
                 P.message(
@@ -110,17 +163,50 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._join()
 
     async def disconnect(self, code):
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Idempotent; runs on every way out (disconnect, exception, cancellation)."""
+        if self.cleaned:
+            return
+        self.cleaned = True
         for task in self.tasks:
             task.cancel()
+        # (awaited: a heartbeat's group_add in flight must not land after the discard)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5)
         if self.joined:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.joined = False
             with contextlib.suppress(Exception):
-                await self._to_engine({"type": P.LEAVE}, quiet=True)
+                await asyncio.wait_for(
+                    self.channel_layer.group_discard(self.group, self.channel_name), 5
+                )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._to_engine({"type": P.LEAVE}, quiet=True), 5)
 
     # --- browser -> engine -------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
         if not self.joined:
             return
+        if not self.bucket.take():
+            self.refused += 1
+            if self.refused > 5 * settings.PTVIZ_RATE_BURST:
+                log.info("viewer %s floods; closing it", self.channel_name)
+                await self.close(code=CLOSE_FLOOD)
+                return
+            id_ = None
+            with contextlib.suppress(P.ProtocolError):
+                id_ = P.parse_client_message(text_data)["id"]
+            self._enqueue(
+                P.error(
+                    P.RATE_LIMITED,
+                    f"more than {settings.PTVIZ_RATE:g} messages per second "
+                    f"(bursts of {settings.PTVIZ_RATE_BURST}); this one was not taken",
+                    id_,
+                )
+            )
+            return
+        self.refused = 0
         try:
             cmd = P.parse_client_message(text_data)
         except P.ProtocolError as exc:
@@ -140,24 +226,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.subs.update(cmd["tables"])
         elif cmd["cmd"] == "unsubscribe":
             self.subs.difference_update(cmd["tables"])
-        elif cmd["cmd"] in ("resync", "seek", "back", "live", "follow"):
+        elif cmd["cmd"] == "resync":
+            now = time.monotonic()
+            if self.awaiting_snapshot or now - self.last_resync < RESYNC_INTERVAL:
+                # Coalesced: the snapshot on its way (or the one _watch asks for at the end
+                # of the interval) answers this one too.
+                self.resync_due = not self.awaiting_snapshot
+                if id_ is not None:
+                    self._enqueue(P.ack(id_))
+                return
+            self.last_resync = now
+            self._ask_snapshot()
+        elif cmd["cmd"] in ("seek", "back", "live", "follow"):
             self._ask_snapshot()
         elif cmd["cmd"] == "hello":
             self.viewer_name = cmd["name"]
-        if id_ is not None:
-            self.pending[id_] = time.monotonic() + self.timeout
-        await self._to_engine({"type": P.COMMAND, "msg": cmd})
+        await self._command(cmd)
 
-    async def _route(self) -> str:
-        """The channel of the worker that owns the session, or the shared one."""
+    async def _route(self) -> tuple[str | None, str]:
+        """(the worker that owns the session, its channel), or (None, the shared one)."""
         lease = await EngineLease.objects.filter(session_id=self.session_id).afirst()
         fresh = timezone.now() - timedelta(seconds=settings.PTVIZ_LEASE_TIMEOUT)
         if lease is not None and lease.heartbeat >= fresh:
-            self.owner = lease.worker
-            return lease.channel
-        return P.ENGINE_CHANNEL
+            return lease.worker, lease.channel
+        return None, P.ENGINE_CHANNEL
 
-    async def _to_engine(self, message: dict, quiet: bool = False) -> None:
+    async def _to_engine(self, message: dict, quiet: bool = False) -> str | None:
+        """Send to the session's worker; the channel it went to (None: it failed)."""
         message = {
             **message,
             "session": self.session_id,
@@ -171,17 +266,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 "hash": self.want_hash,
             },
         }
+        cmd = message.get("msg") or {}
         try:
-            await self.channel_layer.send(await self._route(), message)
+            _owner, channel = await self._route()
+            await self.channel_layer.send(channel, message)
+            return channel
         except ChannelFull:
-            if not quiet:
-                cmd = message.get("msg") or {}
-                self.pending.pop(cmd.get("id"), None)
-                self._enqueue(
-                    P.error(
-                        P.UNAVAILABLE, "the engine workers are overloaded; retry", cmd.get("id")
-                    )
-                )
+            text = "the engine workers are overloaded; retry"
+        except Exception as exc:  # a Redis outage: the page retries, nothing is lost
+            log.warning("viewer %s: sending to the engine failed: %r", self.channel_name, exc)
+            text = "the engine workers cannot be reached right now; retry"
+        if not quiet:
+            self.pending.pop(cmd.get("id"), None)
+            self._enqueue(P.error(P.UNAVAILABLE, text, cmd.get("id")))
+        return None
+
+    async def _command(self, cmd: dict) -> None:
+        """Send a command to the engine; remember where it went until it is answered."""
+        id_ = cmd["id"]
+        if id_ is not None:
+            self.pending[id_] = (time.monotonic() + self.timeout, cmd, None)
+        channel = await self._to_engine({"type": P.COMMAND, "msg": cmd})
+        if id_ in self.pending and channel is not None:
+            self.pending[id_] = (time.monotonic() + self.timeout, cmd, channel)
 
     def _ask_snapshot(self) -> None:
         self.awaiting_snapshot = True
@@ -213,8 +320,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self._join()
                 return
             self.last_batch = batch
-            msg = self._own_tables(msg)
             self.queued_deltas += 1
+            if "text" in event:  # encoded once by the engine for every viewer
+                self._enqueue(("delta", self._own_tables_text(event)))
+                return
+            msg = self._own_tables(msg)
+        elif kind == "tables":
+            if self.awaiting_snapshot:
+                return  # the snapshot carries them
+            msg = self._own_tables(msg)
         elif kind == "snapshot":
             cursor = msg.get("cursor") or {}
             if "you" in msg:
@@ -226,6 +340,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self._drop_deltas()
             msg = self._own_tables(msg)
         self._enqueue(msg)
+
+    def _own_tables_text(self, event) -> str:
+        """The delta's JSON with only the tables this viewer subscribed (each table's JSON
+        was encoded once, by the engine)."""
+        parts = []
+        for key, text in event.get("tables", {}).items():
+            try:
+                if P.parse_table_address(key) in self.subs:
+                    parts.append(f"{json.dumps(key)}:{text}")
+            except ValueError:
+                continue
+        return event["text"][:-1] + ',"tables":{' + ",".join(parts) + "}}"
 
     def _own_tables(self, msg: dict) -> dict:
         """Deltas and group snapshots carry the tables any viewer subscribed; keep ours."""
@@ -241,12 +367,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 continue
         return {**msg, "tables": mine}
 
+    @staticmethod
+    def _is_delta(item) -> bool:
+        return isinstance(item, tuple) or item.get("type") == "delta"
+
     def _drop_deltas(self) -> None:
         if self.queued_deltas:
-            self.outq = deque(m for m in self.outq if m.get("type") != "delta")
+            self.outq = deque(m for m in self.outq if not self._is_delta(m))
             self.queued_deltas = 0
 
-    def _enqueue(self, msg: dict) -> None:
+    def _enqueue(self, msg) -> None:
         self.outq.append(msg)
         self.wake.set()
 
@@ -255,10 +385,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             while not self.outq:
                 self.wake.clear()
                 await self.wake.wait()
-            msg = self.outq.popleft()
-            if msg.get("type") == "delta":
+            # Backpressure: while the socket still holds more than WRITE_BUFFER_LIMIT
+            # bytes, deltas wait in outq (and collapse into a snapshot past the backlog).
+            while self.write_buffer is not None and self.write_buffer() > WRITE_BUFFER_LIMIT:
+                await asyncio.sleep(0.02)
+            item = self.outq.popleft()
+            if self._is_delta(item):
                 self.queued_deltas -= 1
-            await self.send(text_data=json.dumps(msg, separators=(",", ":")))
+            text = item[1] if isinstance(item, tuple) else json.dumps(item, separators=(",", ":"))
+            await self.send(text_data=text)
 
     # --- the link's life -----------------------------------------------------------------
     async def ptviz_revoked(self, event):
@@ -291,9 +426,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     # --- the engine's health -----------------------------------------------------------
     async def _watch(self) -> None:
-        """Time commands out, and notice when the session's worker died or moved: then
-        claim it through the shared channel (another worker takes over) and resync."""
+        """Time commands out; tell the engine this viewer is alive (and renew the group
+        membership a Redis restart may have lost); notice when the session's worker died
+        or moved: then claim it through the shared channel (another worker takes over),
+        resync, and settle the commands the dead worker never answered."""
         next_lease_check = time.monotonic() + settings.PTVIZ_LEASE_CHECK
+        next_seen = time.monotonic() + settings.PTVIZ_VIEWER_HEARTBEAT
         next_link_check = time.monotonic() + LINK_CHECK
         while True:
             await asyncio.sleep(0.25)
@@ -305,7 +443,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self._check_link()
                 if self.closing:
                     return
-            for id_, deadline in list(self.pending.items()):
+            for id_, (deadline, _cmd, _sent) in list(self.pending.items()):
                 if now > deadline:
                     del self.pending[id_]
                     self._enqueue(
@@ -315,20 +453,53 @@ class SessionConsumer(AsyncWebsocketConsumer):
                             id_,
                         )
                     )
+            if self.resync_due and now - self.last_resync >= RESYNC_INTERVAL:
+                self.resync_due = False
+                self.last_resync = now
+                self._ask_snapshot()
+                await self._command({"cmd": "resync", "id": None})
             if self.awaiting_snapshot and now - self.snapshot_asked > self.timeout:
                 self._enqueue(
                     P.error(P.UNAVAILABLE, "no engine worker sent the session's state; retrying")
                 )
                 await self._join()
-            if now >= next_lease_check:
-                next_lease_check = now + settings.PTVIZ_LEASE_CHECK
-                before = self.owner
-                self.owner = None
-                await self._route()
-                if not self.awaiting_snapshot and (
-                    self.owner is None or (before is not None and self.owner != before)
-                ):
-                    await self._join()  # dead or moved: claim it / register our tables
-            if now - self.group_added > GROUP_REFRESH:
-                self.group_added = now
-                await self.channel_layer.group_add(self.group, self.channel_name)
+            try:
+                if now >= next_seen:
+                    next_seen = now + settings.PTVIZ_VIEWER_HEARTBEAT
+                    await self.channel_layer.group_add(self.group, self.channel_name)
+                    await self._to_engine({"type": P.SEEN}, quiet=True)
+                if now >= next_lease_check:
+                    next_lease_check = now + settings.PTVIZ_LEASE_CHECK
+                    await self._check_owner()
+            except Exception as exc:  # the layer or the database is away: try again later
+                log.warning("viewer %s: health check failed: %r", self.channel_name, exc)
+
+    async def _check_owner(self) -> None:
+        before = self.owner
+        self.owner, channel = await self._route()
+        dead = self.owner is None
+        moved = before is not None and self.owner != before
+        await self._settle_pending(channel)
+        if not self.awaiting_snapshot and (dead or moved):
+            await self._join()  # dead or moved: claim it / register our tables
+
+    async def _settle_pending(self, current: str) -> None:
+        """Commands sent to a worker that no longer serves the session will never be
+        answered: send the harmless ones again (to the new owner, or through the shared
+        channel to whoever takes the session over) and answer the others now rather than
+        at the timeout (issue 6, defect 10)."""
+        for id_, (_deadline, cmd, sent) in list(self.pending.items()):
+            if sent in (None, P.ENGINE_CHANNEL, current):
+                continue
+            if cmd["cmd"] in RETRY_SAFE:
+                await self._command(cmd)
+            else:
+                del self.pending[id_]
+                self._enqueue(
+                    P.error(
+                        P.UNAVAILABLE,
+                        f"the engine worker serving this session stopped before answering "
+                        f"'{cmd['cmd']}'; the next snapshot shows whether it was taken",
+                        id_,
+                    )
+                )

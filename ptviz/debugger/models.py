@@ -234,3 +234,6 @@ class EngineLease(models.Model):
     worker = models.CharField(max_length=200)
     channel = models.CharField(max_length=200)
     heartbeat = models.DateTimeField()
+    # The running `run` as of the last stored decision (host.RunState.as_json), so the
+    # worker that takes the session over resumes it exactly; null when not running.
+    run = models.JSONField(null=True, blank=True, default=None)

@@ -7,14 +7,13 @@ leaves a half-created session behind.
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.db import transaction
 
 from engine.scenario import ScenarioError
 from engine.session import LiveSession, ReplayError
 from engine.twin import EngineError
+from ptviz import protocol as P
 from ptviz.debugger.models import (
     ROLE_CONTROL,
     ROLE_VIEW,
@@ -25,6 +24,8 @@ from ptviz.debugger.models import (
 )
 from ptviz.debugger.scenarios import with_machine
 from ptviz.engine_worker.store import compress, history_of, live_from_history, live_from_rows
+
+MAX_RECORDING_BYTES = 32 * 1024 * 1024
 
 
 class InputError(Exception):
@@ -196,16 +197,22 @@ def export(session: DebugSession) -> dict:
 
 def import_recording(data: bytes | str, label: str = "recording") -> tuple:
     """Replay a recording file exactly (every hash verified) into a new session."""
+    if len(data) > MAX_RECORDING_BYTES:
+        raise InputError(f"{label}: larger than {MAX_RECORDING_BYTES >> 20} MiB", "recording")
     try:
-        rec = json.loads(data)
+        rec = P.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{label}: not a JSON recording ({exc})", "recording") from None
+    except RecursionError:
+        raise InputError(
+            f"{label}: not a recording (JSON nested too deeply)", "recording"
+        ) from None
     try:
         live = LiveSession.from_recording(rec, engine=engine_name())
     except ScenarioError as exc:
         raise InputError(f"{label}: its scenario: {exc}", "recording", exc.where) from None
     except (ReplayError, EngineError) as exc:
         raise InputError(f"{label}: {exc}", "recording") from None
-    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+    except (TypeError, KeyError, AttributeError, ValueError, RecursionError) as exc:
         raise InputError(f"{label}: malformed recording ({exc!r})", "recording") from None
     return create(live, f"import:{label}"[:200])

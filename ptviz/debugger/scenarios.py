@@ -158,6 +158,9 @@ def with_machine(
         doc["kernel"] = kernel
         if ha is None and isinstance(doc.get("machine"), dict):
             doc["machine"].pop("ha", None)
+        # commits applied or reverted belong to the generation they were written for
+        doc.pop("commits", None)
+        doc.pop("fix", None)
     machine = doc.setdefault("machine", {})
     if hafdbs is not None:
         machine["hafdbs"] = hafdbs
@@ -166,7 +169,7 @@ def with_machine(
     if hd is not None:
         machine["hd"] = hd
     # keep the top-level keys first, then [machine], then the arrays of tables
-    order = ["name", "description", "kernel", "machine", "map", "actor", "expect"]
+    order = ["name", "description", "kernel", "commits", "fix", "machine", "map", "actor", "expect"]
     out = {k: doc[k] for k in order if k in doc}
     out.update({k: v for k, v in doc.items() if k not in out})
     return dump_scenario(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
@@ -45,13 +46,26 @@ def wants_json(request) -> bool:
 def request_data(request) -> dict:
     if request.content_type == "application/json":
         try:
-            data = json.loads(request.body or b"{}")
-        except ValueError:
-            raise InputError("the request body is not JSON", "bad_request") from None
+            data = P.loads(request.body or b"{}")
+        except (ValueError, RecursionError):
+            raise InputError(
+                "the request body is not JSON (or is nested too deeply)", "bad_request"
+            ) from None
         if not isinstance(data, dict):
             raise InputError("the request body must be a JSON object", "bad_request")
         return data
     return request.POST
+
+
+def text_field(data, key: str) -> str:
+    """A text field of a form or JSON body ("" when absent); InputError naming the key
+    when a JSON body gives it another type."""
+    value = data.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"'{key}' must be a string", "invalid", key)
+    return value
 
 
 def request_token(request, data=None) -> str:
@@ -196,17 +210,19 @@ def session_new(request):
         data = request_data(request)  # a form post, or a JSON body with the same fields
     except InputError as exc:
         return json_error(exc.code, exc.message, 400, exc.where)
-    source = data.get("source", "")
     uploaded = None  # an uploaded file's text: shown for fixing when it is refused
     built = None
     form_fields = None
     try:
-        if data.get("example"):
-            ex = scenarios.example(data["example"])
+        source = text_field(data, "source")
+        example = text_field(data, "example")
+        pasted = text_field(data, "scenario")
+        if example:
+            ex = scenarios.example(example)
             if ex is None:
-                raise InputError(f"no example scenario {data['example']!r}", "not_found")
+                raise InputError(f"no example scenario {example!r}", "not_found")
             text, label, origin = ex.text, f"{ex.slug}.toml", f"example:{ex.slug}"
-        elif request.FILES.get("scenario_file") and str(data.get("scenario", "")).strip():
+        elif request.FILES.get("scenario_file") and pasted.strip():
             raise InputError(
                 "both a pasted scenario and a file were given: clear the text box or the file "
                 "field, so that it is clear which one to use",
@@ -233,8 +249,10 @@ def session_new(request):
                 raise InputError(str(exc), "scenario", exc.where) from None
             form_fields = built.fields
             text, label, origin = built.text, "form", "form"
-        elif data.get("scenario", "").strip():
-            text, label, origin = data["scenario"], "pasted scenario", "paste"
+        elif pasted.strip():
+            if len(pasted.encode()) > MAX_SCENARIO_BYTES:
+                raise InputError("the pasted scenario is larger than 4 MiB", "scenario")
+            text, label, origin = pasted, "pasted scenario", "paste"
         else:
             raise InputError(
                 "nothing to create: pick an example, paste or upload a scenario, or fill in "
@@ -249,15 +267,15 @@ def session_new(request):
         ctx = gallery_context(request, error=exc.message, error_where=exc.where)
         if form_fields is not None:
             # exactly what was posted (an unchecked box is absent: off; a removed row is gone)
-            values = {k: v for k, v in data.items() if k != "csrfmiddlewaretoken"}
+            values = {k: str(v) for k, v in data.items() if k != "csrfmiddlewaretoken"}
             ctx.update(
                 values=values,
                 tab="form",
                 scenario_text=built.text if built is not None else "",
                 error_field=scenarios.form_field(exc.where or "", form_fields),
             )
-        elif data.get("scenario") or request.FILES.get("scenario_file"):
-            text = uploaded if uploaded is not None else data.get("scenario", "")
+        elif isinstance(data.get("scenario"), str) or request.FILES.get("scenario_file"):
+            text = uploaded if uploaded is not None else data.get("scenario") or ""
             ctx.update(tab="paste", scenario_text=text)
         ctx["builder"] = builder_view(ctx["values"], ctx["error_field"])
         return render(request, "ptviz/gallery.html", ctx, status=400)
@@ -340,12 +358,7 @@ def session_page(request, token: str):
     ws = f"/ws/sessions/{session.id}/?token={link.token}"
     if moment["at"]:
         ws += f"&at={moment['at']}" + (f"&h={moment['h']}" if moment["h"] else "")
-    try:
-        sc = parse_scenario(session.scenario_text, session.name)
-        actors = [{"name": a.name, "kind": a.kind} for a in sc.actors]
-        description = sc.description
-    except Exception:
-        actors, description = [], ""
+    actors, description = scenario_outline(session.id, session.scenario_text, session.name)
     boot = {
         "session": str(session.id),
         "token": link.token,
@@ -368,6 +381,17 @@ def session_page(request, token: str):
         "scenario": session.scenario_text,
     }
     return render(request, "ptviz/session.html", {"boot": boot, "session": session, "link": link})
+
+
+@lru_cache(maxsize=256)
+def scenario_outline(_session_id, text: str, name: str) -> tuple[list, str]:
+    """The actors and description a page shows, parsed once per session (a session's
+    scenario never changes; parsing a large one takes seconds)."""
+    try:
+        sc = parse_scenario(text, name)
+    except Exception:
+        return [], ""
+    return [{"name": a.name, "kind": a.kind} for a in sc.actors], sc.description
 
 
 # --- session endpoints --------------------------------------------------------------------
@@ -572,6 +596,11 @@ def recording_import(request):
     try:
         upload = request.FILES.get("recording")
         if upload is not None:
+            if upload.size > records.MAX_RECORDING_BYTES:
+                raise InputError(
+                    f"{upload.name}: larger than {records.MAX_RECORDING_BYTES >> 20} MiB",
+                    "recording",
+                )
             data, label = upload.read(), upload.name
         elif request.content_type == "application/json":
             data, label = request.body, "recording"

@@ -26,6 +26,7 @@ from django.db import connections
 
 from ptviz import protocol as P
 from ptviz.engine_worker.loop import STOP, EngineLoop
+from ptviz.engine_worker.quotas import Quotas
 from ptviz.layers import deliver
 
 log = logging.getLogger("ptviz.engine")
@@ -60,6 +61,8 @@ async def serve(name: str | None = None, stop: asyncio.Event | None = None) -> N
         lease_timeout=settings.PTVIZ_LEASE_TIMEOUT,
         heartbeat_every=settings.PTVIZ_HEARTBEAT,
         explore_max_states=settings.PTVIZ_EXPLORE_MAX_STATES,
+        viewer_expiry=settings.PTVIZ_VIEWER_EXPIRY,
+        quotas=Quotas.from_settings(),
     )
 
     def run_engine() -> None:

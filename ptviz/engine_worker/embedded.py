@@ -29,6 +29,7 @@ import time
 from django.conf import settings
 
 from ptviz import protocol as P
+from ptviz.engine_worker.quotas import Quotas
 
 log = logging.getLogger("ptviz.engine")
 
@@ -49,6 +50,7 @@ def _worker_main(slot: int, inbox, outbox, db: dict | None, options: dict) -> No
     from django.db import connections
 
     from ptviz.engine_worker.loop import EngineLoop
+    from ptviz.engine_worker.quotas import Quotas
 
     parent = mp.parent_process()
     name = f"embedded-{slot}-{os.getpid()}"
@@ -72,6 +74,8 @@ def _worker_main(slot: int, inbox, outbox, db: dict | None, options: dict) -> No
         lease_timeout=options["lease_timeout"],
         heartbeat_every=options["heartbeat"],
         explore_max_states=options["explore_max_states"],
+        viewer_expiry=options["viewer_expiry"],
+        quotas=Quotas(**options["quotas"]),
     )
     outbox.put(("ready", name, {}))
     try:
@@ -100,6 +104,8 @@ class EmbeddedEngine:
             "lease_timeout": settings.PTVIZ_LEASE_TIMEOUT,
             "heartbeat": settings.PTVIZ_HEARTBEAT,
             "explore_max_states": settings.PTVIZ_EXPLORE_MAX_STATES,
+            "viewer_expiry": settings.PTVIZ_VIEWER_EXPIRY,
+            "quotas": Quotas.from_settings().as_options(),
         }
 
     # --- processes ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ most one delta per FLUSH_INTERVAL, listing its most recent MAX_DELTA_EVENTS even
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from engine.twin import EngineError
 from ptviz import protocol as P
 from ptviz.engine_worker import store
 from ptviz.engine_worker.explorer import ExploreJob
+from ptviz.engine_worker.quotas import Quotas
 
 log = logging.getLogger("ptviz.engine")
 
@@ -70,6 +72,42 @@ class RunState:
     turn: int = 0
     until: str | None = None  # "violation": stop right after a check is first violated
     violations: int = 0
+
+    def as_json(self) -> dict:
+        """What a worker taking the session over needs to go on exactly (stored with
+        every append; the random generator's state only in random mode)."""
+        out = {
+            "mode": self.mode,
+            "speed": self.speed,
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "steps": self.steps,
+            "turn": self.turn,
+        }
+        if self.mode == "random":
+            version, state, gauss = self.rng.getstate()
+            out["rng"] = [version, list(state), gauss]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict, now: float) -> RunState:
+        rng = random.Random(data["seed"])
+        if data.get("rng"):
+            version, state, gauss = data["rng"]
+            rng.setstate((version, tuple(state), gauss))
+        speed = float(data["speed"])
+        steps = int(data["steps"])
+        return cls(
+            mode=data["mode"],
+            speed=speed,
+            max_steps=data["max_steps"],
+            rng=rng,
+            # paced as if it had never stopped from here on
+            started=now - (steps / speed if speed > 0 else 0.0),
+            steps=steps,
+            turn=int(data["turn"]),
+            seed=data["seed"],
+        )
 
     def params(self) -> dict:
         """The running parameters, as every viewer's toolbar shows them."""
@@ -173,6 +211,7 @@ class SessionHost:
         explore_max_states: int = 2_000_000,
         persist: bool = True,
         worker: str | None = None,
+        quotas: Quotas | None = None,
     ):
         self.session_id = str(session_id)
         self.group = P.group_name(self.session_id)
@@ -185,6 +224,7 @@ class SessionHost:
         # checkpoints.
         self.persisted = {br.id: br.end for br in live.tree.branches}
         self.stored_checkpoints = set(stored_checkpoints) | {(0, 0)}
+        self.quotas = quotas if quotas is not None else Quotas()
         # Batch numbers only need to be consecutive; starting from the clock (ms) keeps
         # them increasing across a takeover by another worker, so a viewer never mistakes
         # a new owner's batches for ones it has seen.
@@ -194,6 +234,7 @@ class SessionHost:
         self.head_moved = False  # the head went to another existing branch: store it
         self.lens: LiveSession | None = None  # a second machine for viewers in the past
         self.lens_index: TableIndex | None = None
+        self.seen: dict[str, float] = {}  # viewer -> when last heard from (monotonic)
         self.index = TableIndex(live)
         self.recent: deque[dict] = deque(maxlen=self.RECENT_EVENTS)
         self.pending: list[tuple] = []
@@ -422,6 +463,7 @@ class SessionHost:
                 branch=br.id,
                 new_branch=new_branch,
                 head=br.id if new_branch is not None or self.head_moved else None,
+                run=self.run.as_json() if self.run is not None else None,
             )
         except (store.LostOwnership, store.SessionGone) as exc:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
@@ -429,18 +471,27 @@ class SessionHost:
         self.persisted[br.id] = br.end
         self.stored_checkpoints.update((br.id, c.position) for c in checkpoints)
 
-    def flush(self, *, force: bool = False, extra_tables: Iterable[int] = ()) -> None:
+    def save_run(self) -> None:
+        """Store the run's state now (it started or stopped; appends store it too)."""
+        if self.persist_enabled:
+            store.save_run(self.session_id, self.run.as_json() if self.run is not None else None)
+
+    def resume(self, data: dict) -> None:
+        """Go on with the run a previous owner stored (after a takeover)."""
+        self.run = RunState.from_json(data, time.monotonic())
+        log.info("session %s: resuming its run at step %d", self.session_id, self.run.steps)
+
+    def flush(self, *, force: bool = False) -> None:
         """Persist, then send one delta batch with what happened since the last one."""
         self.persist()
-        extra = set(extra_tables)
-        if not (self.pending or force or extra):
+        if not (self.pending or force):
             return
         live = self.live
         events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
         changed = self.index.containing(self.touched) if self.touched else set()
-        tables = (changed & subscribed) | extra
+        tables = changed & subscribed
         all_violations = live.violations()
         self.batch += 1
         msg = P.message(
@@ -468,7 +519,23 @@ class SessionHost:
         self.touched = set()
         self.wrote = False
         self.last_flush = time.monotonic()
-        self.to_group(msg)
+        self.to_group_encoded(msg)
+
+    def to_group_encoded(self, msg: dict) -> None:
+        """A delta for the group, JSON-encoded once here rather than once per viewer: the
+        text without its tables, and each table's text; each consumer joins the text with
+        the tables its viewer subscribed (docs/protocol.md: viewers get their own)."""
+        tables = msg.pop("tables")
+        self.emit(
+            "group",
+            self.group,
+            {
+                "type": P.OUT,
+                "msg": {"type": msg["type"], "batch": msg["batch"]},
+                "text": json.dumps(msg, separators=(",", ":")),
+                "tables": {pa: json.dumps(v, separators=(",", ":")) for pa, v in tables.items()},
+            },
+        )
 
     def broadcast_snapshot(self) -> None:
         """A new head for everyone following it (the head moved to another branch, or a
@@ -509,6 +576,7 @@ class SessionHost:
         v.tables = {pa for pa in v.tables if index.info(pa) is not None}
         v.notice = notice
         v.want_hash = str(who.get("hash") or "") or None
+        self.seen[viewer] = time.monotonic()
         if reply:
             self.flush()
             self.welcome(viewer, always=True)
@@ -534,13 +602,22 @@ class SessionHost:
             self.to_viewer(viewer, P.message("presence", viewers=self.presence(), you=v.id))
         self.send_presence()
 
+    def heard(self, viewer: str, tables: Iterable = (), who: dict | None = None) -> None:
+        """A viewer's heartbeat (or any message of it): it is alive."""
+        if viewer not in self.viewers:
+            self.join(viewer, tables, reply=False, who=who)
+        self.seen[viewer] = time.monotonic()
+
     def leave(self, viewer: str) -> None:
         gone = self.viewers.pop(viewer, None)
+        self.seen.pop(viewer, None)
         for v in self.viewers.values():
             if v.follows == viewer:
                 v.follows = None
         if not self.viewers:
             self.idle_since = time.monotonic()
+            if self.job is not None:  # nobody is waiting for it any more
+                self.job.cancel()
         elif gone is not None:
             self.send_presence()
 
@@ -605,6 +682,16 @@ class SessionHost:
 
     def _cursor(self, v: Viewer) -> tuple[int, int]:
         return v.cursor if v.cursor is not None else (self.live.branch, self.live.position)
+
+    def expire(self, now: float, silence: float) -> list[str]:
+        """Forget the viewers not heard from for `silence` seconds (their server died, or
+        their consumer ended without a LEAVE) and take their channels out of the group."""
+        gone = [v for v, t in self.seen.items() if now - t > silence]
+        for viewer in gone:
+            log.info("session %s: viewer %s went silent; forgetting it", self.session_id, viewer)
+            self.leave(viewer)
+            self.emit(P.DISCARD, viewer, {"group": self.group})
+        return gone
 
     # --- commands ----------------------------------------------------------------------
     def command(self, msg: dict, viewer: str | None) -> None:
@@ -673,6 +760,7 @@ class SessionHost:
             violations=len(self.live.machine.violations),
             seed=seed,
         )
+        self.save_run()
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
 
@@ -681,6 +769,8 @@ class SessionHost:
         self.run = None
         self._drain()
         self.persist()
+        if was_running:
+            self.save_run()
         self._ack(viewer, msg)
         if was_running or self.pending:
             self.flush(force=True)  # running: false
@@ -690,6 +780,7 @@ class SessionHost:
             self.run = None
             self._drain()
             self.flush(force=True)
+            self.save_run()
 
     # Time travel moves only the viewer's own cursor (docs/protocol.md, "Moments").
     def cmd_seek(self, msg: dict, viewer: str | None) -> None:
@@ -786,6 +877,13 @@ class SessionHost:
     def cmd_explore(self, msg: dict, viewer: str | None) -> None:
         if self.job is not None and not self.job.done:
             raise CommandError(P.ENGINE, "an exploration of this session is already running")
+        q = self.quotas
+        if len([j for j in q.jobs if not j.done]) >= q.explorations:
+            raise CommandError(
+                P.LIMIT,
+                f"this engine worker already runs {q.explorations} exploration(s), its limit "
+                "(PTVIZ_EXPLORATIONS); retry when one has finished",
+            )
         limit = self.explore_max_states
         wanted = msg.get("max_states") or limit
         if wanted > limit:
@@ -794,6 +892,7 @@ class SessionHost:
                 f"max_states {wanted:,} is above this server's limit of {limit:,} states",
             )
         self.job = ExploreJob(self.live, wanted, viewer, msg.get("id"), server_limit=limit).start()
+        q.jobs = {j for j in q.jobs if not j.done} | {self.job}
         self._ack(viewer, msg)
 
     def cmd_explore_cancel(self, msg: dict, viewer: str | None) -> None:
@@ -861,7 +960,9 @@ class SessionHost:
             )
             return
         self._drain()
-        self.flush(force=True, extra_tables=tables)
+        self.flush()  # what happened before, to everyone; then the tables, to this viewer
+        views = self.table_views(tables)
+        self.to_viewer(viewer, P.message("tables", batch=self.batch, tables=views))
 
     def cmd_unsubscribe(self, msg: dict, viewer: str | None) -> None:
         v = self.viewers.get(viewer or "")
@@ -935,6 +1036,7 @@ class SessionHost:
         if finished:
             self.run = None
             self.flush(force=True)
+            self.save_run()
             return None
         if self.pending and time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL:
             self.flush()
@@ -975,6 +1077,11 @@ class SessionHost:
     @property
     def busy(self) -> bool:
         return bool(self.viewers) or self.run is not None or self.job is not None
+
+    def footprint(self) -> int:
+        """Bytes this session holds: its machine (about one snapshot) and checkpoints."""
+        sizes = [len(c.snapshot) for c in self.live.checkpoints.values()]
+        return sum(sizes) + max(sizes, default=0)
 
     def close(self) -> None:
         """Stop running and exploring; store what was decided."""

@@ -9,24 +9,73 @@ Ownership: before it serves a session it does not hold, the loop claims the sess
 EngineLease. A live lease held by another worker means the message is forwarded to that
 worker; a stale one (its worker died) is taken over: the session is rebuilt from the
 database and every viewer gets a fresh snapshot.
+
+Leases are renewed by a thread of their own (LeaseKeeper), so a long load or a busy run
+never lets a live worker's sessions go stale; only a loop stuck for STALL_LIMIT seconds
+stops the renewals (then another worker may take over, as after a crash).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from ptviz import protocol as P
 from ptviz.engine_worker import store
 from ptviz.engine_worker.host import Emit, HostLost, SessionHost
+from ptviz.engine_worker.quotas import Quotas
 
 log = logging.getLogger("ptviz.engine")
 
 STOP = {"type": "engine.stop"}
+STATS = "engine.stats"  # reply: the worker's sessions and viewers (tests, benchmarks)
 MAX_HOPS = 3
+STALL_LIMIT = 120.0
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the loop's leases every heartbeat_every seconds, whatever the loop does,
+    and tells it which sessions it no longer owns."""
+
+    def __init__(self, loop: EngineLoop):
+        super().__init__(name=f"ptviz-leases-{loop.name}", daemon=True)
+        self.loop = loop
+        self.stop = threading.Event()
+        self.lost: set[str] = set()
+        self.lock = threading.Lock()
+        self.stalled = False
+
+    def run(self) -> None:
+        loop = self.loop
+        try:
+            while not self.stop.wait(loop.heartbeat_every):
+                stuck = time.monotonic() - loop.alive
+                if stuck > STALL_LIMIT:
+                    if not self.stalled:
+                        log.error("%s: the loop is stuck (%.0f s); leases lapse", loop.name, stuck)
+                    self.stalled = True
+                    continue
+                self.stalled = False
+                ids = list(loop.hosts) + list(loop.loading)
+                try:
+                    close_old_connections()
+                    owned = store.heartbeat(loop.name, ids)
+                except Exception as exc:
+                    log.warning("%s: heartbeat failed: %r", loop.name, exc)
+                    continue
+                with self.lock:
+                    self.lost |= set(ids) - owned - loop.loading
+        finally:
+            connections.close_all()
+
+    def take_lost(self) -> set[str]:
+        with self.lock:
+            lost, self.lost = self.lost, set()
+        return lost
 
 
 class EngineLoop:
@@ -41,6 +90,8 @@ class EngineLoop:
         heartbeat_every: float = 1.0,
         idle_timeout: float = 600.0,
         explore_max_states: int = 2_000_000,
+        viewer_expiry: float = 30.0,
+        quotas: Quotas | None = None,
     ):
         self.name = name
         self.channel = channel
@@ -50,10 +101,15 @@ class EngineLoop:
         self.heartbeat_every = heartbeat_every
         self.idle_timeout = idle_timeout
         self.explore_max_states = explore_max_states
+        self.viewer_expiry = viewer_expiry
+        self.quotas = quotas if quotas is not None else Quotas()
         self.hosts: dict[str, SessionHost] = {}
+        self.loading: set[str] = set()  # claimed, being loaded (the keeper renews them too)
         self.wakes: dict[str, float] = {}
         self.next_heartbeat = 0.0
         self.stopping = False
+        self.alive = time.monotonic()  # the loop's last sign of progress
+        self.keeper = LeaseKeeper(self)
 
     # --- messages ----------------------------------------------------------------------
     def reply_error(self, message: dict, code: str, text: str) -> None:
@@ -64,14 +120,21 @@ class EngineLoop:
 
     def handle(self, message: dict) -> None:
         kind = message.get("type")
+        if kind == STATS:
+            self.emit("channel", message["reply"], {"type": "ptviz.stats", **self.stats()})
+            return
         sid = str(message.get("session") or "")
         if not sid:
             log.warning("engine message without a session: %r", message)
             return
-        if kind == P.LEAVE:
+        if kind in (P.LEAVE, P.SEEN):
             host = self.hosts.get(sid)
             if host is not None:
-                host.leave(message.get("viewer", ""))
+                if kind == P.LEAVE:
+                    host.leave(message.get("viewer", ""))
+                    self.wakes[sid] = time.monotonic()  # (a cancelled exploration ends)
+                else:
+                    host.heard(message.get("viewer", ""), message.get("tables") or ())
             return
         host = self.hosts.get(sid)
         fresh = False
@@ -96,8 +159,8 @@ class EngineLoop:
                 return  # _acquire registered the viewer and broadcast a snapshot
             host.join(viewer, message.get("tables") or (), who=message.get("who"))
         elif kind == P.COMMAND:
-            if viewer and viewer not in host.viewers:
-                host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
+            if viewer:
+                host.heard(viewer, message.get("tables") or (), who=message.get("who"))
             host.command(message["msg"], viewer)
         elif kind == P.TAKEOVER:
             if not fresh:
@@ -119,8 +182,15 @@ class EngineLoop:
             self.emit("channel", owner, {**message, "hops": hops + 1})
             return None
         started = time.monotonic()
+        self.loading.add(sid)
         try:
-            host = SessionHost.load(sid, self.emit, explore_max_states=self.explore_max_states)
+            host = SessionHost.load(
+                sid,
+                self.emit,
+                explore_max_states=self.explore_max_states,
+                worker=None if self.force_claim else self.name,
+                quotas=self.quotas,
+            )
         except store.SessionGone:
             store.release(self.name, sid)
             self.reply_error(message, P.ENGINE, "this debug session does not exist (any more)")
@@ -129,6 +199,20 @@ class EngineLoop:
             log.exception("%s: cannot load session %s", self.name, sid)
             store.release(self.name, sid)
             self.reply_error(message, P.ENGINE, f"the session cannot be loaded: {exc}")
+            return None
+        finally:
+            self.loading.discard(sid)
+            self.alive = time.monotonic()
+        if not self._make_room(host):
+            host.close()
+            store.release(self.name, sid)
+            self.reply_error(
+                message,
+                P.LIMIT,
+                f"this engine worker holds {self._held() >> 20} MiB of sessions and this one "
+                f"needs {host.footprint() >> 20} MiB more: above its limit of "
+                f"{self.quotas.loaded_bytes >> 20} MiB (PTVIZ_WORKER_MEMORY_MB); retry later",
+            )
             return None
         log.info(
             "%s: serving session %s (%d decisions, loaded in %.0f ms)",
@@ -141,11 +225,44 @@ class EngineLoop:
         viewer = message.get("viewer")
         if viewer:
             host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
+        run = store.saved_run(sid)
+        if run is not None:  # its previous owner died while running: go on with it
+            host.resume(run)
+            self.wakes[sid] = time.monotonic()
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
         if viewer and message.get("type") == P.JOIN:
             host.welcome(viewer)  # one opening at a moment of the past gets its own
         return host
+
+    def _held(self) -> int:
+        return sum(h.footprint() for h in self.hosts.values())
+
+    def _make_room(self, new: SessionHost) -> bool:
+        """Unload idle sessions (least recently idle first) until `new` fits the quota."""
+        need = new.footprint()
+        idle = sorted((h.idle_since, sid) for sid, h in self.hosts.items() if not h.busy)
+        while self._held() + need > self.quotas.loaded_bytes and idle:
+            _, sid = idle.pop(0)
+            log.info("%s: unloading idle session %s to make room", self.name, sid)
+            self._drop(sid)
+        return self._held() + need <= self.quotas.loaded_bytes
+
+    def stats(self) -> dict:
+        return {
+            "worker": self.name,
+            "sessions": {
+                sid: {
+                    "viewers": sorted(h.viewers),
+                    "running": h.run is not None,
+                    "exploring": h.job is not None,
+                    "position": h.live.position,
+                    "decisions": len(h.live.decisions),
+                    "bytes": h.footprint(),
+                }
+                for sid, h in self.hosts.items()
+            },
+        }
 
     def _drop(self, sid: str, release: bool = True) -> None:
         host = self.hosts.pop(sid, None)
@@ -161,6 +278,7 @@ class EngineLoop:
     # --- time --------------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
+        self.alive = now
         for sid, host in list(self.hosts.items()):
             wake = self.wakes.get(sid)
             if wake is None or wake > now:
@@ -183,18 +301,17 @@ class EngineLoop:
             self.heartbeat(now)
 
     def heartbeat(self, now: float) -> None:
+        """The loop's side of the lease keeper's work (leases are renewed by the keeper):
+        drop what is owned elsewhere, forget silent viewers, unload idle sessions."""
         self.next_heartbeat = now + self.heartbeat_every
         close_old_connections()
-        try:
-            owned = store.heartbeat(self.name, list(self.hosts))
-        except Exception:
-            log.exception("%s: heartbeat failed", self.name)
-            return
-        for sid in list(self.hosts):
-            if sid not in owned:
+        for sid in self.keeper.take_lost():
+            if sid in self.hosts:
                 log.warning("%s: session %s is owned elsewhere now; dropping it", self.name, sid)
                 self._drop(sid, release=False)
         for sid, host in list(self.hosts.items()):
+            if host.expire(now, self.viewer_expiry):
+                self.wakes[sid] = now
             if not host.busy and now - host.idle_since > self.idle_timeout:
                 log.info("%s: session %s idle; unloading it", self.name, sid)
                 self._drop(sid)
@@ -217,6 +334,7 @@ class EngineLoop:
     def serve(self, get: Callable[[float], dict | None], batch: int = 64) -> None:
         """Run until `get` returns STOP (or self.stopping). `get(timeout)` returns the
         next message or None when none came within `timeout` seconds."""
+        self.keeper.start()
         try:
             while not self.stopping:
                 message = get(self.timeout())
@@ -237,6 +355,7 @@ class EngineLoop:
             self.shutdown()
 
     def shutdown(self) -> None:
+        self.keeper.stop.set()
         for sid in list(self.hosts):
             try:
                 self._drop(sid)

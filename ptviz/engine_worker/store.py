@@ -145,12 +145,15 @@ def append(
     branch: int = 0,
     new_branch: tuple[int, int] | None = None,
     head: int | None = None,
+    run: dict | None = None,
 ) -> None:
     """Store decisions start.. of `branch` and new checkpoints in one transaction, if
     `worker` still holds the session's lease (a worker that lost it, say after a stall
     long enough for another to take over, must not write). The unique (session, branch,
     index) constraint is the second fence. `new_branch` (parent, start): the branch is
-    created here; `head`: the session's head moves to that branch."""
+    created here; `head`: the session's head moves to that branch. `run` (the running
+    run's state after these decisions, or None) goes to the lease in the same
+    transaction: a takeover resumes exactly there."""
     rows = Decision.rows_for(session_id, start, decisions, branch)
     snaps = [
         Checkpoint(
@@ -193,6 +196,7 @@ def append(
             if end != start:
                 raise LostOwnership(session_id)
             Decision.objects.bulk_create(rows)
+            EngineLease.objects.filter(session_id=session_id).update(run=run)
             if snaps:
                 Checkpoint.objects.bulk_create(snaps, ignore_conflicts=True)
             fields = {"updated": timezone.now()}
@@ -243,6 +247,15 @@ def heartbeat(worker: str, session_ids: list[str]) -> set[str]:
     leases = EngineLease.objects.filter(worker=worker, session_id__in=session_ids)
     leases.update(heartbeat=timezone.now())
     return {str(s) for s in leases.values_list("session_id", flat=True)}
+
+
+def save_run(session_id: str, run: dict | None) -> None:
+    EngineLease.objects.filter(session_id=session_id).update(run=run)
+
+
+def saved_run(session_id: str) -> dict | None:
+    """The run a previous owner was running (to resume after a takeover)."""
+    return EngineLease.objects.filter(session_id=session_id).values_list("run", flat=True).first()
 
 
 def release(worker: str, session_id: str) -> None:

@@ -482,6 +482,9 @@ export function mount(root, boot, opts = {}) {
           notices.info(`missed delta batches (${store.batch + 1}…${msg.batch - 1}): resyncing`, 2500);
         }
         break;
+      case "tables": // the answer to this viewer's subscribe (not numbered)
+        if (!awaitingSnapshot) store.tablesSent(msg);
+        break;
       case "ack":
         break;
       case "error":

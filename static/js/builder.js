@@ -39,6 +39,15 @@ function showErrorLine() {
   selectLine(text, line);
 }
 
+// A refused form is answered at the POST target: show the gallery's own address (with the
+// open section), so that a reload or a shared URL is the gallery, not a resubmission.
+function galleryUrl() {
+  if (!location.pathname.endsWith("/sessions/new")) return;
+  const open = document.querySelector("details.section[open]");
+  history.replaceState(null, "", "/" + (open && open.id ? `#${open.id}` : ""));
+}
+
 const form = document.getElementById("builder-form");
 if (form) setup(form);
 showErrorLine();
+galleryUrl();

@@ -65,7 +65,7 @@ export class Toolbar {
     this.bExplore = btn(label("explore", "explore all"), "Explore every interleaving (e)", () => actions.explore(), "");
 
     // compare (fork with another kernel / HA / HD)
-    this.kernel = h("select", { "aria-label": "Kernel generation" }, ["v4.6", "seed", "v6.6"].map((k) => h("option", { value: k }, k)));
+    this.kernel = h("select", { "aria-label": "Kernel generation" }, ["v4.6", "seed", "v6.6", "v6.12"].map((k) => h("option", { value: k }, k)));
     this.ha = h("input", { type: "checkbox" });
     this.hd = h("input", { type: "checkbox" });
     this.hafdbs = h("select", { "aria-label": "ID_AA64MMFR1_EL1.HAFDBS" }, [0, 1, 2].map((v) => h("option", { value: String(v) }, String(v))));
@@ -255,8 +255,11 @@ const HOST_OPS = [
   ["test_age", "test_age"],
   ["unmap", "unmap (range)"],
   ["flush_tlb", "flush_tlb"],
+  ["log_start", "log_start (range)"],
+  ["get_dirty_log", "get_dirty_log (range)"],
+  ["log_stop", "log_stop (range)"],
 ];
-const SIZED = new Set(["wp", "age", "unmap"]);
+const SIZED = new Set(["wp", "age", "unmap", "log_start", "get_dirty_log", "log_stop"]);
 
 export class InjectPanel {
   constructor(store, actions) {

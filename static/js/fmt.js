@@ -56,6 +56,9 @@ export const KIND_SHORT = {
   lock: "lock",
   unlock: "unlk",
   tlbi: "tlbi",
+  "mark-dirty": "dirty",
+  log: "log",
+  harvest: "harv",
 };
 
 export const KINDS = Object.keys(KIND_SHORT);
@@ -79,6 +82,8 @@ export function eventText(e) {
   if (e.fault) parts.push(`${e.fault} fault`);
   if (e.lock) parts.push(`mmu_lock ${e.lock}`);
   if (e.tlbi) parts.push(`tlbi ${e.tlbi}`);
+  if (e.logging) parts.push(`logging ${e.logging} to ${e.end}`);
+  if (e.mask) parts.push(`mask ${e.mask}`);
   if (e.flags && e.flags.length) parts.push(`[${e.flags.join(", ")}]`);
   if (e.at) parts.push(`— ${e.at}`);
   return parts.filter(Boolean).join(" ");

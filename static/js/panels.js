@@ -9,6 +9,7 @@ const KERNEL_TEXT = {
   "v4.6": "v4.6: before the seed (plain load/store RMW)",
   seed: "seed, Linux 4.7: LDXR/STXR, hardware AF",
   "v6.6": "v6.6: kvm_pgtable walker, rwlock mmu_lock",
+  "v6.12": "v6.12 LTS: v6.6 + be097997a273 (relax -EAGAIN TLBI)",
 };
 
 /** Counters of a table view, the way engine subtree_counts() counts them. */

@@ -163,6 +163,13 @@ export class Store extends EventTarget {
     return true;
   }
 
+  /** Tables sent to this viewer alone (a subscribe's answer): no batch of their own. */
+  tablesSent(msg) {
+    if (!this.haveSnapshot) return;
+    this.mergeTables(msg.tables || {});
+    this.emit({ tables: true });
+  }
+
   /** Tables re-sent by the server replace what the browser had (the server is the truth). */
   mergeTables(tables) {
     for (const [pa, view] of Object.entries(tables)) {

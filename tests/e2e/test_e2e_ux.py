@@ -371,3 +371,4 @@ def test_a_refused_paste_has_the_line_its_error_names_selected(server, page):
     assert text.input_value().strip() == bad.strip()
     selected = text.evaluate("t => t.value.slice(t.selectionStart, t.selectionEnd)")
     assert "explode" in selected, selected
+    assert page.url == server.url + "/#paste"  # the gallery's address, not the POST target

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -26,7 +22,8 @@ from webhelpers import (
     REDIS_HOST,
     REDIS_PORT,
     REDIS_URL,
-    ROOT,
+    VIEWER_EXPIRY,
+    Workers,
     inmemory_layers,
     redis_layers,
     redis_up,
@@ -35,16 +32,15 @@ from webhelpers import (
 from ptviz.localservices import flush_redis_prefix
 
 
-def _test_db_url() -> str:
-    return "sqlite:///" + connections["default"].settings_dict["NAME"]
-
-
 @pytest.fixture(scope="session")
 def embedded_engine(django_db_setup, django_db_blocker):
     from ptviz.engine_worker import embedded
 
     db = dict(connections["default"].settings_dict)
-    engine = embedded.EmbeddedEngine(1, db=db).start()
+    engine = embedded.EmbeddedEngine(1, db=db)
+    engine.options.update(viewer_expiry=VIEWER_EXPIRY, heartbeat=0.3)
+    engine.options["quotas"]["explorations"] = 1  # (test_leaks: the quota is reached)
+    engine.start()
     assert engine.wait_ready(60), "the embedded engine worker process did not start"
     embedded.set_engine(engine)
     yield engine
@@ -52,62 +48,18 @@ def embedded_engine(django_db_setup, django_db_blocker):
     embedded.set_engine(None)
 
 
-class Workers:
-    """`manage.py engineworker` subprocesses on the test database and Redis prefix. Their
-    output goes to files (a pipe nobody reads would fill up and stall them)."""
-
-    def __init__(self, logdir: Path):
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
-
-    def start(self, name: str) -> subprocess.Popen:
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="ptviz.settings",
-            DATABASE_URL=_test_db_url(),
-            REDIS_URL=REDIS_URL,
-            PTVIZ_CHANNEL_PREFIX=PREFIX,
-            PTVIZ_LEASE_TIMEOUT=str(LEASE_TIMEOUT),
-            PTVIZ_HEARTBEAT="0.3",
-            PTVIZ_LOG="INFO",
+@pytest.fixture(scope="session", autouse=True)
+def _no_connections_left_at_teardown(django_db_setup, django_db_blocker):
+    """PostgreSQL drops the test database only when nobody uses it: the threads of the
+    async ORM keep connections open, so end them first (SQLite needs nothing)."""
+    yield
+    if connections["default"].vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connections["default"].cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        log = self.logdir / f"{name}.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "manage.py", "engineworker", "--name", name],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        self.procs[name] = proc
-        self.logs[name] = log
-        return proc
-
-    def wait_started(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        for name, proc in self.procs.items():
-            while "listening on" not in self.logs[name].read_text():
-                assert proc.poll() is None, f"{name} exited: {self.logs[name].read_text()}"
-                assert time.monotonic() < deadline, f"{name} did not start"
-                time.sleep(0.05)
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.kill()
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
 
 
 def need_redis():
@@ -133,6 +85,7 @@ def _timeouts(settings) -> None:
     settings.PTVIZ_LEASE_TIMEOUT = LEASE_TIMEOUT
     settings.PTVIZ_LEASE_CHECK = 0.3
     settings.PTVIZ_ENGINE_TIMEOUT = 15.0
+    settings.PTVIZ_VIEWER_HEARTBEAT = 0.5
 
 
 @pytest.fixture

@@ -127,9 +127,9 @@ def test_subscribed_tables_are_sent_and_resent_when_touched(mode):
         _, snap = await v.start()
         root = snap["machine"]["root"]
         await v.ok("subscribe", tables=[root])
-        delta = await v.type("delta")
-        assert list(delta["tables"]) == [root]
-        rows = delta["tables"][root]["rows"]
+        sent = await v.type("tables")  # to this viewer only: no batch of its own
+        assert sent["batch"] == snap["batch"] and list(sent["tables"]) == [root]
+        rows = sent["tables"][root]["rows"]
         # walk down to the level-3 table holding the leaf
         table = root
         while True:
@@ -138,7 +138,7 @@ def test_subscribed_tables_are_sent_and_resent_when_touched(mode):
                 break
             table = row["decoded"]["next_table"]
             await v.ok("subscribe", tables=[table])
-            rows = (await v.type("delta"))["tables"][table]["rows"]
+            rows = (await v.type("tables"))["tables"][table]["rows"]
         leaf_table = table
         # the vCPU's hardware AF update writes the leaf: its table and the ones above it
         # (their counters) are re-sent

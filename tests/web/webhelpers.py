@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,10 +20,114 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"ptviz-test-{uuid.uuid4().hex[:10]}:"
 ORIGIN = [(b"origin", b"http://localhost")]
 LEASE_TIMEOUT = 2.5  # short, so that the takeover test is quick
+# A scenario with many interleavings and an 84-step round-robin run (test_live.py).
+WIDE = re.search(r'WIDE = """(.*?)"""', (ROOT / "tests/web/test_live.py").read_text(), re.S)[1]
+VIEWER_EXPIRY = 2.0  # the engine forgets a viewer silent this long (consumers beat at 0.5 s)
 
 
 def arun(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def engine_stats(session_id) -> dict:
+    """What the engine worker serving `session_id` holds (EngineLoop.stats)."""
+    from channels.layers import get_channel_layer
+
+    from ptviz.debugger.models import EngineLease
+    from ptviz.engine_worker.loop import STATS
+
+    layer = get_channel_layer()
+    reply = await layer.new_channel()  # (the consumers' prefix: one receive loop for all)
+    lease = await EngineLease.objects.filter(session_id=session_id).afirst()
+    target = lease.channel if lease is not None else "ptviz-engine"
+    await layer.send(target, {"type": STATS, "reply": reply, "session": str(session_id)})
+    return await asyncio.wait_for(layer.receive(reply), 10)
+
+
+async def group_members(session_id) -> int:
+    """How many channels the session's group holds on the current channel layer."""
+    from channels.layers import get_channel_layer
+
+    from ptviz import protocol as P
+
+    layer = get_channel_layer()
+    group = P.group_name(session_id)
+    if hasattr(layer, "groups"):  # InMemoryChannelLayer
+        return len(layer.groups.get(group, {}))
+    conn = layer.connection(layer.consistent_hash(group))
+    return await conn.zcard(layer._group_key(group))
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL, for the processes the tests start."""
+    from django.db import connections
+
+    db = connections["default"].settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return "sqlite:///" + str(db["NAME"])
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Workers:
+    """`manage.py engineworker` subprocesses on the test database and Redis prefix. Their
+    output goes to files (a pipe nobody reads would fill up and stall them)."""
+
+    def __init__(self, logdir: Path, **extra_env: str):
+        self.extra_env = extra_env
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="ptviz.settings",
+            DATABASE_URL=database_url(),
+            REDIS_URL=REDIS_URL,
+            PTVIZ_CHANNEL_PREFIX=PREFIX,
+            PTVIZ_LEASE_TIMEOUT=str(LEASE_TIMEOUT),
+            PTVIZ_HEARTBEAT="0.3",
+            PTVIZ_VIEWER_EXPIRY=str(VIEWER_EXPIRY),
+            PTVIZ_LOG="INFO",
+        )
+        env.update(self.extra_env)
+        log = self.logdir / f"{name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "engineworker", "--name", name],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        self.procs[name] = proc
+        self.logs[name] = log
+        return proc
+
+    def wait_started(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            while "listening on" not in self.logs[name].read_text():
+                assert proc.poll() is None, f"{name} exited: {self.logs[name].read_text()}"
+                assert time.monotonic() < deadline, f"{name} did not start"
+                time.sleep(0.05)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
 
 
 def inmemory_layers() -> dict:
