@@ -328,7 +328,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         elif kind == "tables":
             if self.awaiting_snapshot:
                 return  # the snapshot carries them
-            msg = self._own_tables(msg)
+            if self.following_head:  # (tables at another moment come to this viewer alone)
+                msg = self._own_tables(msg)
         elif kind == "snapshot":
             cursor = msg.get("cursor") or {}
             if "you" in msg:

@@ -531,7 +531,8 @@ class SessionHost:
             self.group,
             {
                 "type": P.OUT,
-                "msg": {"type": msg["type"], "batch": msg["batch"]},
+                # (`head`: what a viewer at another moment is told instead)
+                "msg": {"type": msg["type"], "batch": msg["batch"], "head": msg.get("head")},
                 "text": json.dumps(msg, separators=(",", ":")),
                 "tables": {pa: json.dumps(v, separators=(",", ":")) for pa, v in tables.items()},
             },

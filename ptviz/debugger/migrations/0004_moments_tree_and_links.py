@@ -15,92 +15,106 @@ def owners(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('debugger', '0003_enginelease_run'),
+        ("debugger", "0003_enginelease_run"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Branch',
+            name="Branch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('parent', models.PositiveIntegerField()),
-                ('start', models.PositiveIntegerField()),
-                ('created', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("parent", models.PositiveIntegerField()),
+                ("start", models.PositiveIntegerField()),
+                ("created", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['session', 'number'],
+                "ordering": ["session", "number"],
             },
         ),
         migrations.AlterModelOptions(
-            name='checkpoint',
-            options={'ordering': ['session', 'branch', 'position']},
+            name="checkpoint",
+            options={"ordering": ["session", "branch", "position"]},
         ),
         migrations.AlterModelOptions(
-            name='decision',
-            options={'ordering': ['session', 'branch', 'index']},
+            name="decision",
+            options={"ordering": ["session", "branch", "index"]},
         ),
         migrations.RemoveConstraint(
-            model_name='checkpoint',
-            name='checkpoint_position_unique',
+            model_name="checkpoint",
+            name="checkpoint_position_unique",
         ),
         migrations.RemoveConstraint(
-            model_name='decision',
-            name='decision_index_unique',
+            model_name="decision",
+            name="decision_index_unique",
         ),
         migrations.AddField(
-            model_name='checkpoint',
-            name='branch',
+            model_name="checkpoint",
+            name="branch",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='debugsession',
-            name='head_branch',
+            model_name="debugsession",
+            name="head_branch",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='decision',
-            name='branch',
+            model_name="decision",
+            name="branch",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='sharelink',
-            name='expires',
+            model_name="sharelink",
+            name="expires",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='sharelink',
-            name='label',
-            field=models.CharField(blank=True, default='', max_length=60),
+            model_name="sharelink",
+            name="label",
+            field=models.CharField(blank=True, default="", max_length=60),
         ),
         migrations.AddField(
-            model_name='sharelink',
-            name='owner',
+            model_name="sharelink",
+            name="owner",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='sharelink',
-            name='revoked',
+            model_name="sharelink",
+            name="revoked",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddConstraint(
-            model_name='checkpoint',
-            constraint=models.UniqueConstraint(fields=('session', 'branch', 'position'), name='checkpoint_branch_position_unique'),
+            model_name="checkpoint",
+            constraint=models.UniqueConstraint(
+                fields=("session", "branch", "position"), name="checkpoint_branch_position_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='decision',
-            constraint=models.UniqueConstraint(fields=('session', 'branch', 'index'), name='decision_branch_index_unique'),
+            model_name="decision",
+            constraint=models.UniqueConstraint(
+                fields=("session", "branch", "index"), name="decision_branch_index_unique"
+            ),
         ),
         migrations.AddField(
-            model_name='branch',
-            name='session',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='branches', to='debugger.debugsession'),
+            model_name="branch",
+            name="session",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="branches",
+                to="debugger.debugsession",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='branch',
-            constraint=models.UniqueConstraint(fields=('session', 'number'), name='branch_number_unique'),
+            model_name="branch",
+            constraint=models.UniqueConstraint(
+                fields=("session", "number"), name="branch_number_unique"
+            ),
         ),
         migrations.RunPython(owners, migrations.RunPython.noop),
     ]
