@@ -5,6 +5,9 @@ The machine's state after N decisions is a pure function of (scenario, first N d
 decisions: ("step", actor) runs one micro-step, ("inject", actor, "op text") queues an
 operation. Snapshots every `snapshot_every` decisions make seeking and stepping back cheap;
 each carries the state hash that verifies a replay. Nothing here knows about Django.
+
+History is append-only (engine/history.py): a decision taken after seeking back starts a
+new branch and keeps the old one; `decisions` is the path to the current branch's tip.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from . import isa as I
 from .commits import GENERATIONS, PGTABLE, commits_json, reverted
 from .core import new_machine
 from .decode import decode
+from .history import Checkpoint, HistoryError, Path, Tree
 from .report import event_json, hexs
 from .scenario import WHAT_IF_KEYS, Scenario, ScenarioError, parse_op, parse_scenario
 from .snapshot import pack, state_hash, unpack
@@ -36,11 +40,7 @@ class ReplayError(EngineError):
     pass
 
 
-@dataclass
-class Checkpoint:
-    position: int
-    snapshot: bytes
-    hash: str
+__all__ = ["Checkpoint", "LiveSession", "ReplayError"]
 
 
 # A recording lists checkpoint hashes; checking one costs a full state hash (0.1 s on 4M
@@ -83,11 +83,39 @@ class LiveSession:
         self.machine = new_machine(self.spec, self.engine)
         self.interval = self.interval_for(self.spec, self.snapshot_every)
         self.position = 0
-        self.checkpoints: dict[int, Checkpoint] = {}
+        self.tree = Tree()
+        self.branch = 0
+        self.decisions: Path = self.tree.path(0)
         self._checkpoint()
-        todo, self.decisions = self.decisions, []
+        todo = self.__dict__.pop("_todo", [])
         for decision in todo:
             self.apply(decision)
+
+    def __setattr__(self, name, value):
+        # The dataclass field `decisions` is the input (decisions to apply at once); after
+        # construction the attribute is the path (a view of the tree).
+        if name == "decisions" and not isinstance(value, Path):
+            self.__dict__["_todo"] = list(value)
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def checkpoints(self) -> dict[int, Checkpoint]:
+        """The checkpoints on the current path, by position."""
+        return self.tree.checkpoints_on(self.branch)
+
+    def lens(self) -> LiveSession:
+        """Another machine on the same history (shared tree), for looking at other moments
+        without moving this one; it starts at position 0 of the first branch."""
+        other = object.__new__(type(self))
+        other.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k not in ("machine", "decisions")}
+        )
+        other.machine = new_machine(self.spec, self.engine)
+        other.branch = 0
+        other.position = 0
+        other.decisions = self.tree.path(0)
+        return other
 
     @staticmethod
     def interval_for(spec: MachineSpec, snapshot_every: int = 256) -> int:
@@ -105,7 +133,8 @@ class LiveSession:
         return actor
 
     def apply(self, decision: list) -> None:
-        """Take one decision at the current position (a redo tail past it is dropped)."""
+        """Take one decision at the current position. Before the tip of the branch, this
+        starts a new branch there (the old one is kept)."""
         kind = decision[0]
         actor = self.actor_index(decision[1])
         if kind == "step":
@@ -132,11 +161,9 @@ class LiveSession:
             record = ["inject", actor, op.text]
         else:
             raise EngineError(f"unknown decision {kind!r}")
-        if self.position < len(self.decisions):  # rewound: the redo tail is dropped
-            del self.decisions[self.position :]
-            for pos in [p for p in self.checkpoints if p > self.position]:
-                del self.checkpoints[pos]
-        self.decisions.append(record)
+        if self.position < len(self.decisions):  # not at the tip: a new branch
+            self._switch(self.tree.fork(self.branch, self.position).id)
+        self.tree.branches[self.branch].append(record)
         self.position += 1
         if self.position % self.interval == 0:
             self._checkpoint()
@@ -157,7 +184,7 @@ class LiveSession:
             chunk = min(n, self.interval - self.position % self.interval)
             taken = m.step_n(actor, chunk)
             # Steps taken before a refusal are recorded: the session stays consistent.
-            self.decisions.extend([record] * taken)
+            self.tree.branches[self.branch].decisions.extend([record] * taken)
             self.position += taken
             if taken and self.position % self.interval == 0:
                 self._checkpoint()
@@ -194,25 +221,66 @@ class LiveSession:
     # --- time travel -------------------------------------------------------------------------
     def _checkpoint(self) -> None:
         data = pack(self.machine.get_state())
-        self.checkpoints[self.position] = Checkpoint(self.position, data, state_hash(data))
-        if len(self.checkpoints) > MAX_CHECKPOINTS:
-            # Keep the start and the newest; drop every other one in between.
-            positions = sorted(self.checkpoints)
+        own = self.tree.branches[self.branch].checkpoints
+        own[self.position] = Checkpoint(self.position, data, state_hash(data))
+        if len(own) > MAX_CHECKPOINTS:
+            # Keep the branch's first and newest; drop every other one in between.
+            positions = sorted(own)
             for pos in positions[1:-1:2]:
-                del self.checkpoints[pos]
+                del own[pos]
 
-    def seek(self, position: int) -> None:
-        """Go to the state after `position` decisions, by restoring the nearest snapshot at
-        or before it and re-executing the decisions after it (deterministic)."""
+    def _switch(self, branch: int) -> None:
+        self.branch = branch
+        self.decisions = self.tree.path(branch)
+
+    def seek(self, position: int, branch: int | None = None, replay: int = 0) -> None:
+        """Go to the state after `position` decisions of `branch`'s path (default: the
+        current branch), by restoring the nearest snapshot at or before it and
+        re-executing the decisions after it (deterministic). `replay`: re-execute at least
+        that many decisions before `position` (their events are wanted)."""
+        if branch is not None and branch != self.branch:
+            try:
+                self.tree.branch(branch)
+            except HistoryError as exc:
+                raise EngineError(str(exc)) from None
+            self._switch(branch)
         if not 0 <= position <= len(self.decisions):
             raise EngineError(f"position {position} is outside 0..{len(self.decisions)}")
-        base = max(p for p in self.checkpoints if p <= position)
-        self.machine.set_state(unpack(self.checkpoints[base].snapshot))
-        decisions = self.decisions
-        self.position = base
-        for decision in decisions[base:position]:
+        base = self.tree.checkpoint_before(self.branch, max(0, position - replay))
+        self.machine.set_state(unpack(base.snapshot))
+        self.position = base.position
+        for decision in self.decisions.between(base.position, position):
             self._replay(decision)
         self.position = position
+
+    def advance(self, position: int) -> None:
+        """Re-execute the path's decisions from here up to `position` (no restore)."""
+        if not self.position <= position <= len(self.decisions):
+            raise EngineError(
+                f"position {position} is outside {self.position}..{len(self.decisions)}"
+            )
+        for decision in self.decisions.between(self.position, position):
+            self._replay(decision)
+
+    def moment(self, branch: int | None = None, position: int | None = None) -> str:
+        """The id of a node (default: where this session is)."""
+        b = self.branch if branch is None else branch
+        return self.tree.moment(b, self.position if position is None else position)
+
+    def goto_moment(self, moment: str, replay: int = 0) -> None:
+        try:
+            branch, position = self.tree.resolve(moment)
+        except HistoryError as exc:
+            raise EngineError(str(exc)) from None
+        self.seek(position, branch, replay)
+
+    def path_to(self, moment: str) -> list[list]:
+        """The decisions from the root to a moment (what a bug report replays)."""
+        try:
+            branch, position = self.tree.resolve(moment)
+        except HistoryError as exc:
+            raise EngineError(str(exc)) from None
+        return [list(d) for d in self.tree.path(branch).between(0, position)]
 
     def _replay(self, decision: list) -> None:
         if decision[0] == "step":
@@ -230,7 +298,8 @@ class LiveSession:
 
     # --- recordings --------------------------------------------------------------------------
     def export(self) -> dict:
-        """The recording: scenario text and decisions, with verified checkpoint hashes."""
+        """The recording of the current path: scenario text and decisions, with verified
+        checkpoint hashes."""
         return {
             "format": RECORDING_FORMAT,
             "scenario": self.scenario_text,

@@ -17,25 +17,32 @@ VERSION = 1
 BAD_MESSAGE = "bad_message"
 FORBIDDEN = "forbidden"
 ENGINE = "engine"
-REWOUND = "rewound"
+REWOUND = "rewound"  # a decision from a viewer looking at the past (it must choose)
+NO_MOMENT = "no_moment"  # a moment (or branch) that is not in this session
+REVOKED = "revoked"  # the share link was revoked or expired (the socket closes)
 UNAVAILABLE = "unavailable"
 TOO_BIG = "too_big"
 CANCELLED = "cancelled"  # (an exploration; sent as an explore_cancelled message)
 LIMIT = "limit"  # a per-worker quota (loaded memory, concurrent explorations)
 RATE_LIMITED = "rate_limited"  # over the per-connection message rate
 
-# command -> role needed
-CONTROL_COMMANDS = (
-    "step",
-    "run",
-    "pause",
-    "back",
+# command -> role needed. Time travel (seek, back, live) moves only the sender's cursor,
+# so viewing is enough; decisions change the shared head.
+CONTROL_COMMANDS = ("step", "run", "pause", "inject", "explore", "explore_cancel")
+VIEW_COMMANDS = (
+    "subscribe",
+    "unsubscribe",
+    "resync",
     "seek",
-    "inject",
-    "explore",
-    "explore_cancel",
+    "back",
+    "live",
+    "moment",
+    "follow",
+    "focus",
+    "hello",
+    "history",
 )
-VIEW_COMMANDS = ("subscribe", "unsubscribe", "resync")
+RUN_UNTIL = ("violation",)
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
 RUN_MODES = ("round_robin", "random")
 # Every integer a browser sends fits a signed 64-bit slot (the Redis layer's msgpack and
@@ -190,6 +197,11 @@ def _parse_client_message(text: str | None) -> dict:
             BAD_MESSAGE, f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})", id_
         )
     out: dict[str, Any] = {"cmd": cmd, "id": id_}
+    if cmd in ("step", "inject", "run"):
+        branch = obj.get("branch", False)
+        if not isinstance(branch, bool):
+            raise ProtocolError(BAD_MESSAGE, f"'{cmd}': 'branch' must be true or false", id_)
+        out["branch"] = branch
     if cmd == "step":
         out["actor"] = _str(obj, "actor", id_)
     elif cmd == "inject":
@@ -214,10 +226,44 @@ def _parse_client_message(text: str | None) -> dict:
         out["seed"] = _int(obj, "seed", id_, minimum=INT_MIN, default=0)
         out["speed"] = float(speed)
         out["max_steps"] = _int(obj, "max_steps", id_, minimum=1, default=None)
+        until = obj.get("until")
+        if until is not None and until not in RUN_UNTIL:
+            raise ProtocolError(
+                BAD_MESSAGE, f"'run': 'until' must be one of {', '.join(RUN_UNTIL)}", id_
+            )
+        out["until"] = until
     elif cmd == "back":
         out["n"] = _int(obj, "n", id_, minimum=1, default=1)
     elif cmd == "seek":
-        out["position"] = _int(obj, "position", id_)
+        if obj.get("moment") is not None:
+            out["moment"] = _str(obj, "moment", id_)[:40]
+        else:
+            out["position"] = _int(obj, "position", id_)
+            out["branch"] = _int(obj, "branch", id_, default=None)
+    elif cmd == "follow":
+        target = obj.get("viewer")
+        if target is not None and (not isinstance(target, str) or len(target) > 20):
+            raise ProtocolError(BAD_MESSAGE, "'follow': 'viewer' must be a viewer id or null", id_)
+        out["viewer"] = target
+    elif cmd == "focus":
+        addr = obj.get("addr")
+        if addr is not None:
+            try:
+                addr = hex(parse_table_address(addr))
+            except ValueError:
+                raise ProtocolError(
+                    BAD_MESSAGE, f"'focus': {addr!r} is not a descriptor address", id_
+                ) from None
+        out["addr"] = addr
+    elif cmd == "history":
+        try:
+            out["addr"] = hex(parse_table_address(obj.get("addr")))
+        except ValueError:
+            raise ProtocolError(
+                BAD_MESSAGE, "'history' needs 'addr': a descriptor address", id_
+            ) from None
+    elif cmd == "hello":
+        out["name"] = _str(obj, "name", id_)[:60]
     elif cmd == "explore":
         out["max_states"] = _int(obj, "max_states", id_, minimum=1, default=None)
     elif cmd in ("subscribe", "unsubscribe"):

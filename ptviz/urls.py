@@ -10,6 +10,11 @@ urlpatterns = [
     path("s/<str:token>/", views.session_page, name="session-page"),
     path("sessions/<uuid:session_id>/fork", views.session_fork, name="session-fork"),
     path("sessions/<uuid:session_id>/links", views.session_links, name="session-links"),
+    path(
+        "sessions/<uuid:session_id>/links/<str:token>/revoke",
+        views.link_revoke,
+        name="link-revoke",
+    ),
     path("sessions/<uuid:session_id>/recording.json", views.recording, name="recording"),
     path("recordings/import", views.recording_import, name="recording-import"),
     path("sessions/<uuid:session_id>/bundle", bugreports.bundle_export, name="bundle"),

@@ -37,13 +37,48 @@ def test_stepping_back_and_forward_returns_to_the_same_state(engine):
     assert s.position == 6 and s.state_hash() == hashes[6]
 
 
-def test_a_decision_after_stepping_back_drops_the_redo_tail(engine):
-    s = LiveSession(V46, engine=engine)
+def test_a_decision_after_stepping_back_starts_a_branch_and_keeps_the_old_one(engine):
+    s = LiveSession(V46, engine=engine, snapshot_every=3)
     for name in LOST:
         s.step(name)
+    old_tip = s.state_hash()
     s.back(4)
+    s.step("vcpu0")
+    assert (s.branch, s.position, len(s.decisions)) == (1, 7, 7)
+    assert s.moment() == "b1-7"
+    s.run(100)
+    new_tip = s.state_hash()
+    s.goto_moment("10")  # the first branch's tip is still there
+    assert s.state_hash() == old_tip and s.decisions == [["step", s.names.index(n)] for n in LOST]
+    s.goto_moment(s.moment(1, len(s.tree.path(1))))
+    assert s.state_hash() == new_tip
+    # The shared prefix is named by the branch that owns it.
+    assert s.moment(1, 6) == "6" and s.moment(1, 7) == "b1-7"
+    # Branching again from the first branch makes branch 2; all three tips stay reachable.
+    s.goto_moment("3")
     s.step("host0")
-    assert len(s.decisions) == 7
+    assert s.moment() == "b2-4" and s.tree.branch(2).parent == 0
+    assert [b["end"] for b in s.tree.summary()] == [10, len(s.tree.path(1)), 4]
+
+
+def test_a_moment_that_is_not_in_the_session_is_refused_by_name(engine):
+    s = LiveSession(V46, engine=engine)
+    s.run(5)
+    for bad, why in (("6", "outside|not in"), ("b1-3", "no branch"), ("x", "not a moment")):
+        with pytest.raises(EngineError, match=why):
+            s.goto_moment(bad)
+    assert s.path_to("3") == s.decisions[:3]
+
+
+def test_an_event_maps_to_the_moment_right_after_its_step(engine):
+    s = LiveSession(V46, engine=engine)
+    s.step("vcpu0")
+    s.inject("host0", "age 0x8000_0000")
+    s.step("host0")
+    s.inject("vcpu0", "read 0x8000_0000")
+    s.step("vcpu0")
+    events = s.events()
+    assert [s.decisions.position_of_seq(e["seq"]) for e in events] == [1, 3, 5]
 
 
 def test_an_injected_operation_runs_on_a_finished_actor(engine):

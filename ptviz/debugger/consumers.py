@@ -39,6 +39,8 @@ log = logging.getLogger("ptviz.web")
 
 CLOSE_FORBIDDEN = 4003
 CLOSE_NOT_FOUND = 4004
+CLOSE_REVOKED = 4010  # the link was revoked or expired while open
+LINK_CHECK = 2.0  # seconds between checks of the link (a backstop: revoking tells at once)
 CLOSE_FLOOD = 4008  # policy violation: kept sending far over the rate limit
 CLOSE_LAYER = 1011  # the channel layer failed; the page reconnects
 # Commands that can be sent again to the session's new worker after its old one died
@@ -96,16 +98,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 .afirst()
             )
         await self.accept()
-        if link is None:
-            await self.send(
-                text_data=json.dumps(
-                    P.error(P.FORBIDDEN, "this share link does not open this debug session")
-                )
+        if link is None or link.dead_reason():
+            text = (
+                f"this share link was {link.dead_reason()} by the session's owner"
+                if link is not None
+                else "this share link does not open this debug session"
             )
-            await self.close(code=CLOSE_FORBIDDEN)
+            code = P.REVOKED if link is not None else P.FORBIDDEN
+            await self.send(text_data=json.dumps(P.error(code, text)))
+            await self.close(code=CLOSE_REVOKED if link is not None else CLOSE_FORBIDDEN)
             return
         self.role = link.role
+        self.token = token
+        self.closing = False
+        self.label = link.label
+        self.expires = link.expires
         session = link.session
+        # The viewer's cursor as the engine last told it (None: following the head live),
+        # re-sent with every message so a worker that takes the session over puts it
+        # back; a link to a moment starts it there (`at`, checked against `h`).
+        self.at: str | None = (query.get("at") or [None])[0]
+        self.want_hash: str | None = (query.get("h") or [None])[0]
+        self.viewer_name = (query.get("name") or [""])[0][:60]
+        self.following_head = self.at is None
         self.outq: deque = deque()  # dicts, or ("delta", text) already encoded
         self.wake = asyncio.Event()
         self.queued_deltas = 0
@@ -222,6 +237,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 return
             self.last_resync = now
             self._ask_snapshot()
+        elif cmd["cmd"] in ("seek", "back", "live", "follow"):
+            self._ask_snapshot()
+        elif cmd["cmd"] == "hello":
+            self.viewer_name = cmd["name"]
         await self._command(cmd)
 
     async def _route(self) -> tuple[str | None, str]:
@@ -239,6 +258,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
             "session": self.session_id,
             "viewer": self.channel_name,
             "tables": [hex(t) for t in sorted(self.subs)],
+            "who": {
+                "role": self.role,
+                "name": self.viewer_name,
+                "label": self.label,
+                "at": self.at,
+                "hash": self.want_hash,
+            },
         }
         cmd = message.get("msg") or {}
         try:
@@ -279,6 +305,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         kind = msg.get("type")
         if kind in ("ack", "error"):
             self.pending.pop(msg.get("id"), None)
+        elif kind in ("delta", "snapshot") and "you" not in msg and not self.following_head:
+            # The head moved on; this viewer looks at another moment: only say where the
+            # head is now (nothing it looks at moves).
+            if not self.awaiting_snapshot and msg.get("head"):
+                self._enqueue(P.message("head", **msg["head"]))
+            return
         elif kind == "delta":
             batch = msg.get("batch", 0)
             if self.awaiting_snapshot or (self.last_batch is not None and batch <= self.last_batch):
@@ -296,8 +328,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
         elif kind == "tables":
             if self.awaiting_snapshot:
                 return  # the snapshot carries them
-            msg = self._own_tables(msg)
+            if self.following_head:  # (tables at another moment come to this viewer alone)
+                msg = self._own_tables(msg)
         elif kind == "snapshot":
+            cursor = msg.get("cursor") or {}
+            if "you" in msg:
+                self.following_head = bool(cursor.get("live", True))
+                self.at = None if self.following_head else cursor.get("moment")
+                self.want_hash = None
             self.awaiting_snapshot = False
             self.last_batch = msg.get("batch")
             self._drop_deltas()
@@ -358,6 +396,35 @@ class SessionConsumer(AsyncWebsocketConsumer):
             text = item[1] if isinstance(item, tuple) else json.dumps(item, separators=(",", ":"))
             await self.send(text_data=text)
 
+    # --- the link's life -----------------------------------------------------------------
+    async def ptviz_revoked(self, event):
+        """The owner revoked a link of this session (views.link_revoke): ours?"""
+        if event.get("token") == self.token:
+            await self._end_link("revoked")
+
+    async def _end_link(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        await self.send(
+            text_data=json.dumps(
+                P.error(P.REVOKED, f"this share link was {why} by the session's owner")
+            )
+        )
+        await self.close(code=CLOSE_REVOKED)
+
+    async def _check_link(self) -> None:
+        if self.expires is not None and timezone.now() >= self.expires:
+            await self._end_link("expired")
+            return
+        revoked = (
+            await ShareLink.objects.filter(token=self.token)
+            .values_list("revoked", flat=True)
+            .afirst()
+        )
+        if revoked is not None:
+            await self._end_link("revoked")
+
     # --- the engine's health -----------------------------------------------------------
     async def _watch(self) -> None:
         """Time commands out; tell the engine this viewer is alive (and renew the group
@@ -366,9 +433,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
         resync, and settle the commands the dead worker never answered."""
         next_lease_check = time.monotonic() + settings.PTVIZ_LEASE_CHECK
         next_seen = time.monotonic() + settings.PTVIZ_VIEWER_HEARTBEAT
+        next_link_check = time.monotonic() + LINK_CHECK
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
+            if now >= next_link_check or (
+                self.expires is not None and timezone.now() >= self.expires
+            ):
+                next_link_check = now + LINK_CHECK
+                await self._check_link()
+                if self.closing:
+                    return
             for id_, (deadline, _cmd, _sent) in list(self.pending.items()):
                 if now > deadline:
                     del self.pending[id_]

@@ -11,6 +11,7 @@ import secrets
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 ROLE_VIEW = "view"
 ROLE_CONTROL = "control"
@@ -34,6 +35,8 @@ class DebugSession(models.Model):
     )
     # How it was made: "example:<file>", "paste", "upload", "form", "import", "fork:...".
     origin = models.CharField(max_length=200, blank=True, default="")
+    # The branch whose tip is the session's head (engine/history.py).
+    head_branch = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created"]
@@ -42,12 +45,30 @@ class DebugSession(models.Model):
         return f"{self.name} ({self.id})"
 
 
+class Branch(models.Model):
+    """A branch of a session's decision tree (engine/history.py) other than the first:
+    it shares the first `start` decisions of branch `parent`'s path."""
+
+    session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="branches")
+    number = models.PositiveIntegerField()
+    parent = models.PositiveIntegerField()
+    start = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "number"], name="branch_number_unique")
+        ]
+
+
 class Decision(models.Model):
     """Scheduling decisions and injected operations: the recording, append-only.
 
     A row is one injected operation, one step, or a run of consecutive steps ("steps":
     `count` decisions from `index` on, one byte per step naming the actor) so that a fast
-    run records hundreds of thousands of micro-steps a second without a row each.
+    run records hundreds of thousands of micro-steps a second without a row each. `index`
+    is the position on the path of `branch` (a branch's rows start at its `start`).
     """
 
     STEP = "step"
@@ -55,6 +76,7 @@ class Decision(models.Model):
     STEPS = "steps"
 
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="decisions")
+    branch = models.PositiveIntegerField(default=0)
     index = models.PositiveIntegerField()
     kind = models.CharField(max_length=8, choices=[(STEP, STEP), (INJECT, INJECT), (STEPS, STEPS)])
     actor = models.PositiveSmallIntegerField()
@@ -63,11 +85,13 @@ class Decision(models.Model):
     steps = models.BinaryField(blank=True, default=b"")
 
     class Meta:
-        ordering = ["session", "index"]
+        ordering = ["session", "branch", "index"]
         constraints = [
             # Also the fence between two workers that both think they own a session: the
             # second to write a given index fails and gives the session up.
-            models.UniqueConstraint(fields=["session", "index"], name="decision_index_unique")
+            models.UniqueConstraint(
+                fields=["session", "branch", "index"], name="decision_branch_index_unique"
+            )
         ]
 
     def save(self, *args, **kwargs):
@@ -84,15 +108,25 @@ class Decision(models.Model):
         return [[self.kind, self.actor, self.op]]
 
     @classmethod
-    def recorded(cls, session) -> list[list]:
-        """Every decision of a session, in order."""
+    def recorded(cls, session, branch: int = 0) -> list[list]:
+        """One branch's own decisions, in order (the first branch: from position 0)."""
         out: list[list] = []
-        for row in cls.objects.filter(session=session).order_by("index"):
+        for row in cls.objects.filter(session=session, branch=branch).order_by("index"):
             out.extend(row.as_lists())
         return out
 
     @classmethod
-    def rows_for(cls, session_id, start: int, decisions: list[list]) -> list[Decision]:
+    def by_branch(cls, session) -> dict[int, list[list]]:
+        """Every decision of a session: each branch's own decisions, in order."""
+        out: dict[int, list[list]] = {}
+        for row in cls.objects.filter(session=session).order_by("branch", "index"):
+            out.setdefault(row.branch, []).extend(row.as_lists())
+        return out
+
+    @classmethod
+    def rows_for(
+        cls, session_id, start: int, decisions: list[list], branch: int = 0
+    ) -> list[Decision]:
         """Rows recording decisions start.., consecutive steps packed into "steps" rows."""
         rows: list[Decision] = []
         n = 0
@@ -101,7 +135,12 @@ class Decision(models.Model):
             if d[0] == cls.INJECT:
                 rows.append(
                     cls(
-                        session_id=session_id, index=start + n, kind=cls.INJECT, actor=d[1], op=d[2]
+                        session_id=session_id,
+                        branch=branch,
+                        index=start + n,
+                        kind=cls.INJECT,
+                        actor=d[1],
+                        op=d[2],
                     )
                 )
                 n += 1
@@ -112,12 +151,19 @@ class Decision(models.Model):
             actors = bytes(x[1] for x in decisions[n:end])  # actors are few (< 256)
             if end - n == 1:
                 rows.append(
-                    cls(session_id=session_id, index=start + n, kind=cls.STEP, actor=actors[0])
+                    cls(
+                        session_id=session_id,
+                        branch=branch,
+                        index=start + n,
+                        kind=cls.STEP,
+                        actor=actors[0],
+                    )
                 )
             else:
                 rows.append(
                     cls(
                         session_id=session_id,
+                        branch=branch,
                         index=start + n,
                         kind=cls.STEPS,
                         actor=actors[0],
@@ -130,34 +176,51 @@ class Decision(models.Model):
 
 
 class Checkpoint(models.Model):
-    """A machine snapshot after `position` decisions (zlib-compressed engine snapshot),
-    with the state hash of the uncompressed snapshot (LiveSession.interval apart)."""
+    """A machine snapshot after `position` decisions of `branch`'s path (zlib-compressed
+    engine snapshot), with the state hash of the uncompressed snapshot
+    (LiveSession.interval apart)."""
 
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="checkpoints")
+    branch = models.PositiveIntegerField(default=0)
     position = models.PositiveIntegerField()
     snapshot = models.BinaryField()
     state_hash = models.CharField(max_length=64)
 
     class Meta:
-        ordering = ["session", "position"]
+        ordering = ["session", "branch", "position"]
         constraints = [
             models.UniqueConstraint(
-                fields=["session", "position"], name="checkpoint_position_unique"
+                fields=["session", "branch", "position"], name="checkpoint_branch_position_unique"
             )
         ]
 
 
 class ShareLink(models.Model):
+    """A link to a session. The creator's link (`owner`) owns the session: it makes named
+    links, lists them and revokes them. A revoked or expired link opens nothing."""
+
     token = models.CharField(max_length=64, unique=True, default=new_token)
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="links")
     role = models.CharField(
         max_length=8, choices=[(ROLE_VIEW, ROLE_VIEW), (ROLE_CONTROL, ROLE_CONTROL)]
     )
     created = models.DateTimeField(auto_now_add=True)
+    owner = models.BooleanField(default=False)
+    label = models.CharField(max_length=60, blank=True, default="")
+    expires = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
 
     @property
     def can_control(self) -> bool:
         return self.role == ROLE_CONTROL
+
+    def dead_reason(self, now=None) -> str | None:
+        """Why this link opens nothing any more (None: it is valid)."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= (now or timezone.now()):
+            return "expired"
+        return None
 
 
 class EngineLease(models.Model):

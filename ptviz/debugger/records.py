@@ -23,7 +23,7 @@ from ptviz.debugger.models import (
     ShareLink,
 )
 from ptviz.debugger.scenarios import with_machine
-from ptviz.engine_worker.store import compress, live_from_rows
+from ptviz.engine_worker.store import compress, history_of, live_from_history, live_from_rows
 
 MAX_RECORDING_BYTES = 32 * 1024 * 1024
 
@@ -68,7 +68,7 @@ def create(
         parent=parent,
         origin=origin[:200],
     )
-    Decision.objects.bulk_create(Decision.rows_for(session.pk, 0, live.decisions))
+    Decision.objects.bulk_create(Decision.rows_for(session.pk, 0, list(live.decisions)))
     if checkpoints is None:
         checkpoints = [
             (c.position, compress(c.snapshot), c.hash)
@@ -79,50 +79,69 @@ def create(
         Checkpoint(session=session, position=p, snapshot=blob, state_hash=h)
         for p, blob, h in checkpoints
     )
-    control = ShareLink.objects.create(session=session, role=ROLE_CONTROL)
+    control = ShareLink.objects.create(session=session, role=ROLE_CONTROL, owner=True)
     view = ShareLink.objects.create(session=session, role=ROLE_VIEW)
     return session, control, view
 
 
-def recorded(session: DebugSession) -> tuple[list[list], list[tuple[int, bytes, str]]]:
-    decisions = Decision.recorded(session)
-    checkpoints = list(
-        session.checkpoints.order_by("position").values_list("position", "snapshot", "state_hash")
-    )
-    return decisions, [(p, bytes(b), h) for p, b, h in checkpoints]
-
-
 def load_live(session: DebugSession) -> LiveSession:
-    decisions, checkpoints = recorded(session)
-    return live_from_rows(
-        session.scenario_text, session.engine, decisions, checkpoints, path=session.name
+    """The session's LiveSession (its whole tree), at the head."""
+    branches, checkpoints = history_of(session)
+    return live_from_history(
+        session.scenario_text,
+        session.engine,
+        branches,
+        checkpoints,
+        session.head_branch,
+        path=session.name,
     )
 
 
 # --- forks --------------------------------------------------------------------------------
-def _replayed(session: DebugSession, position: int, kept: list | None = None) -> LiveSession:
-    """The session's first `position` decisions replayed (from its stored checkpoints)."""
-    decisions, checkpoints = recorded(session)
-    if not 0 <= position <= len(decisions):
+def _replayed(
+    session: DebugSession, position: int, kept: list | None = None, branch: int = 0
+) -> LiveSession:
+    """A new single-branch LiveSession holding the decisions on the path to node
+    (branch, position) of the session (from its stored checkpoints); `kept` receives
+    those checkpoints (position, compressed snapshot, hash)."""
+    try:
+        live = load_live(session)
+    except (ReplayError, EngineError, ScenarioError) as exc:
+        raise InputError(f"the recording does not replay: {exc}", "engine") from None
+    if not 0 <= branch < len(live.tree.branches):
+        raise InputError(f"this session has no branch {branch}", where="branch")
+    end = live.tree.branches[branch].end
+    if not 0 <= position <= end:
         raise InputError(
-            f"position {position} is outside 0..{len(decisions)} (the recorded decisions)",
+            f"position {position} is outside 0..{end} (the recorded decisions)",
             where="position",
         )
     kept = kept if kept is not None else []
-    kept[:] = [c for c in checkpoints if c[0] <= position]
+    kept[:] = [
+        (p, compress(c.snapshot), c.hash)
+        for p, c in live.tree.checkpoints_on(branch).items()
+        if 0 < p <= position
+    ]
     try:
         return live_from_rows(
-            session.scenario_text, session.engine, decisions[:position], kept, path=session.name
+            session.scenario_text,
+            session.engine,
+            live.tree.path(branch)[:position],
+            kept,
+            path=session.name,
         )
     except (ReplayError, EngineError, ScenarioError) as exc:
         raise InputError(f"the recording does not replay: {exc}", "engine") from None
 
 
-def fork_at(session: DebugSession, position: int) -> tuple[DebugSession, ShareLink, ShareLink]:
-    """A copy holding the first `position` decisions of the recording."""
+def fork_at(
+    session: DebugSession, position: int, branch: int = 0
+) -> tuple[DebugSession, ShareLink, ShareLink]:
+    """A new session holding the decisions on the path to node (branch, position)."""
     kept: list = []
-    live = _replayed(session, position, kept)
-    return create(live, f"fork:{session.id}@{position}", parent=session, checkpoints=kept)
+    live = _replayed(session, position, kept, branch)
+    where = f"{session.id}@{position}" if branch == 0 else f"{session.id}@b{branch}-{position}"
+    return create(live, f"fork:{where}", parent=session, checkpoints=kept)
 
 
 def fork_machine(

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from engine.history import HistoryError, parse_moment
 from engine.scenario import parse_scenario
 from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
@@ -74,18 +79,23 @@ def request_token(request, data=None) -> str:
 
 
 def link_for(session_id, token: str) -> ShareLink | None:
+    """The share link of this session with this token (revoked or expired: refused)."""
     if not token:
         return None
-    return (
+    link = (
         ShareLink.objects.select_related("session")
         .filter(token=token, session_id=session_id)
         .first()
     )
+    if link is not None and link.dead_reason():
+        raise PermissionError(f"this share link was {link.dead_reason()}")
+    return link
 
 
 def page_url(request, link: ShareLink, step: int | None = None) -> str:
+    """A link's page, opening at a moment of the first branch (`?at=N`) if given."""
     url = request.build_absolute_uri(reverse("session-page", args=[link.token]))
-    return url if step is None else f"{url}?step={step}"
+    return url if step is None else f"{url}?at={step}"
 
 
 def created_response(request, session, control, view, step: int | None = None):
@@ -272,6 +282,59 @@ def session_new(request):
     return created_response(request, session, control, view)
 
 
+DEAD_LINK = {
+    "revoked": "The session's owner revoked this share link. Ask them for a new one.",
+    "expired": "This share link expired. Ask the session's owner for a new one.",
+}
+
+
+def share_token(link: ShareLink) -> str:
+    """The token a "copy link to this moment" uses: a view link (a control link is not
+    handed on by copying a moment)."""
+    if link.role != ROLE_CONTROL:
+        return link.token
+    plain = (
+        ShareLink.objects.filter(
+            session=link.session, role="view", label="", revoked=None, expires=None
+        )
+        .order_by("created")
+        .first()
+    )
+    if plain is None:
+        plain = ShareLink.objects.create(session=link.session, role="view")
+    return plain.token
+
+
+def moment_query(request) -> tuple[dict, str | None]:
+    """The moment a page URL names: `at` (a moment id; `step=N` is the older spelling of
+    `at=N`), `h` (a prefix of its state hash) and `d` (a descriptor to focus). Returns
+    the fields for the page and a notice for a malformed one."""
+    at = request.GET.get("at")
+    if at in (None, "") and request.GET.get("step") not in (None, ""):
+        at = request.GET["step"]
+    out: dict = {"at": None, "h": None, "focus": None}
+    notice = None
+    if at not in (None, ""):
+        try:
+            parse_moment(at)
+            out["at"] = at.strip()
+        except HistoryError as exc:
+            notice = f"this link names no moment of the session: {exc}"
+    h = request.GET.get("h") or ""
+    if h:
+        if re.fullmatch(r"[0-9a-f]{6,64}", h):
+            out["h"] = h
+        else:
+            notice = notice or f"the link's state hash {h[:70]!r} is not hexadecimal"
+    d = request.GET.get("d") or ""
+    if d:
+        try:
+            out["focus"] = hex(P.parse_table_address(d))
+        except ValueError:
+            notice = notice or f"the link's descriptor {d[:70]!r} is not an address"
+    return out, notice
+
+
 @require_GET
 def session_page(request, token: str):
     link = ShareLink.objects.select_related("session").filter(token=token).first()
@@ -282,25 +345,35 @@ def session_page(request, token: str):
             {"title": "Unknown link", "message": "This share link does not exist."},
             status=404,
         )
+    dead = link.dead_reason()
+    if dead:
+        return render(
+            request,
+            "ptviz/message.html",
+            {"title": f"Link {dead}", "message": DEAD_LINK[dead]},
+            status=410,
+        )
     session = link.session
-    step = request.GET.get("step")
-    try:
-        step = int(step) if step not in (None, "") else None
-    except ValueError:
-        step = None
-    if step is not None and step < 0:
-        step = None
+    moment, notice = moment_query(request)
+    ws = f"/ws/sessions/{session.id}/?token={link.token}"
+    if moment["at"]:
+        ws += f"&at={moment['at']}" + (f"&h={moment['h']}" if moment["h"] else "")
     actors, description = scenario_outline(session.id, session.scenario_text, session.name)
     boot = {
         "session": str(session.id),
         "token": link.token,
         "role": link.role,
-        "ws": f"/ws/sessions/{session.id}/?token={link.token}",
+        "ws": ws,
         "name": session.name,
         "kernel": session.kernel,
         "protocol": P.VERSION,
         "actors": actors,
-        "step": step,
+        "at": moment["at"],
+        "focus": moment["focus"],
+        "notice": notice,
+        "share": share_token(link),
+        "owner": link.owner,
+        "label": link.label,
         "csrf": get_token(request),
         "description": description,
         "recording": f"{reverse('recording', args=[session.id])}?token={link.token}",
@@ -322,6 +395,13 @@ def scenario_outline(_session_id, text: str, name: str) -> tuple[list, str]:
 
 
 # --- session endpoints --------------------------------------------------------------------
+def _owner(request, session_id, data) -> tuple[DebugSession, ShareLink]:
+    session, link = _session_and_link(request, session_id, data)
+    if not link.owner:
+        raise PermissionError("only the session's owner (the creator's link) manages its links")
+    return session, link
+
+
 def _session_and_link(request, session_id, data) -> tuple[DebugSession, ShareLink]:
     link = link_for(session_id, request_token(request, data))
     if link is None:
@@ -416,13 +496,34 @@ def session_fork(request, session_id):
         raise InputError(
             "fork needs a position, a kernel/ha/hd/hafdbs change or a schedule", "invalid"
         )
-    created = records.fork_at(session, position)
+    branch = _int(data.get("branch"), "branch") or 0
+    created = records.fork_at(session, position, branch)
     return created_response(request, *created, step=position)
 
 
-@require_POST
+def link_json(request, link: ShareLink) -> dict:
+    return {
+        "token": link.token,
+        "url": page_url(request, link),
+        "role": link.role,
+        "label": link.label,
+        "owner": link.owner,
+        "created": link.created.isoformat(),
+        "expires": link.expires.isoformat() if link.expires else None,
+        "revoked": link.revoked.isoformat() if link.revoked else None,
+        "state": link.dead_reason() or "valid",
+    }
+
+
+@require_http_methods(["GET", "POST"])
 @_endpoint
 def session_links(request, session_id):
+    """POST: a new link (`role`, optional `label` and `expires_in` seconds); GET: the
+    session's links (the owner only)."""
+    if request.method == "GET":
+        _session, _link = _owner(request, session_id, {})
+        links = ShareLink.objects.filter(session_id=session_id).order_by("created")
+        return JsonResponse({"links": [link_json(request, x) for x in links]})
     data = request_data(request)
     session, link = _session_and_link(request, session_id, data)
     role = str(data.get("role") or "view")
@@ -430,16 +531,51 @@ def session_links(request, session_id):
         raise InputError(f"role must be one of {', '.join(ROLES)}", "invalid", "role")
     if role == ROLE_CONTROL and not link.can_control:
         raise PermissionError("a view-only link cannot make control links")
-    new = ShareLink.objects.create(session=session, role=role)
+    label = str(data.get("label") or "").strip()
+    if len(label) > 60:
+        raise InputError("label: at most 60 characters", "invalid", "label")
+    expires_in = _int(data.get("expires_in"), "expires_in")
+    if expires_in is not None and not 60 <= expires_in <= 10 * 365 * 86400:
+        raise InputError("expires_in: seconds, from 60 to 10 years", "invalid", where="expires_in")
+    if (label or expires_in) and not link.owner:
+        raise PermissionError("only the session's owner makes named or expiring links")
+    new = ShareLink.objects.create(
+        session=session,
+        role=role,
+        label=label,
+        expires=timezone.now() + timedelta(seconds=expires_in) if expires_in else None,
+    )
     url = page_url(request, new)
     if wants_json(request):
-        return JsonResponse({"url": url, "token": new.token, "role": role}, status=201)
+        return JsonResponse({**link_json(request, new), "url": url}, status=201)
     return render(
         request,
         "ptviz/message.html",
         {"title": f"New {role} link", "message": url, "link": url},
         status=201,
     )
+
+
+@require_POST
+@_endpoint
+def link_revoke(request, session_id, token: str):
+    """The owner revokes a link: its pages say so and its open websockets are closed."""
+    data = request_data(request)
+    _session, owner = _owner(request, session_id, data)
+    target = ShareLink.objects.filter(session_id=session_id, token=token).first()
+    if target is None:
+        raise Http404("this session has no such link")
+    if target.pk == owner.pk:
+        raise InputError("the owner's own link cannot be revoked", "invalid", "token")
+    if target.revoked is None:
+        target.revoked = timezone.now()
+        target.save(update_fields=["revoked"])
+    async_to_sync(get_channel_layer().group_send)(
+        P.group_name(str(session_id)), {"type": "ptviz.revoked", "token": target.token}
+    )
+    if wants_json(request):
+        return JsonResponse(link_json(request, target))
+    return redirect(request.META.get("HTTP_REFERER") or "/")
 
 
 @require_GET

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from engine import bits as B
 from engine import isa as I
+from engine.history import HistoryError
 from engine.report import event_json, hexs
 from engine.session import LiveSession
 from engine.twin import EngineError
@@ -40,6 +41,9 @@ log = logging.getLogger("ptviz.engine")
 # table above it, change).
 WRITE_KINDS = frozenset((I.EV_STORE, I.EV_STXR_OK, I.EV_CAS_OK, I.EV_HW_UPDATE))
 TABLE_BITS = B.DESC_VALID | B.DESC_TYPE
+WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in WRITE_KINDS)
+HISTORY_MAX = 1000  # writes listed by `history` (the most recent ones)
+HISTORY_CHUNK = 50_000  # decisions replayed between two drains of the event buffer
 
 # Emit(target kind, target name, layer message): kind "group" or "channel".
 Emit = Callable[[str, str, dict], None]
@@ -66,7 +70,8 @@ class RunState:
     seed: int = 0
     steps: int = 0
     turn: int = 0
-    seed: int = 0
+    until: str | None = None  # "violation": stop right after a check is first violated
+    violations: int = 0
 
     def as_json(self) -> dict:
         """What a worker taking the session over needs to go on exactly (stored with
@@ -112,6 +117,23 @@ class RunState:
             "speed": self.speed,
             "max_steps": self.max_steps,
         }
+
+
+@dataclass
+class Viewer:
+    """One websocket's view of the session: its cursor (None: following the head live),
+    the tables it has open, and what the others see of it (presence)."""
+
+    id: str  # short, shown to the others ("v3")
+    role: str = "view"
+    name: str = ""
+    label: str = ""  # the share link's name, if the owner gave it one
+    tables: set[int] = field(default_factory=set)
+    cursor: tuple[int, int] | None = None  # (branch, position)
+    follows: str | None = None  # the viewer (channel) whose cursor and focus it follows
+    focus: str | None = None  # the descriptor it has selected (hex address)
+    notice: str | None = None  # for its next snapshot: its link names no moment here
+    want_hash: str | None = None  # the state hash prefix its link names
 
 
 @dataclass
@@ -172,6 +194,7 @@ class TableIndex:
 
 class SessionHost:
     RECENT_EVENTS = 500  # snapshot "events"
+    PAST_EVENTS = 250  # those of a snapshot at a moment of the past (the timeline greys later ones)
     MAX_DELTA_EVENTS = 1000
     FLUSH_INTERVAL = 0.05
     SLICE_SECONDS = 0.002
@@ -197,14 +220,20 @@ class SessionHost:
         self.persist_enabled = persist
         self.worker = worker  # the lease holder the decisions are stored under
         self.explore_max_states = explore_max_states
+        # Stored: each branch's decisions up to this end, and these (branch, position)
+        # checkpoints.
+        self.persisted = {br.id: br.end for br in live.tree.branches}
+        self.stored_checkpoints = set(stored_checkpoints) | {(0, 0)}
         self.quotas = quotas if quotas is not None else Quotas()
-        self.persisted = len(live.decisions)
-        self.stored_checkpoints = set(stored_checkpoints) | {0}
         # Batch numbers only need to be consecutive; starting from the clock (ms) keeps
         # them increasing across a takeover by another worker, so a viewer never mistakes
         # a new owner's batches for ones it has seen.
         self.batch = int(time.time() * 1000)
-        self.viewers: dict[str, set[int]] = {}
+        self.viewers: dict[str, Viewer] = {}
+        self.viewer_serial = 0
+        self.head_moved = False  # the head went to another existing branch: store it
+        self.lens: LiveSession | None = None  # a second machine for viewers in the past
+        self.lens_index: TableIndex | None = None
         self.seen: dict[str, float] = {}  # viewer -> when last heard from (monotonic)
         self.index = TableIndex(live)
         self.recent: deque[dict] = deque(maxlen=self.RECENT_EVENTS)
@@ -234,27 +263,48 @@ class SessionHost:
             self.emit("channel", viewer, {"type": P.OUT, "msg": msg})
 
     def subscribed(self) -> set[int]:
+        """The tables the viewers following the head have open (deltas carry those)."""
         out: set[int] = set()
-        for tables in self.viewers.values():
-            out |= tables
+        for v in self.viewers.values():
+            if v.cursor is None:
+                out |= v.tables
         return out
 
-    def table_views(self, tables: Iterable[int]) -> dict:
+    def table_views(self, tables: Iterable[int], live=None, index=None) -> dict:
+        live = live or self.live
+        index = index or self.index
         out = {}
         for pa in sorted(tables):
-            info = self.index.info(pa)
+            info = index.info(pa)
             view = None
             if info is not None:
                 try:
-                    view = self.live.table_view(pa, info.level)
+                    view = live.table_view(pa, info.level)
                 except (EngineError, IndexError):
                     view = None
             out[hexs(pa)] = view  # null: the table is gone (the browser drops it)
         return out
 
-    def snapshot(self, tables: Iterable[int]) -> dict:
+    def head(self) -> dict:
         live = self.live
-        return P.message(
+        return {
+            "moment": live.moment(),
+            "branch": live.branch,
+            "position": live.position,
+            "running": self.run is not None,
+        }
+
+    def snapshot(self, tables: Iterable[int], viewer: str | None = None) -> dict:
+        """The head's state (for the group, or a viewer following it live), or the state
+        at a viewer's cursor (computed on the lens, a second machine)."""
+        v = self.viewers.get(viewer or "")
+        cursor = v.cursor if v is not None else None
+        if cursor is None:
+            live, recent, index = self.live, list(self.recent), self.index
+        else:
+            live, index = self._lens_at(cursor)
+            recent = self._lens_events
+        msg = P.message(
             "snapshot",
             batch=self.batch,
             seq=live.machine.seq,
@@ -266,9 +316,83 @@ class SessionHost:
             actors=live.actors_view(),
             lock=live.lock_view(),
             violations=live.violations(),
-            tables=self.table_views(tables),
-            events=list(self.recent),
+            tables=self.table_views(tables, live, index),
+            events=recent,
+            cursor={
+                "moment": live.moment(),
+                "branch": live.branch,
+                "position": live.position,
+                "end": len(live.decisions),
+                "live": cursor is None,
+            },
+            head=self.head(),
+            branches=self.live.tree.summary(),
         )
+        if v is not None:
+            msg["you"] = v.id
+            msg["hash"] = live.state_hash()
+        return msg
+
+    def _lens_at(self, cursor: tuple[int, int]) -> tuple[LiveSession, TableIndex]:
+        """The lens at a node, with the events of the decisions just before it."""
+        if self.lens is None:
+            self.lens = self.live.lens()
+            self.lens_index = TableIndex(self.lens)
+            self._lens_node = None
+            # (branch, seq) -> its event record: stepping back or forward in the past
+            # converts one event, not all of them
+            self._past_json: dict[tuple[int, int], dict] = {}
+        assert self.lens_index is not None
+        if self._lens_node != cursor:
+            branch, position = cursor
+            self.lens.machine.clear_events()
+            self.lens.seek(position, branch, replay=self.PAST_EVENTS)
+            events = self.lens.machine.event_tuples()[-self.PAST_EVENTS :]
+            self.lens.machine.clear_events()
+            if len(self._past_json) > 20 * self.PAST_EVENTS:
+                self._past_json.clear()
+            self._lens_events = self._events_json(self.lens, events, self._past_json)
+            self._lens_node = cursor
+            self.lens_index.valid = False
+        return self.lens, self.lens_index
+
+    def _events_json(self, live: LiveSession, events, cache: dict | None = None) -> list[dict]:
+        """Event records with the moment right after each one's step (`moment`), so a
+        click on an event can go there. `cache`: records already made, by (branch, seq)
+        (on one branch's path a seq is always the same event)."""
+        out = []
+        injects = live.decisions.injects_before(len(live.decisions))
+        k = 0
+        skipped = 0
+        tree = live.tree
+        br = tree.branches[live.branch]
+        for e in events:
+            index = e[0] + skipped
+            while k < len(injects) and injects[k] <= index:
+                k += 1
+                skipped += 1
+                index += 1
+            if cache is not None:
+                j = cache.get((br.id, e[0]))
+                if j is not None:
+                    out.append(j)
+                    continue
+            j = event_json(live.spec, e, live.machine.ops_of)
+            pos = index + 1
+            if br.parent is None or pos > br.start:  # owned by this branch
+                j["moment"] = f"b{br.id}-{pos}" if br.id else str(pos)
+            else:
+                j["moment"] = tree.moment(br.id, pos)
+            if cache is not None:
+                cache[(br.id, e[0])] = j
+            if e[6] & I.EVF_LOST_UPDATE:
+                reverted = reverted_by(j, reversed(out))
+                if reverted is None and live is self.live:
+                    reverted = reverted_by(j, reversed(self.recent))
+                if reverted is not None:
+                    j["reverted"] = reverted
+            out.append(j)
+        return out
 
     # --- the engine's events -----------------------------------------------------------
     def _drain(self) -> None:
@@ -294,21 +418,16 @@ class SessionHost:
             self.omitted += extra
             del self.pending[:extra]
 
-    def _fill_recent(self, position: int) -> None:
-        """Go to `position`, re-executing enough decisions before it to fill the
-        timeline's recent events (a snapshot after seek/back or a takeover shows them)."""
+    def _fill_recent(self, position: int, branch: int | None = None) -> None:
+        """Put the head at `position` (of `branch`), re-executing enough decisions before
+        it to fill the timeline's recent events (a snapshot shows them)."""
         live = self.live
-        start = max(0, position - self.RECENT_EVENTS)
-        every = live.checkpoints
-        live.checkpoints = {p: c for p, c in every.items() if p <= start}
-        try:
-            live.seek(position)
-        finally:
-            live.checkpoints = every
+        live.machine.clear_events()
+        live.seek(position, branch, replay=self.RECENT_EVENTS)
         events = live.machine.event_tuples()[-self.RECENT_EVENTS :]
         live.machine.clear_events()
         self.recent.clear()
-        self.recent.extend(event_json(live.spec, e, live.machine.ops_of) for e in events)
+        self.recent.extend(self._events_json(live, events))
         self.pending.clear()
         self.omitted = 0
         self.touched.clear()
@@ -317,29 +436,40 @@ class SessionHost:
         self.violations_sent = len(live.machine.violations)
 
     def persist(self) -> None:
-        """Store the decisions (and checkpoints) not stored yet."""
+        """Store the decisions (and checkpoints) not stored yet: the head's branch (a new
+        branch with its first decisions, moving the session's head to it)."""
         live = self.live
-        if not self.persist_enabled or self.persisted >= len(live.decisions):
+        br = live.tree.branches[live.branch]
+        done = self.persisted.get(br.id)
+        if not self.persist_enabled or done == br.end:
             return
-        new = live.decisions[self.persisted :]
+        new_branch = None
+        if done is None:  # a branch made here: created with its first decisions
+            new_branch = (br.parent, br.start)
+            done = br.start
+        new = br.decisions[done - br.start :]
         checkpoints = [
             c
-            for p, c in sorted(live.checkpoints.items())
-            if p not in self.stored_checkpoints and p <= len(live.decisions)
+            for p, c in sorted(br.checkpoints.items())
+            if (br.id, p) not in self.stored_checkpoints and p <= br.end
         ]
         try:
             store.append(
                 self.session_id,
-                self.persisted,
+                done,
                 new,
                 checkpoints,
                 self.worker,
+                branch=br.id,
+                new_branch=new_branch,
+                head=br.id if new_branch is not None or self.head_moved else None,
                 run=self.run.as_json() if self.run is not None else None,
             )
         except (store.LostOwnership, store.SessionGone) as exc:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
-        self.persisted = len(live.decisions)
-        self.stored_checkpoints.update(c.position for c in checkpoints)
+        self.head_moved = False
+        self.persisted[br.id] = br.end
+        self.stored_checkpoints.update((br.id, c.position) for c in checkpoints)
 
     def save_run(self) -> None:
         """Store the run's state now (it started or stopped; appends store it too)."""
@@ -357,8 +487,7 @@ class SessionHost:
         if not (self.pending or force):
             return
         live = self.live
-        spec = live.spec
-        events = [event_json(spec, e, live.machine.ops_of) for e in self.pending]
+        events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
         changed = self.index.containing(self.touched) if self.touched else set()
@@ -376,6 +505,7 @@ class SessionHost:
             lock=live.lock_view(),
             tables=self.table_views(tables),
             violations=all_violations[self.violations_sent :],
+            head=self.head(),
         )
         if self.run is not None:
             msg["run"] = self.run.params()
@@ -401,47 +531,158 @@ class SessionHost:
             self.group,
             {
                 "type": P.OUT,
-                "msg": {"type": msg["type"], "batch": msg["batch"]},
+                # (`head`: what a viewer at another moment is told instead)
+                "msg": {"type": msg["type"], "batch": msg["batch"], "head": msg.get("head")},
                 "text": json.dumps(msg, separators=(",", ":")),
                 "tables": {pa: json.dumps(v, separators=(",", ":")) for pa, v in tables.items()},
             },
         )
 
     def broadcast_snapshot(self) -> None:
-        """A new state for everyone (seek, back, takeover): a snapshot to the group. It
+        """A new head for everyone following it (the head moved to another branch, or a
+        takeover): a snapshot to the group (viewers in the past only take its `head`). It
         takes a batch number of its own, so a viewer that misses it sees a gap."""
         self.batch += 1
         self.to_group(self.snapshot(self.subscribed()))
 
     # --- viewers -----------------------------------------------------------------------
-    def join(self, viewer: str, tables: Iterable = (), *, reply: bool = True) -> None:
-        subs = set()
+    def join(
+        self, viewer: str, tables: Iterable = (), *, reply: bool = True, who: dict | None = None
+    ) -> None:
+        """A viewer connected (or re-registers after a takeover). `who`: what its consumer
+        knows of it: role, name, label, and `at` (its cursor's moment, null: live)."""
+        who = who or {}
+        v = self.viewers.get(viewer)
+        if v is None:
+            self.viewer_serial += 1
+            v = self.viewers[viewer] = Viewer(id=f"v{self.viewer_serial}")
+        v.role = str(who.get("role") or v.role)
+        v.name = str(who.get("name") or v.name)[:60]
+        v.label = str(who.get("label") or v.label)[:60]
+        v.tables = set()
         for value in tables:
             try:
-                pa = P.parse_table_address(value)
+                v.tables.add(P.parse_table_address(value))
             except ValueError:
                 continue
-            if self.index.info(pa) is not None:
-                subs.add(pa)
-        self.viewers[viewer] = subs
+        notice = None
+        at = who.get("at")
+        if at:
+            try:
+                v.cursor = self._node(str(at))
+            except CommandError as exc:
+                v.cursor = None
+                notice = exc.text
+        index = self._lens_at(v.cursor)[1] if v.cursor is not None else self.index
+        v.tables = {pa for pa in v.tables if index.info(pa) is not None}
+        v.notice = notice
+        v.want_hash = str(who.get("hash") or "") or None
         self.seen[viewer] = time.monotonic()
         if reply:
             self.flush()
-            self.to_viewer(viewer, self.snapshot(subs))
+            self.welcome(viewer, always=True)
 
-    def heard(self, viewer: str, tables: Iterable = ()) -> None:
+    def welcome(self, viewer: str, *, always: bool = False) -> None:
+        """A joining viewer's own snapshot (with a notice when its link names no moment
+        of the session, or a state that does not match the link's hash), and the news
+        of it to everyone. Not `always`: only when the group's snapshot does not do
+        (the viewer opens at another moment than the head, or has a notice)."""
+        v = self.viewers[viewer]
+        if always or v.cursor is not None or v.notice:
+            msg = self.snapshot(v.tables, viewer)
+            if v.notice:
+                msg["notice"] = v.notice
+            elif v.want_hash and not str(msg.get("hash", "")).startswith(v.want_hash):
+                msg["notice"] = (
+                    f"the state at moment {msg['cursor']['moment']} does not match the "
+                    f"link's hash {v.want_hash}: it was made for another recording"
+                )
+            v.notice = v.want_hash = None
+            self.to_viewer(viewer, msg)
+        else:  # it follows the head: the group's snapshot is its; only say who it is
+            self.to_viewer(viewer, P.message("presence", viewers=self.presence(), you=v.id))
+        self.send_presence()
+
+    def heard(self, viewer: str, tables: Iterable = (), who: dict | None = None) -> None:
         """A viewer's heartbeat (or any message of it): it is alive."""
         if viewer not in self.viewers:
-            self.join(viewer, tables, reply=False)
+            self.join(viewer, tables, reply=False, who=who)
         self.seen[viewer] = time.monotonic()
 
     def leave(self, viewer: str) -> None:
-        self.viewers.pop(viewer, None)
+        gone = self.viewers.pop(viewer, None)
         self.seen.pop(viewer, None)
+        for v in self.viewers.values():
+            if v.follows == viewer:
+                v.follows = None
         if not self.viewers:
             self.idle_since = time.monotonic()
             if self.job is not None:  # nobody is waiting for it any more
                 self.job.cancel()
+        elif gone is not None:
+            self.send_presence()
+
+    def presence(self) -> list[dict]:
+        out = []
+        anon = 0
+        for v in self.viewers.values():
+            name = v.name
+            if not name:
+                anon += 1
+                name = f"anonymous {anon}"
+            leader = self.viewers.get(v.follows or "")
+            out.append(
+                {
+                    "id": v.id,
+                    "name": name,
+                    "role": v.role,
+                    "label": v.label,
+                    "moment": self.live.moment() if v.cursor is None else self._moment(v.cursor),
+                    "live": v.cursor is None,
+                    "follows": leader.id if leader else None,
+                    "focus": v.focus,
+                }
+            )
+        return out
+
+    def send_presence(self) -> None:
+        self.to_group(P.message("presence", viewers=self.presence()))
+
+    def _moment(self, cursor: tuple[int, int]) -> str:
+        return self.live.tree.moment(*cursor)
+
+    def _node(self, moment: str) -> tuple[int, int]:
+        try:
+            return self.live.tree.resolve(moment)
+        except HistoryError as exc:
+            raise CommandError(P.NO_MOMENT, str(exc)) from None
+
+    def _viewer(self, viewer: str | None) -> Viewer:
+        v = self.viewers.get(viewer or "")
+        if v is None:
+            raise CommandError(P.ENGINE, "this viewer is not registered with the session")
+        return v
+
+    def move_cursor(self, viewer: str, cursor: tuple[int, int] | None, *, own: bool = True):
+        """Put one viewer at a node (None: back to following the head) and send it the
+        state there; its followers come along. `own`: the viewer's own action (it stops
+        following anyone)."""
+        v = self.viewers[viewer]
+        if cursor is not None:
+            branch, position = cursor
+            cursor = (self.live.tree.owner(branch, position), position)
+            if cursor == (self.live.branch, self.live.position):
+                cursor = None  # the head itself: follow it live
+        v.cursor = cursor
+        if own:
+            v.follows = None
+        self.to_viewer(viewer, self.snapshot(v.tables, viewer))
+        for channel, other in self.viewers.items():
+            if other.follows == viewer and channel != viewer:
+                self.move_cursor(channel, cursor, own=False)
+
+    def _cursor(self, v: Viewer) -> tuple[int, int]:
+        return v.cursor if v.cursor is not None else (self.live.branch, self.live.position)
 
     def expire(self, now: float, silence: float) -> list[str]:
         """Forget the viewers not heard from for `silence` seconds (their server died, or
@@ -467,17 +708,34 @@ class SessionHost:
         if msg.get("id") is not None:
             self.to_viewer(viewer, P.ack(msg["id"]))
 
-    def _not_rewound(self) -> None:
-        live = self.live
-        if live.position < len(live.decisions):
+    def _from_cursor(self, msg: dict, viewer: str | None) -> None:
+        """A decision is taken at the head. A controller looking at the past chooses: the
+        command carries `branch: true` (continue from its cursor: the head moves there and
+        the decision starts a new branch, the old one is kept), or it is refused with
+        `rewound` (the page offers that, or a fork into a new session)."""
+        v = self.viewers.get(viewer or "")
+        if v is None or v.cursor is None:
+            return
+        cursor = v.cursor
+        if not msg.get("branch"):
+            live = self.live
             raise CommandError(
                 P.REWOUND,
-                f"the session is at position {live.position} of {len(live.decisions)} "
-                "recorded decisions: a new decision here needs a fork (or seek to the end)",
+                f"you are looking at moment {self._moment(cursor)}, not the head "
+                f"({live.moment()}): continue from here on a new branch, or fork a new "
+                "session from here",
             )
+        self._stop_run()
+        self.flush()
+        branch, position = cursor
+        self._fill_recent(position, branch)
+        self.head_moved = True
+        v.cursor = None
+        self.broadcast_snapshot()  # the viewers following the head see where it went
+        self.to_viewer(viewer, self.snapshot(v.tables, viewer))
 
     def _decide(self, msg: dict, viewer: str | None, decision: Callable[[], None]) -> None:
-        self._not_rewound()  # (while running is fine: the run goes on after it)
+        self._from_cursor(msg, viewer)  # (while running is fine: the run goes on after it)
         decision()  # an EngineError leaves nothing recorded
         self._drain()
         self.persist()  # stored before anyone hears of it
@@ -491,7 +749,7 @@ class SessionHost:
         self._decide(msg, viewer, lambda: self.live.inject(msg["actor"], msg["op"]))
 
     def cmd_run(self, msg: dict, viewer: str | None) -> None:
-        self._not_rewound()
+        self._from_cursor(msg, viewer)
         seed = msg.get("seed", 0)
         self.run = RunState(
             mode=msg.get("mode", "round_robin"),
@@ -499,6 +757,8 @@ class SessionHost:
             max_steps=msg.get("max_steps"),
             rng=random.Random(seed),
             started=time.monotonic(),
+            until=msg.get("until"),
+            violations=len(self.live.machine.violations),
             seed=seed,
         )
         self.save_run()
@@ -523,21 +783,97 @@ class SessionHost:
             self.flush(force=True)
             self.save_run()
 
-    def _goto(self, position: int, msg: dict, viewer: str | None) -> None:
-        live = self.live
-        if not 0 <= position <= len(live.decisions):
-            raise CommandError(P.ENGINE, f"position {position} is outside 0..{len(live.decisions)}")
-        self._stop_run()
-        self.flush()
-        self._fill_recent(position)
-        self._ack(viewer, msg)
-        self.broadcast_snapshot()
-
+    # Time travel moves only the viewer's own cursor (docs/protocol.md, "Moments").
     def cmd_seek(self, msg: dict, viewer: str | None) -> None:
-        self._goto(msg["position"], msg, viewer)
+        v = self._viewer(viewer)
+        if msg.get("moment") is not None:
+            cursor = self._node(msg["moment"])
+        else:
+            branch = msg.get("branch")
+            branch = self._cursor(v)[0] if branch is None else branch
+            if not 0 <= branch < len(self.live.tree.branches):
+                raise CommandError(P.NO_MOMENT, f"this session has no branch {branch}")
+            end = self.live.tree.branches[branch].end
+            position = msg["position"]
+            if not 0 <= position <= end:
+                raise CommandError(P.ENGINE, f"position {position} is outside 0..{end}")
+            cursor = (branch, position)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", cursor)
+        self.send_presence()
 
     def cmd_back(self, msg: dict, viewer: str | None) -> None:
-        self._goto(max(0, self.live.position - msg.get("n", 1)), msg, viewer)
+        v = self._viewer(viewer)
+        branch, position = self._cursor(v)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", (branch, max(0, position - msg.get("n", 1))))
+        self.send_presence()
+
+    def cmd_live(self, msg: dict, viewer: str | None) -> None:
+        self._viewer(viewer)
+        self.flush()
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", None)
+        self.send_presence()
+
+    def cmd_follow(self, msg: dict, viewer: str | None) -> None:
+        """Follow another viewer's cursor and focus (a presenter), or stop (null)."""
+        v = self._viewer(viewer)
+        target = msg.get("viewer")
+        if target is None:
+            v.follows = None
+            self._ack(viewer, msg)
+            self.send_presence()
+            return
+        leader = next((c for c, o in self.viewers.items() if o.id == target), None)
+        if leader is None or leader == viewer:
+            raise CommandError(P.ENGINE, f"there is no other viewer {target!r} here")
+        self._ack(viewer, msg)
+        self.move_cursor(viewer or "", self.viewers[leader].cursor, own=False)
+        v.follows = leader
+        if self.viewers[leader].focus:
+            self.to_viewer(viewer, self._focus_msg(leader))
+        self.send_presence()
+
+    def _focus_msg(self, leader: str) -> dict:
+        lv = self.viewers[leader]
+        return P.message("focus", addr=lv.focus, by=lv.id)
+
+    def cmd_focus(self, msg: dict, viewer: str | None) -> None:
+        v = self._viewer(viewer)
+        v.focus = msg.get("addr")
+        self._ack(viewer, msg)
+        for channel, other in self.viewers.items():
+            if other.follows == viewer:
+                self.to_viewer(channel, self._focus_msg(viewer or ""))
+        self.send_presence()
+
+    def cmd_hello(self, msg: dict, viewer: str | None) -> None:
+        """The name this viewer shows to the others."""
+        v = self._viewer(viewer)
+        v.name = msg["name"][:60]
+        self._ack(viewer, msg)
+        self.send_presence()
+
+    def cmd_moment(self, msg: dict, viewer: str | None) -> None:
+        """The id and state hash of this viewer's cursor (what a link to it names)."""
+        v = self._viewer(viewer)
+        cursor = self._cursor(v)
+        live = self.live if v.cursor is None else self._lens_at(cursor)[0]
+        self._ack(viewer, msg)
+        self.to_viewer(
+            viewer,
+            P.message(
+                "moment",
+                id=msg.get("id"),
+                moment=self._moment(cursor),
+                hash=live.state_hash(),
+                position=cursor[1],
+                branch=cursor[0],
+            ),
+        )
 
     def cmd_explore(self, msg: dict, viewer: str | None) -> None:
         if self.job is not None and not self.job.done:
@@ -566,29 +902,81 @@ class SessionHost:
         self.job.cancel()  # the thread stops at its next progress call
         self._ack(viewer, msg)
 
+    def cmd_history(self, msg: dict, viewer: str | None) -> None:
+        """Every write to one descriptor on the path to this viewer's cursor (replayed
+        from the start on the lens), each with its moment; a lost update names the
+        write it reverted."""
+        v = self._viewer(viewer)
+        addr = P.parse_table_address(msg["addr"])
+        branch, position = self._cursor(v)
+        lens, _index = self._lens_at((branch, position))
+        self._lens_node = None  # the replay below moves it
+        writes: deque[dict] = deque(maxlen=HISTORY_MAX)
+        total = 0
+        m = lens.machine
+        lens.seek(0, branch)
+        m.clear_events()
+        while lens.position < position:
+            lens.advance(min(position, lens.position + HISTORY_CHUNK))
+            events = m.event_tuples()
+            m.clear_events()
+            hits = [e for e in events if e[8] == addr and e[4] in WRITE_KINDS]
+            for j in self._events_json(lens, hits) if hits else ():
+                if "lost-update" in j.get("flags", ()) and "reverted" not in j:
+                    found = reverted_by(j, reversed(writes))
+                    if found is not None:
+                        j["reverted"] = found
+                writes.append(j)
+                total += 1
+        self._ack(viewer, msg)
+        self.to_viewer(
+            viewer,
+            P.message(
+                "history",
+                addr=hex(addr),
+                moment=self._moment((branch, position)),
+                writes=list(writes),
+                truncated=total > len(writes),
+            ),
+        )
+
     def cmd_subscribe(self, msg: dict, viewer: str | None) -> None:
         tables = msg["tables"]
+        v = self.viewers.get(viewer or "")
+        past = v is not None and v.cursor is not None
+        if past:
+            live, index = self._lens_at(v.cursor)
+        else:
+            live, index = self.live, self.index
         for pa in tables:
-            if self.index.info(pa) is None:
+            if index.info(pa) is None:
                 raise CommandError(P.ENGINE, f"there is no stage-2 table at {hexs(pa)}")
-        if viewer is not None:
-            self.viewers.setdefault(viewer, set()).update(tables)
+        if v is not None:
+            v.tables.update(tables)
         self._ack(viewer, msg)
+        if past:  # the tables at its cursor, to it alone
+            self.to_viewer(
+                viewer,
+                P.message("tables", tables=self.table_views(tables, live, index)),
+            )
+            return
         self._drain()
         self.flush()  # what happened before, to everyone; then the tables, to this viewer
         views = self.table_views(tables)
         self.to_viewer(viewer, P.message("tables", batch=self.batch, tables=views))
 
     def cmd_unsubscribe(self, msg: dict, viewer: str | None) -> None:
-        if viewer is not None:
-            self.viewers.setdefault(viewer, set()).difference_update(msg["tables"])
+        v = self.viewers.get(viewer or "")
+        if v is not None:
+            v.tables.difference_update(msg["tables"])
         self._ack(viewer, msg)
 
     def cmd_resync(self, msg: dict, viewer: str | None) -> None:
         self._drain()
         self.flush()
         self._ack(viewer, msg)
-        self.to_viewer(viewer, self.snapshot(self.viewers.get(viewer or "", set())))
+        v = self.viewers.get(viewer or "")
+        self.to_viewer(viewer, self.snapshot(v.tables if v else set(), viewer))
 
     # --- time --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> float | None:
@@ -636,6 +1024,9 @@ class SessionHost:
             live.step(actor)
             r.steps += 1
             done += 1
+            if r.until == "violation" and len(m.violations) > r.violations:
+                finished = True  # stop right after the step that violated a check
+                break
             if done % 32 == 0 and time.perf_counter() > deadline:
                 break
         if not finished and r.max_steps is not None and r.steps >= r.max_steps:
@@ -706,3 +1097,22 @@ class SessionHost:
             self.persist()
         except HostLost:
             pass
+
+
+def reverted_by(store: dict, earlier: Iterable[dict]) -> dict | None:
+    """The write a lost update reverted: the latest earlier write that changed the same
+    descriptor, and the bits it set that the store cleared."""
+    for x in earlier:
+        if x.get("addr") != store["addr"] or x["kind"] not in WRITE_NAMES:
+            continue
+        if x["seq"] >= store["seq"] or x.get("old") == x.get("new"):
+            continue
+        old, new, now = int(x["old"], 16), int(x["new"], 16), int(store["new"], 16)
+        return {
+            "seq": x["seq"],
+            "actor": x["actor"],
+            "kind": x["kind"],
+            "moment": x.get("moment"),
+            "bits": B.lost_bit_names(new & ~now & (new ^ old)),
+        }
+    return None

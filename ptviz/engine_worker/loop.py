@@ -157,10 +157,10 @@ class EngineLoop:
         if kind == P.JOIN:
             if fresh:
                 return  # _acquire registered the viewer and broadcast a snapshot
-            host.join(viewer, message.get("tables") or ())
+            host.join(viewer, message.get("tables") or (), who=message.get("who"))
         elif kind == P.COMMAND:
             if viewer:
-                host.heard(viewer, message.get("tables") or ())
+                host.heard(viewer, message.get("tables") or (), who=message.get("who"))
             host.command(message["msg"], viewer)
         elif kind == P.TAKEOVER:
             if not fresh:
@@ -224,13 +224,15 @@ class EngineLoop:
         self.hosts[sid] = host
         viewer = message.get("viewer")
         if viewer:
-            host.join(viewer, message.get("tables") or (), reply=False)
+            host.join(viewer, message.get("tables") or (), reply=False, who=message.get("who"))
         run = store.saved_run(sid)
         if run is not None:  # its previous owner died while running: go on with it
             host.resume(run)
             self.wakes[sid] = time.monotonic()
         # Viewers of a session taken over from a dead worker resync from this snapshot.
         host.broadcast_snapshot()
+        if viewer and message.get("type") == P.JOIN:
+            host.welcome(viewer)  # one opening at a moment of the past gets its own
         return host
 
     def _held(self) -> int:

@@ -1,8 +1,9 @@
 """The engine worker's database side (sync ORM): leases, loading a live session from its
-recording, and appending decisions and checkpoints.
+recording (the decision tree, engine/history.py), and appending decisions and checkpoints.
 
-Loading restores the latest stored checkpoint (its state hash verified) and re-executes
-only the decisions after it, so a session with a long recording resumes fast.
+Loading restores the latest stored checkpoint on the head's path (its state hash
+verified) and re-executes only the decisions after it, so a session with a long recording
+resumes fast.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from engine.session import Checkpoint as LiveCheckpoint
+from engine.history import Branch as HistoryBranch
+from engine.history import Checkpoint as LiveCheckpoint
 from engine.session import LiveSession, ReplayError
-from engine.snapshot import state_hash, unpack
-from ptviz.debugger.models import Checkpoint, DebugSession, Decision, EngineLease
+from engine.snapshot import state_hash
+from ptviz.debugger.models import Branch, Checkpoint, DebugSession, Decision, EngineLease
 
 
 class SessionGone(Exception):
@@ -37,6 +39,56 @@ def decompress(blob: bytes) -> bytes:
     return zlib.decompress(bytes(blob))
 
 
+def live_from_history(
+    scenario_text: str,
+    engine: str,
+    branches: dict[int, tuple[int | None, int, list[list]]],
+    checkpoints: list[tuple[int, int, bytes, str]],
+    head: int = 0,
+    path: str = "<session>",
+) -> LiveSession:
+    """A LiveSession at the tip of branch `head`, from the newest usable checkpoint.
+
+    `branches`: number -> (parent, start, own decisions); `checkpoints`: (branch,
+    position, compressed snapshot, state hash). A checkpoint whose hash does not match
+    its snapshot is ignored (the decisions are the recording)."""
+    live = LiveSession(scenario_text, engine=engine, path=path)
+    tree = live.tree
+    for number in sorted(branches):
+        parent, start, decisions = branches[number]
+        if number == 0:
+            br = tree.branches[0]
+        else:
+            if number != len(tree.branches) or parent is None or parent >= number:
+                raise ReplayError(f"branch {number} of the recording is malformed")
+            if start > tree.branches[parent].end:
+                raise ReplayError(f"branch {number} starts past the end of branch {parent}")
+            br = HistoryBranch(number, parent, start)
+            tree.branches.append(br)
+        for decision in decisions:
+            br.append(list(decision))
+    for branch, position, blob, digest in checkpoints:
+        if not 0 <= branch < len(tree.branches):
+            continue
+        br = tree.branches[branch]
+        if not (br.start if br.parent is not None else 0) < position <= br.end:
+            continue
+        try:
+            data = decompress(blob)
+        except zlib.error:
+            continue
+        if state_hash(data) == digest:
+            br.checkpoints[position] = LiveCheckpoint(position, data, digest)
+    if not 0 <= head < len(tree.branches):
+        raise ReplayError(f"the head branch {head} is not in the recording")
+    try:
+        live.seek(tree.branches[head].end, head)
+    except Exception as exc:  # an EngineError: the recording does not replay
+        raise ReplayError(f"the recorded decisions cannot be taken: {exc}") from None
+    live.machine.clear_events()
+    return live
+
+
 def live_from_rows(
     scenario_text: str,
     engine: str,
@@ -44,52 +96,44 @@ def live_from_rows(
     checkpoints: list[tuple[int, bytes, str]],
     path: str = "<session>",
 ) -> LiveSession:
-    """A LiveSession at the end of `decisions`, from the newest usable checkpoint.
-
-    `checkpoints` are (position, compressed snapshot, state hash). A checkpoint whose
-    hash does not match its snapshot is ignored (the decisions are the recording)."""
-    live = LiveSession(scenario_text, engine=engine, path=path)
-    usable: dict[int, LiveCheckpoint] = {}
-    for position, blob, digest in checkpoints:
-        if not 0 < position <= len(decisions):
-            continue
-        try:
-            data = decompress(blob)
-        except zlib.error:
-            continue
-        if state_hash(data) == digest:
-            usable[position] = LiveCheckpoint(position, data, digest)
-    start = 0
-    if usable:
-        start = max(usable)
-        live.machine.set_state(unpack(usable[start].snapshot))
-        live.checkpoints.update(usable)
-        live.decisions = [list(d) for d in decisions[:start]]
-        live.position = start
-    for n, decision in enumerate(decisions[start:], start):
-        try:
-            live.apply(list(decision))
-        except Exception as exc:  # an EngineError: the recording does not replay
-            raise ReplayError(
-                f"recorded decision {n} ({decision!r}) cannot be taken: {exc}"
-            ) from None
-    live.machine.clear_events()
-    return live
+    """A LiveSession on a single-branch recording (decisions, (position, blob, hash))."""
+    return live_from_history(
+        scenario_text,
+        engine,
+        {0: (None, 0, decisions)},
+        [(0, p, blob, h) for p, blob, h in checkpoints],
+        path=path,
+    )
 
 
-def load(session_id: str) -> tuple[DebugSession, LiveSession, set[int]]:
-    """The session row, its live session at the end of the recording, and the positions of
-    the checkpoints already stored."""
+def history_of(row: DebugSession) -> tuple[dict, list]:
+    """The stored tree of a session: branches (number -> (parent, start, decisions)) and
+    checkpoints ((branch, position, blob, hash))."""
+    own = Decision.by_branch(row)
+    branches: dict[int, tuple[int | None, int, list[list]]] = {0: (None, 0, own.get(0, []))}
+    for b in Branch.objects.filter(session=row).order_by("number"):
+        branches[b.number] = (b.parent, b.start, own.get(b.number, []))
+    checkpoints = [
+        (b, p, bytes(blob), h)
+        for b, p, blob, h in Checkpoint.objects.filter(session=row).values_list(
+            "branch", "position", "snapshot", "state_hash"
+        )
+    ]
+    return branches, checkpoints
+
+
+def load(session_id: str) -> tuple[DebugSession, LiveSession, set[tuple[int, int]]]:
+    """The session row, its live session at the head, and the (branch, position) of the
+    checkpoints already stored."""
     try:
         row = DebugSession.objects.get(pk=session_id)
     except (DebugSession.DoesNotExist, ValidationError, ValueError):
         raise SessionGone(session_id) from None
-    decisions = Decision.recorded(row)
-    checkpoints = list(
-        Checkpoint.objects.filter(session=row).values_list("position", "snapshot", "state_hash")
+    branches, checkpoints = history_of(row)
+    live = live_from_history(
+        row.scenario_text, row.engine, branches, checkpoints, row.head_branch, path=row.name
     )
-    live = live_from_rows(row.scenario_text, row.engine, decisions, checkpoints, path=row.name)
-    return row, live, {c[0] for c in checkpoints}
+    return row, live, {(c[0], c[1]) for c in checkpoints}
 
 
 def append(
@@ -98,17 +142,23 @@ def append(
     decisions: list[list],
     checkpoints: list[LiveCheckpoint],
     worker: str | None = None,
+    branch: int = 0,
+    new_branch: tuple[int, int] | None = None,
+    head: int | None = None,
     run: dict | None = None,
 ) -> None:
-    """Store decisions start.. and new checkpoints in one transaction, if `worker` still
-    holds the session's lease (a worker that lost it, say after a stall long enough for
-    another to take over, must not write). The unique (session, index) constraint is the
-    second fence. `run` (the running run's state after these decisions, or None) goes to
-    the lease in the same transaction: a takeover resumes exactly there."""
-    rows = Decision.rows_for(session_id, start, decisions)
+    """Store decisions start.. of `branch` and new checkpoints in one transaction, if
+    `worker` still holds the session's lease (a worker that lost it, say after a stall
+    long enough for another to take over, must not write). The unique (session, branch,
+    index) constraint is the second fence. `new_branch` (parent, start): the branch is
+    created here; `head`: the session's head moves to that branch. `run` (the running
+    run's state after these decisions, or None) goes to the lease in the same
+    transaction: a takeover resumes exactly there."""
+    rows = Decision.rows_for(session_id, start, decisions, branch)
     snaps = [
         Checkpoint(
             session_id=session_id,
+            branch=branch,
             position=c.position,
             snapshot=compress(c.snapshot),
             state_hash=c.hash,
@@ -123,17 +173,37 @@ def append(
                 )
                 if not held.exists():
                     raise LostOwnership(session_id)
-            # Rows start where the recording ends (a packed row covers several indexes, so
-            # the unique index alone would not catch an overlap).
-            last = Decision.objects.filter(session_id=session_id).order_by("-index").first()
-            if (last.index + last.count if last else 0) != start:
+            if new_branch is not None:
+                parent, fork = new_branch
+                Branch.objects.create(
+                    session_id=session_id, number=branch, parent=parent, start=fork
+                )
+                end = fork
+            else:
+                # Rows start where the branch ends (a packed row covers several indexes,
+                # so the unique index alone would not catch an overlap).
+                last = (
+                    Decision.objects.filter(session_id=session_id, branch=branch)
+                    .order_by("-index")
+                    .first()
+                )
+                if last is not None:
+                    end = last.index + last.count
+                elif branch == 0:
+                    end = 0
+                else:
+                    end = Branch.objects.get(session_id=session_id, number=branch).start
+            if end != start:
                 raise LostOwnership(session_id)
             Decision.objects.bulk_create(rows)
             EngineLease.objects.filter(session_id=session_id).update(run=run)
             if snaps:
                 Checkpoint.objects.bulk_create(snaps, ignore_conflicts=True)
-            DebugSession.objects.filter(pk=session_id).update(updated=timezone.now())
-    except IntegrityError:
+            fields = {"updated": timezone.now()}
+            if head is not None:
+                fields["head_branch"] = head
+            DebugSession.objects.filter(pk=session_id).update(**fields)
+    except (IntegrityError, Branch.DoesNotExist):
         if not DebugSession.objects.filter(pk=session_id).exists():
             raise SessionGone(session_id) from None
         raise LostOwnership(session_id) from None

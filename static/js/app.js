@@ -8,8 +8,8 @@ import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
 import { ExplorePanel } from "./explore.js";
 import { Help } from "./help.js";
-import { label } from "./icons.js";
 import { Notices } from "./notify.js";
+import { copyText, DescriptorPanel, MomentBar, momentUrl, PresencePanel } from "./moments.js";
 import { SourcePanel } from "./source.js";
 import { ActorsPanel, LockPanel, MachinePanel, ViolationsPanel } from "./panels.js";
 import { Store } from "./store.js";
@@ -25,7 +25,7 @@ export function readBootstrap(doc = document) {
 /**
  * Mount the debugger.
  * @param {HTMLElement} root  the <main id="app"> element
- * @param {object} boot       session, token, role, ws, name, kernel, protocol, actors, step?
+ * @param {object} boot       session, token, role, ws, name, kernel, protocol, actors, at, focus, notice, share
  * @param {object} opts       factory(url) -> WebSocket-like (the dev harness uses this)
  */
 export function mount(root, boot, opts = {}) {
@@ -35,8 +35,10 @@ export function mount(root, boot, opts = {}) {
   const help = new Help();
   let conn = null;
   let awaitingSnapshot = false;
-  let seekedToBootStep = boot.step === undefined || boot.step === null;
   let subscribedThisConn = new Set();
+  let focusedBoot = false;
+  let resolveMoment = null; // the answer to a "moment" command
+  let namedThisConn = false;
 
   // --- commands ------------------------------------------------------------------------
   const fail = (err) => {
@@ -82,13 +84,14 @@ export function mount(root, boot, opts = {}) {
   const actions = {
     step(name) {
       if (!needControl()) return;
-      if (store.rewound) return rewoundNotice();
+      if (store.past) return pastChoice("step", { actor: name }, `step ${name}`);
       command("step", { actor: name });
     },
-    run() {
+    run(until) {
       if (!needControl() || store.running) return;
-      if (store.rewound) return rewoundNotice();
-      command("run", toolbar.runParams());
+      const fields = until ? { ...toolbar.runParams(), until } : toolbar.runParams();
+      if (store.past) return pastChoice("run", fields, "run");
+      command("run", fields);
     },
     pause() {
       if (needControl()) command("pause");
@@ -101,20 +104,50 @@ export function mount(root, boot, opts = {}) {
       // a new run command replaces the running one's parameters
       if (store.running && store.canControl) command("run", toolbar.runParams());
     },
+    // Time travel moves only this viewer's cursor (any role).
     back() {
-      if (needControl() && store.position > 0) command("back", { n: 1 });
+      if (store.position > 0) command("back", { n: 1 });
     },
     forward() {
-      if (!needControl()) return;
       if (store.rewound) command("seek", { position: store.position + 1 });
     },
     seek(position) {
-      if (!needControl()) return;
       position = Math.max(0, Math.min(store.decisions, position));
       if (position !== store.position) command("seek", { position });
     },
+    seekMoment(moment) {
+      if (moment && (!store.cursor || moment !== store.cursor.moment)) command("seek", { moment });
+    },
+    live() {
+      if (store.past) command("live");
+    },
+    // A link that opens exactly here (a view link, the moment, its state hash; optionally
+    // a descriptor selected), copied to the clipboard and shown.
+    async copyMomentLink(addr = null, moment = null) {
+      let url;
+      if (moment) url = momentUrl(boot, moment, null, addr);
+      else {
+        const reply = new Promise((resolve) => (resolveMoment = resolve));
+        if (!(await command("moment"))) return;
+        const m = await reply;
+        url = momentUrl(boot, m.moment, m.hash, addr);
+      }
+      const ok = await copyText(url);
+      notices.show({ kind: "ok", code: "link", message: `${ok ? "copied" : "link"}: ${url}`, timeout: 8000 });
+      return url;
+    },
+    setName(name) {
+      command("hello", { name });
+    },
+    follow(id) {
+      command("follow", { viewer: id });
+    },
+    history(addr) {
+      if (addr) command("history", { addr });
+    },
     forkHere() {
-      forkTo({ position: store.position }, `fork at position ${store.position}`);
+      const branch = store.cursor ? store.cursor.branch : 0;
+      forkTo({ position: store.position, branch }, `fork at ${store.cursor ? "moment " + store.cursor.moment : "position " + store.position}`);
     },
     compare(fields, newTab) {
       forkTo(fields, `copy with kernel ${fields.kernel}, HA ${fields.ha ? 1 : 0}, HD ${fields.hd ? 1 : 0}`, newTab);
@@ -140,7 +173,7 @@ export function mount(root, boot, opts = {}) {
     },
     inject(actor, op) {
       if (!needControl()) return;
-      if (store.rewound) return rewoundNotice();
+      if (store.past) return pastChoice("inject", { actor, op }, `inject "${op}" on ${actor}`);
       command("inject", { actor, op }).then((ok) => ok && notices.info(`queued "${op}" on ${actor}`, 2500));
     },
     async link(role) {
@@ -164,12 +197,17 @@ export function mount(root, boot, opts = {}) {
     },
   };
 
-  function rewoundNotice() {
+  // A decision while looking at the past: the controller chooses where it goes (nothing
+  // the others look at moves without their action).
+  function pastChoice(cmd, fields, what) {
     notices.show({
       code: "rewound",
       kind: "error",
-      message: `the session is at position ${store.position} of ${store.decisions}: a new decision here needs a fork`,
-      actions: [{ label: "fork here", run: () => actions.forkHere() }],
+      message: `you are looking at moment ${store.cursor.moment}, not the head (${store.head ? store.head.moment : "?"}): ${what} where?`,
+      actions: [
+        { label: "continue here on a new branch", run: () => command(cmd, { ...fields, branch: true }) },
+        { label: "fork a new session here", run: () => actions.forkHere() },
+      ],
     });
   }
 
@@ -192,8 +230,17 @@ export function mount(root, boot, opts = {}) {
     pick(row, item) {
       inject.pick(row, item);
     },
-    select() {},
+    select(it) {
+      if (it && it.t === "row") command("focus", { addr: it.key });
+      descriptor.render();
+    },
+    link(row) {
+      actions.copyMomentLink(row.addr);
+    },
   });
+  const momentBar = new MomentBar(store, actions);
+  const presence = new PresencePanel(store, actions);
+  const descriptor = new DescriptorPanel(store, actions, boot);
   const machine = new MachinePanel(store);
   const lock = new LockPanel(store);
   const actorsPanel = new ActorsPanel(store, { step: actions.step });
@@ -209,12 +256,20 @@ export function mount(root, boot, opts = {}) {
   const inject = new InjectPanel(store, actions);
   const explorePanel = new ExplorePanel(store, actions);
   const timeline = new Timeline(store, {
+    // A click on an event moves this viewer's cursor right after it.
     select(e) {
       if (e.addr) tree.revealDescriptor(e.addr, e.ipa, e.level);
+      if (e.moment) actions.seekMoment(e.moment);
+    },
+    boot,
+    goto(moment) {
+      actions.seekMoment(moment);
+    },
+    copy(moment) {
+      actions.copyMomentLink(null, moment);
     },
   });
 
-  const rewoundBar = h("div", { class: "rewound-bar", role: "status", hidden: true });
   const treePanel = h("section", { class: "panel tree-panel", "aria-label": "Stage-2 tables" },
     h("div", { class: "panel-head" },
       h("h2", null, "Stage-2 tables"),
@@ -224,7 +279,7 @@ export function mount(root, boot, opts = {}) {
         h("span", { class: "muted" }, "▸ expand = subscribe · click a row = use its IPA"))),
     tree.el,
     inject.el);
-  const side = h("div", { class: "side" }, machine.el, lock.el, violations.el, actorsPanel.el, explorePanel.el);
+  const side = h("div", { class: "side" }, presence.el, descriptor.el, machine.el, lock.el, violations.el, actorsPanel.el, explorePanel.el);
   const head = h("header", { class: "ptviz-head" },
     h("a", { class: "brand", href: "/", title: "All scenarios" }, "ptviz"),
     h("span", { class: "sess-name", title: boot.name || "" }, boot.name || "session"),
@@ -237,7 +292,7 @@ export function mount(root, boot, opts = {}) {
   const app = h("div", { class: "ptviz" },
     head,
     toolbar.el,
-    h("div", { class: "msgs" }, rewoundBar),
+    h("div", { class: "msgs" }, momentBar.el),
     h("div", { class: "work" }, treePanel, side, notices.el),
     timeline.el,
     help.el,
@@ -343,26 +398,17 @@ export function mount(root, boot, opts = {}) {
     inject.render();
     explorePanel.render();
     toolbar.render();
+    momentBar.render();
+    presence.render();
+    descriptor.render();
+    if (!store.past) notices.removeCode("rewound");
     bugReport.render();
-    renderRewound();
     dirty.clear();
   });
   const mark = (...what) => {
     for (const w of what) dirty.add(w);
     flush();
   };
-
-  function renderRewound() {
-    const show = store.haveSnapshot && store.rewound;
-    rewoundBar.hidden = !show;
-    if (store.haveSnapshot && !store.rewound) notices.removeCode("rewound");
-    if (!show) return;
-    rewoundBar.replaceChildren(
-      h("span", null, "Viewing position ", h("b", null, String(store.position)), ` of ${store.decisions} recorded decisions. Step with `, h("kbd", null, "f"), "/", h("kbd", null, "→"), " and ", h("kbd", null, "b"), "/", h("kbd", null, "←"), "; new decisions need a fork. "),
-      h("button", { type: "button", class: "btn small fork attention", onclick: () => actions.forkHere(), html: label("fork", "fork here") }),
-      h("button", { type: "button", class: "btn small", onclick: () => actions.seek(store.decisions), html: label("end", "back to the end") }),
-    );
-  }
 
   store.addEventListener("change", (ev) => {
     const d = ev.detail || {};
@@ -375,7 +421,20 @@ export function mount(root, boot, opts = {}) {
     if (d.events) mark("events");
     if (d.machine) mark("machine");
     if (d.conn) mark("actors");
-    if (d.conn || d.explore || d.hello) mark("toolbar");
+    if (d.conn || d.explore || d.hello || d.head || d.presence) mark("toolbar");
+    if (d.focus) {
+      // following a presenter: select what they selected
+      const addr = d.focus.addr;
+      if (addr) {
+        const e = store.events.findLast((x) => x.addr === addr);
+        const hit = store.rowsByAddr.get(addr);
+        tree.revealDescriptor(addr, hit ? hit.row.ipa : e?.ipa, hit ? hit.row.decoded.level : e?.level);
+        store.selectedAddr = addr;
+        mark("tree");
+      }
+    }
+    if (d.moment && resolveMoment) resolveMoment(d.moment);
+    if (d.history) descriptor.show(d.history);
   });
 
   // The flash fades by CSS; repaint once it is over so late rows get the settled style.
@@ -391,6 +450,7 @@ export function mount(root, boot, opts = {}) {
     }
     switch (msg.type) {
       case "hello":
+        namedThisConn = false;
         store.hello(msg);
         subscribedThisConn = new Set();
         awaitingSnapshot = true; // a snapshot follows hello
@@ -400,10 +460,17 @@ export function mount(root, boot, opts = {}) {
         awaitingSnapshot = false;
         store.snapshot(msg);
         ensureSubscriptions();
-        if (!seekedToBootStep) {
-          seekedToBootStep = true;
-          const step = Number(boot.step);
-          if (store.canControl && Number.isFinite(step) && step !== store.position && step <= store.decisions) command("seek", { position: step });
+        if (msg.notice) notices.error("no_moment", msg.notice);
+        if (boot.focus && !focusedBoot) {
+          focusedBoot = true;
+          const e = store.events.findLast((x) => x.addr === boot.focus);
+          tree.revealDescriptor(boot.focus, e?.ipa, e?.level);
+          store.selectedAddr = boot.focus;
+        }
+        if (!namedThisConn) {
+          namedThisConn = true;
+          const name = localStorage.getItem("ptviz.name");
+          if (name) command("hello", { name });
         }
         break;
       }
@@ -428,6 +495,13 @@ export function mount(root, boot, opts = {}) {
         break;
       case "explore_result":
         store.exploreResult(msg);
+        break;
+      case "head": // the head moved on while this viewer looks at another moment
+      case "tables": // tables at this viewer's moment (it is not following the head)
+      case "presence":
+      case "focus":
+      case "moment":
+        store.moments(msg);
         break;
       case "explore_cancelled":
         store.exploreCancelled(msg);
@@ -490,8 +564,9 @@ export function mount(root, boot, opts = {}) {
     else if (k === "b" || (k === "ArrowLeft" && !inWidget)) actions.back();
     else if (k === "f" || (k === "ArrowRight" && !inWidget)) actions.forward();
     else if (k === "Home" && !inWidget) actions.seek(0);
-    else if (k === "End" && !inWidget) actions.seek(store.decisions);
+    else if (k === "End" && !inWidget) actions.live();
     else if (k === "k") actions.forkHere();
+    else if (k === "c") actions.copyMomentLink();
     else if (k === "e") actions.explore();
     else if (k === "i") {
       if (inject.ipa.disabled) inject.actor.focus();

@@ -39,7 +39,7 @@ export class Toolbar {
     this.bBack = btn(label("back", "back"), "Step back one decision (b, ←)", () => actions.back(), "");
     this.slider = h("input", { type: "range", min: "0", max: "0", value: "0", step: "1", class: "pos-slider", "aria-label": "Position in the recorded decisions" });
     this.bFwd = btn(label("fwd", "fwd"), "Forward one recorded decision (f, →)", () => actions.forward(), "");
-    this.bEnd = btn(label("end"), "Seek to the end of the recording (End)", () => actions.seek(this.store.decisions), "icon");
+    this.bEnd = btn(label("end"), "Back to live: follow the session's head (End)", () => actions.live(), "icon");
     this.posText = h("output", { class: "pos-text", "aria-live": "off" });
     this.bFork = btn(label("fork", "fork here"), "A new session from the first `position` decisions (k)", () => actions.forkHere(), "fork");
     this.slider.addEventListener("input", () => (this.posText.textContent = `${this.slider.value} / ${this.store.decisions}`));
@@ -187,12 +187,14 @@ export class Toolbar {
     if (document.activeElement !== this.slider) this.slider.value = String(s.position);
     this.posText.innerHTML = `<b>${s.position}</b> / ${s.decisions}${s.rewound ? ' <span class="rewound-tag">rewound</span>' : ""} <span class="muted">· seq ${s.seq}</span>`;
     this.posText.title = `position ${s.position} of ${s.decisions} recorded decisions; next event seq ${s.seq}; delta batch ${s.batch ?? "—"}`;
-    for (const b of [this.bStart, this.bBack]) b.disabled = !ctl || !live || s.position === 0;
-    for (const b of [this.bFwd, this.bEnd]) b.disabled = !ctl || !live || !s.rewound;
-    this.slider.disabled = !ctl || !live || s.decisions === 0;
+    // Time travel moves only this viewer's cursor: any role may.
+    for (const b of [this.bStart, this.bBack]) b.disabled = !live || s.position === 0;
+    this.bFwd.disabled = !live || !s.rewound;
+    this.bEnd.disabled = !live || !s.past;
+    this.slider.disabled = !live || s.decisions === 0;
     this.bFork.disabled = !s.haveSnapshot;
     this.bFork.classList.toggle("attention", s.rewound);
-    this.bRun.disabled = !ctl || !live || s.running || s.rewound;
+    this.bRun.disabled = !ctl || !live || s.running;
     this.bPause.disabled = !ctl || !live || !s.running;
     this.bRun.classList.toggle("running", s.running);
     this.bExplore.disabled = !ctl || !live || s.explore.state === "running";
@@ -214,7 +216,7 @@ export class Toolbar {
     }
     for (const b of this.steps.querySelectorAll("button[data-actor]")) {
       const a = actors.find((x) => x.name === b.dataset.actor);
-      b.disabled = !ctl || !live || s.rewound || !a || a.done || a.blocked || a.ops === undefined;
+      b.disabled = !ctl || !live || !a || a.done || a.blocked || a.ops === undefined;
       b.classList.toggle("blocked", !!(a && a.blocked));
       b.title = `Step ${b.dataset.actor} one micro-step${a && a.done ? " (finished)" : a && a.blocked ? " (blocked on kvm->mmu_lock)" : ""}`;
     }
@@ -297,9 +299,9 @@ export class InjectPanel {
       if (actors.some((a) => a.name === cur)) this.actor.value = cur;
       this.syncOps();
     }
-    const ok = s.canControl && s.haveSnapshot && !s.rewound && s.conn.status === "live";
+    const ok = s.canControl && s.haveSnapshot && s.conn.status === "live";
     this.go.disabled = !ok;
-    this.go.title = !s.canControl ? "needs a control link" : s.rewound ? "the session is rewound: fork first" : "Queue this operation on the actor";
+    this.go.title = !s.canControl ? "needs a control link" : s.past ? "you look at the past: continue from here on a new branch, or fork" : "Queue this operation on the actor";
   }
 
   syncOps() {

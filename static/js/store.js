@@ -23,6 +23,14 @@ export class Store extends EventTarget {
     this.selectedSeq = null;
     this.explore = { state: "idle", states: 0, depth: 0, maxStates: null, result: null };
     this.conn = { status: "connecting", detail: "" };
+    // Moments (docs/protocol.md, "Moments"): this viewer's cursor, the shared head, the
+    // branches of the history, who else is here.
+    this.cursor = null; // {moment, branch, position, end, live}
+    this.head = null; // {moment, branch, position, running}
+    this.branches = [];
+    this.you = null;
+    this.hash = null;
+    this.presence = [];
   }
 
   reset() {
@@ -51,6 +59,29 @@ export class Store extends EventTarget {
     return this.position < this.decisions;
   }
 
+  /** This viewer looks at another moment than the head (it is not following it live). */
+  get past() {
+    return !!this.cursor && !this.cursor.live;
+  }
+
+  /** The messages of moments: head, tables, presence, focus, moment. */
+  moments(msg) {
+    if (msg.type === "head") {
+      this.head = { moment: msg.moment, branch: msg.branch, position: msg.position, running: msg.running };
+      this.running = !!msg.running;
+      this.emit({ head: true });
+    } else if (msg.type === "tables") {
+      this.mergeTables(msg.tables || {});
+      this.emit({ tables: true });
+    } else if (msg.type === "presence") {
+      this.presence = msg.viewers || [];
+      if (msg.you) this.you = msg.you; // (sent to a viewer that joined live)
+      this.emit({ presence: true });
+    } else {
+      this.emit({ [msg.type]: msg });
+    }
+  }
+
   emit(what) {
     this.dispatchEvent(new CustomEvent("change", { detail: what }));
   }
@@ -73,6 +104,12 @@ export class Store extends EventTarget {
     // A snapshot that moves forward (seek/forward through a recording, a collapsed
     // backlog) flashes what changed since the previous view, like deltas do.
     const fromSeq = this.haveSnapshot && (msg.position ?? 0) > this.position ? this.seq : Infinity;
+    // Seeking back on the same branch keeps the events after the new moment, greyed
+    // (`later`): the timeline still shows what comes next.
+    const sameBranch = msg.cursor && this.cursor && msg.cursor.branch === this.cursor.branch;
+    const later = msg.cursor && !msg.cursor.live && sameBranch
+      ? this.events.filter((e) => e.seq >= (msg.seq ?? 0)).map((e) => ({ ...e, later: true }))
+      : [];
     this.reset();
     this.expanded = expanded;
     this.haveSnapshot = true;
@@ -86,8 +123,14 @@ export class Store extends EventTarget {
     this.actors = msg.actors || [];
     this.lock = msg.lock || null;
     this.violations = msg.violations || [];
+    if (msg.cursor) this.cursor = msg.cursor;
+    if (msg.head) this.head = msg.head;
+    if (msg.branches) this.branches = msg.branches;
+    if (msg.you) this.you = msg.you;
+    this.hash = msg.hash || null;
     this.mergeTables(msg.tables || {});
     this.addEvents(msg.events || [], false, fromSeq);
+    if (later.length) this.events.push(...later);
     this.emit({ snapshot: true, tables: true, events: true, actors: true, machine: true });
   }
 
@@ -100,6 +143,10 @@ export class Store extends EventTarget {
     if (msg.position !== undefined) this.position = msg.position;
     if (msg.decisions !== undefined) this.decisions = msg.decisions;
     if (msg.running !== undefined) this.running = !!msg.running;
+    if (msg.head) {
+      this.head = msg.head;
+      if (this.cursor) this.cursor = { ...this.cursor, moment: msg.head.moment, branch: msg.head.branch, position: msg.head.position, end: msg.decisions, live: true };
+    }
     this.run = this.running ? msg.run || this.run : null;
     if (msg.actors) this.actors = msg.actors;
     if (msg.lock) this.lock = msg.lock;

@@ -5,6 +5,7 @@ import { failText } from "./explain.js";
 import { esc, h } from "./dom.js";
 import { eventBad, eventText, FAIL_KINDS, KIND_SHORT, KINDS, WRITE_KINDS } from "./fmt.js";
 import { ICONS } from "./icons.js";
+import { momentName, momentUrl, revertedHtml } from "./moments.js";
 import { actorSlot } from "./tree.js";
 
 const COL_W = 54; // up to 3-digit seq numbers; each digit more widens the columns
@@ -54,6 +55,15 @@ export class Timeline {
       if (b) this.selectSeq(Number(b.dataset.seq), true);
     });
     this.scroller.addEventListener("keydown", (ev) => this.onKey(ev));
+    this.detail.addEventListener("click", (ev) => {
+      const copy = ev.target.closest("button[data-copy]");
+      if (copy) this.cb.copy?.(copy.dataset.copy);
+      const a = ev.target.closest("a[data-moment]");
+      if (a && !ev.ctrlKey && !ev.metaKey) {
+        ev.preventDefault();
+        this.cb.goto?.(a.dataset.moment);
+      }
+    });
     this.filters.addEventListener("click", (ev) => this.onFilter(ev));
     this.builtFor = "";
   }
@@ -137,13 +147,14 @@ export class Timeline {
       const fail = FAIL_KINDS.has(e.kind);
       const sel = s.selectedSeq === e.seq ? " sel" : "";
       const done = e.flags && e.flags.includes("op-done") ? " done" : "";
+      const later = e.later ? " later" : ""; // after this viewer's moment (greyed)
       const label = KIND_SHORT[e.kind] || e.kind;
       const lvl = e.kind === "walk" && e.level !== undefined ? `<sub>${e.level}</sub>` : "";
       const opKey = `${e.actor}:${e.op_index}`;
       if (lastOp !== null && e.seq !== lastOp + 1) parts.push(`<div class="tl-gap" style="left:${x * colW - 2}px" title="events hidden by the filter"></div>`);
       lastOp = e.seq;
       parts.push(
-        `<button type="button" tabindex="-1" class="ev ${KIND_CLASS(e.kind)}${bad ? " bad" : ""}${fail ? " fail" : ""}${sel}${done}" data-seq="${e.seq}" data-op="${esc(opKey)}" ` +
+        `<button type="button" tabindex="-1" class="ev ${KIND_CLASS(e.kind)}${bad ? " bad" : ""}${fail ? " fail" : ""}${sel}${done}${later}" data-seq="${e.seq}" data-op="${esc(opKey)}" ` +
           `style="left:${x * colW + 2}px;top:${y + 3}px" title="${esc(eventText(e))}">` +
           `${bad ? '<span class="mark">!</span>' : ""}${esc(label)}${lvl}<span class="seq">${e.seq}</span></button>`,
       );
@@ -180,7 +191,11 @@ export class Timeline {
       const f = changedFields(e.old, e.new);
       diff = ` · changed <b>${esc(f.join(", "))}</b>`;
     }
-    this.detail.innerHTML = `<b>selected</b> ${esc(eventText(e))}${diff}`;
+    const at = e.moment
+      ? ` · <a href="${esc(momentUrl(this.cb.boot || {}, e.moment))}" data-moment="${esc(e.moment)}" title="go to the moment right after this event">${esc(momentName(e.moment))}</a>` +
+        ` <button type="button" class="btn small copy-ev" data-copy="${esc(e.moment)}" title="Copy a link to the moment right after this event">copy link</button>`
+      : "";
+    this.detail.innerHTML = `<b>selected</b> ${esc(eventText(e))}${diff}${revertedHtml(this.cb.boot || {}, e)}${at}`;
   }
 
   selectSeq(seq, notify) {

@@ -247,7 +247,7 @@ export class Tree {
     } else {
       html += `<span class="span-fields muted">${d.type === "reserved" ? "reserved encoding (treated as invalid)" : ""}</span>`;
     }
-    html += `<span class="c-who">${whoHtml(s, ch, lost, s.lastFail.get(r.addr))}</span>`;
+    html += `<span class="c-who">${whoHtml(s, ch, lost, s.lastFail.get(r.addr))}<button type="button" tabindex="-1" class="c-link" title="Copy a link to this moment with this descriptor selected">link</button></span>`;
     el.innerHTML = html;
     if (lost && lost.size) el.classList.add("has-lost");
   }
@@ -264,6 +264,10 @@ export class Tree {
     const it = this.itemAt(ev);
     if (!it) return;
     this.el.focus({ preventScroll: true });
+    if (ev.target.closest(".c-link") && it.t === "row") {
+      this.cb.link?.(it.row);
+      return;
+    }
     if (ev.target.closest(".c-tog")) {
       this.toggle(it);
       return;

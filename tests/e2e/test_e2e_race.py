@@ -168,11 +168,11 @@ def test_explore_from_the_ui_then_step_a_counterexample(server, page):
 
     before = page.url
     cex.get_by_role("button", name=re.compile("open counterexample")).click()
-    page.wait_for_url(lambda url: url != before and "step=0" in url)
+    page.wait_for_url(lambda url: url != before and "at=0" in url)
     wait_live(page)
     decisions = page.evaluate("() => window.ptviz.store.decisions")
     assert decisions > 0 and position(page) == 0
-    expect(page.locator(".rewound-bar")).to_be_visible()
+    expect(page.locator(".moment-bar.past")).to_be_visible()
     leaf = last_leaf_addr(page)
     # forward through the recorded counterexample (f, then →): the violation shows up at
     # the decision whose event is host0's plain store flagged lost-update
@@ -188,7 +188,7 @@ def test_explore_from_the_ui_then_step_a_counterexample(server, page):
             assert "lost-update" in last["title"]
             shot(page, "explore-2-counterexample-lost")
     assert appeared is not None and appeared > 1
-    expect(page.locator(".rewound-bar")).to_be_hidden()
+    expect(page.locator(".moment-bar.past")).to_be_hidden()
     expect(violations).to_contain_text("no_lost_update")
     r = row(page, leaf)
     expect(r.locator(".lost-tag")).to_have_text("lost AF")

@@ -63,14 +63,14 @@ def test_create_from_an_example_and_open_the_session_page(client):
     assert sorted(session.links.values_list("role", flat=True)) == ["control", "view"]
     control = session.links.get(role="control")
     assert response["Location"].endswith(f"/s/{control.token}/")
-    page = client.get(f"/s/{control.token}/?step=3")
+    page = client.get(f"/s/{control.token}/?at=3")
     html = page.content.decode()
     assert '<script type="module" src="/static/js/app.js"></script>' in html
     assert 'href="/static/css/app.css"' in html and 'id="app"' in html
     boot = bootstrap(html)
     assert boot["session"] == str(session.id) and boot["token"] == control.token
-    assert boot["role"] == "control" and boot["protocol"] == 1 and boot["step"] == 3
-    assert boot["ws"] == f"/ws/sessions/{session.id}/?token={control.token}"
+    assert boot["role"] == "control" and boot["protocol"] == 1 and boot["at"] == "3"
+    assert boot["ws"] == f"/ws/sessions/{session.id}/?token={control.token}&at=3"
     assert boot["kernel"] == "seed" and boot["name"] == session.name
     assert boot["actors"] == [{"name": "vcpu0", "kind": "vcpu"}, {"name": "host0", "kind": "host"}]
     assert boot["csrf"]
@@ -300,7 +300,7 @@ def test_fork_at_a_position(client):
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["url"].endswith("?step=3")
+    assert body["url"].endswith("?at=3")
     fork = DebugSession.objects.get(pk=body["session"])
     assert fork.parent == session
     assert Decision.recorded(fork) == Decision.recorded(session)[:3]
@@ -395,7 +395,7 @@ def test_fork_a_counterexample_schedule(client):
         f"/sessions/{session.id}/fork",
         {"token": control.token, "schedule": ",".join(schedule)},
     )
-    assert response.status_code == 302 and response["Location"].endswith("?step=0")
+    assert response.status_code == 302 and response["Location"].endswith("?at=0")
     fork = DebugSession.objects.exclude(pk=session.pk).get()
     names = ["vcpu0", "host0"]
     assert [names[d[1]] for d in Decision.recorded(fork)] == schedule
@@ -502,7 +502,7 @@ def test_a_long_recording_keeps_checkpoints_and_resumes_from_them(client):
     session, control, _ = records.create(live, "test")
     assert list(session.checkpoints.values_list("position", flat=True)) == [256]
     _row, again, stored = store.load(str(session.id))
-    assert stored == {256} and again.state_hash() == live.state_hash()
+    assert stored == {(0, 256)} and again.state_hash() == live.state_hash()
     rec = client.get(f"/sessions/{session.id}/recording.json?token={control.token}").json()
     assert [c["position"] for c in rec["checkpoints"]] == [0, 256]
 

@@ -147,11 +147,11 @@ class Viewer:
         self.next_id = 0
 
     @classmethod
-    async def open(cls, session_id, token: str, origin=ORIGIN) -> Viewer:
+    async def open(cls, session_id, token: str, origin=ORIGIN, query: str = "") -> Viewer:
         from ptviz.asgi import application
 
         comm = WebsocketCommunicator(
-            application, f"/ws/sessions/{session_id}/?token={token}", headers=origin
+            application, f"/ws/sessions/{session_id}/?token={token}{query}", headers=origin
         )
         connected, _ = await comm.connect(timeout=10)
         assert connected
