@@ -1053,14 +1053,13 @@ class SessionHost:
         assert job is not None
         if job.done:
             self.job = None
+            # A search faster than PROGRESS_INTERVAL still shows how far it got.
+            self._explore_progress(job)
             if job.result is not None:
                 self.to_group(P.message("explore_result", result=job.result))
             elif job.error_code == P.CANCELLED:
                 self.to_group(P.message("explore_cancelled", states=job.states))
             else:
-                if job.error_code == P.TOO_BIG:
-                    # A search faster than PROGRESS_INTERVAL still shows how far it got.
-                    self._explore_progress(job)
                 self.to_viewer(
                     job.requester, P.error(job.error_code or P.ENGINE, job.error, job.cmd_id)
                 )

@@ -62,6 +62,7 @@ def test_an_expired_link_gets_a_clear_page_and_no_websocket(mode):
         assert err["code"] == "revoked" and "expired" in err["message"]
         closed = await v.comm.receive_output(timeout=5)
         assert closed == {"type": "websocket.close", "code": 4010}
+        await v.close()  # (the browser answers the close frame: the consumer ends)
 
     arun(body())
 
@@ -89,6 +90,7 @@ def test_revoking_a_link_closes_its_open_websockets_within_a_second(mode):
         # The owner's own socket stays open and working.
         await owner.ok("step", actor="vcpu0")
         await owner.close()
+        await v.close()
         return took
 
     took = arun(body())
