@@ -2,6 +2,7 @@
 
 import pytest
 
+from engine.history import Runs
 from ptviz.debugger.models import DebugSession, Decision
 from ptviz.engine_worker import store
 
@@ -40,3 +41,36 @@ def test_an_append_that_does_not_start_where_the_recording_ends_is_refused():
     with pytest.raises(store.LostOwnership):
         store.append(str(s.pk), 1, DECISIONS[1:4], [])
     assert Decision.recorded(s) == DECISIONS[:3]
+
+
+@pytest.mark.django_db
+def test_a_long_run_of_one_actor_is_one_row_without_bytes_and_loads_as_one_run():
+    """A run of RUN_ROW or more steps of one actor is stored as `count` alone; shorter
+    runs between other decisions stay packed one byte per step."""
+    s = DebugSession.objects.create(name="x", scenario_text="", kernel="seed")
+    n = Decision.RUN_ROW
+    decisions = (
+        [["step", 1]] * 786_000 + [["step", 0]] * 2 + [["step", 1]] * (n - 1) + [["step", 0]] * n
+    )
+    store.append(str(s.pk), 0, Runs(decisions), [])
+    rows = list(Decision.objects.filter(session=s).order_by("index"))
+    assert [(r.index, r.kind, r.actor, r.count, bytes(r.steps)) for r in rows] == [
+        (0, "steps", 1, 786_000, b""),
+        (786_000, "steps", 0, n + 1, b"\x00\x00" + b"\x01" * (n - 1)),
+        (786_000 + n + 1, "steps", 0, n, b""),
+    ]
+    runs = Decision.by_branch(s)[0]
+    assert runs == decisions and len(runs.items) == 4
+    assert Decision.recorded(s) == decisions
+
+
+@pytest.mark.django_db
+def test_rows_written_one_byte_per_step_read_back_as_runs():
+    """Rows stored before runs had rows of their own (every step a byte) read the same."""
+    s = DebugSession.objects.create(name="x", scenario_text="", kernel="seed")
+    Decision.objects.create(
+        session=s, index=0, kind="steps", actor=1, count=5, steps=b"\x01\x01\x01\x00\x00"
+    )
+    Decision.objects.create(session=s, index=5, kind="step", actor=0)
+    runs = Decision.by_branch(s)[0]
+    assert list(runs.runs()) == [(["step", 1], 3), (["step", 0], 3)]
