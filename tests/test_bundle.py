@@ -12,6 +12,7 @@ from engine import bundle as BD
 from engine.history import Runs
 from engine.session import LiveSession
 from engine.twin import EngineError
+from tests.scenario_texts import WP_4M
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
 V46 = (Path(__file__).resolve().parents[1] / "scenarios" / "seed_race_v4.6.toml").read_text()
@@ -239,24 +240,6 @@ def test_fuzz_arbitrary_json_is_refused_cleanly(doc):
 
 
 # --- run-length encoded end to end (engine/history.py Runs) ----------------------------------
-WP_BIG = """
-name = "wp 4 MiB racing a vCPU"
-kernel = "seed"
-[[map]]
-ipa = 0x8000_0000
-pa = 0x4000_0000
-size = "4K"
-count = 1024
-af = false
-[[actor]]
-name = "vcpu0"
-kind = "vcpu"
-do = ["write 0x8000_0000", "read 0x8020_0000"]
-[[actor]]
-name = "host0"
-kind = "host"
-do = ["wp 0x8000_0000 4M"]
-"""
 
 DECISION = st.one_of(
     st.builds(lambda a: ["step", a], st.integers(0, 2)),
@@ -293,7 +276,7 @@ def test_runs_behave_as_the_list_of_their_decisions(spec, data):
 
 
 def test_a_long_run_of_one_actor_stays_one_run_through_session_bundle_and_replay():
-    live = LiveSession(WP_BIG)
+    live = LiveSession(WP_4M)
     live.run(10**6)  # round-robin: the vCPU finishes early, then host0 alone
     own = live.tree.branches[0].decisions
     assert live.position > 3000 and len(own.items) < 20
@@ -305,9 +288,9 @@ def test_a_long_run_of_one_actor_stays_one_run_through_session_bundle_and_replay
 
 
 def test_seeking_through_runs_reaches_the_state_stepping_one_by_one_does():
-    live = LiveSession(WP_BIG, snapshot_every=4096)
+    live = LiveSession(WP_4M, snapshot_every=4096)
     live.run(10**6)
-    one_by_one = LiveSession(WP_BIG, snapshot_every=10**9)  # no checkpoint: all re-executed
+    one_by_one = LiveSession(WP_4M, snapshot_every=10**9)  # no checkpoint: all re-executed
     for k, d in enumerate(live.decisions):
         one_by_one.apply(list(d))
         if k + 1 in (1, 777, 2500, live.position):

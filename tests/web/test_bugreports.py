@@ -12,20 +12,18 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient
 from webhelpers import ROOT, Viewer, arun
 
-from bench.bundle_bench import WP_1G
 from engine import bundle as BD
 from engine.session import LiveSession
 from ptviz.debugger import records
 from ptviz.debugger.models import Checkpoint, DebugSession, Decision
 from ptviz.engine_worker import store
+from tests.scenario_texts import WP_4M
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 V46 = (ROOT / "scenarios" / "seed_race_v4.6.toml").read_text()
 LOST = ["vcpu0"] * 3 + ["host0"] * 4 + ["vcpu0"] + ["host0"] * 2
 DUMP = ROOT / "scenarios" / "dumps" / "small.stage2_page_tables"
-WP_4M = WP_1G.replace("count = 262144", "count = 1024").replace("0x9000_0000", "0x8020_0000")
-WP_4M = WP_4M.replace("wp 0x8000_0000 1G", "wp 0x8000_0000 4M")
 
 
 def lost_session():
