@@ -458,6 +458,11 @@ def _check_hashes(h: dict, position: int, actors: list[str]):
     at = h.get("at")
     if not isinstance(at, list):
         raise BundleError("hashes.at: must be a list")
+    if position // every > MAX_HASH_POINTS:  # a crafted file asking for more checks
+        raise BundleError(
+            f"hashes.every: {every} asks for more than {MAX_HASH_POINTS} checks of "
+            f"{position:,} decisions (at least {math.ceil(position / MAX_HASH_POINTS):,})"
+        )
     want = hash_positions(position, every)
     out = {}
     for i, entry in enumerate(at):

@@ -325,3 +325,16 @@ def test_a_bundle_of_a_moment_on_another_branch_holds_the_path_to_it():
     assert BD.from_session(live, moment="3").moment == "3"  # shared prefix: canonical name
     with pytest.raises(BD.BundleError, match="moment: this session has no branch 7"):
         BD.from_session(live, moment="b7-1")
+
+
+def test_a_bundle_asking_for_more_hash_checks_than_the_bound_is_refused():
+    """Every listed hash is checked, so a crafted file may list no more than the writer
+    would: MAX_HASH_POINTS after step 0 (each check hashes the whole table memory)."""
+    live = LiveSession(WP_4M)
+    live.run(10**6)
+    b = BD.from_session(live)
+    assert live.position > 2000 and len(b.hashes) <= BD.MAX_HASH_POINTS + 2
+    b.hash_every = 1
+    b.hashes = {p: b.hashes[0] for p in range(live.position + 1)}
+    message = refused(BD.dumps(b))
+    assert message.startswith(f"hashes.every: 1 asks for more than {BD.MAX_HASH_POINTS} checks")
