@@ -54,20 +54,22 @@ class Runs(Sequence):
         """Append n copies of a decision (n > 1: steps of one actor)."""
         if n <= 0:
             return
-        end = self.ends[-1] if self.ends else 0
+        items = self.items
         if decision[0] == "step":
-            if self.items and self.items[-1][0] == "step" and self.items[-1][1] == decision[1]:
-                self.counts[-1] += n
-                self.ends[-1] = end + n
-                return
+            if items:
+                last = items[-1]
+                if last[1] == decision[1] and last[0] == "step":  # the run goes on
+                    self.counts[-1] += n
+                    self.ends[-1] += n
+                    return
             decision = ["step", decision[1]]
         elif n != 1:
             raise ValueError("only steps repeat: an injected operation is one decision")
         else:
             decision = list(decision)
-        self.items.append(decision)
+        items.append(decision)
         self.counts.append(n)
-        self.ends.append(end + n)
+        self.ends.append((self.ends[-1] if self.ends else 0) + n)
 
     def append(self, decision: list) -> None:
         self.add(decision, 1)
