@@ -287,10 +287,11 @@ def test_a_long_run_of_one_actor_stays_one_run_through_session_bundle_and_replay
     assert again.state_hash() == live.state_hash()
 
 
-def test_seeking_through_runs_reaches_the_state_stepping_one_by_one_does():
-    live = LiveSession(WP_4M, snapshot_every=4096)
+@pytest.mark.parametrize("engine", ["cython", "python"])
+def test_seeking_through_runs_reaches_the_state_stepping_one_by_one_does(engine):
+    live = LiveSession(WP_4M, engine=engine, snapshot_every=4096)
     live.run(10**6)
-    one_by_one = LiveSession(WP_4M, snapshot_every=10**9)  # no checkpoint: all re-executed
+    one_by_one = LiveSession(WP_4M, engine=engine)  # takes the decisions one at a time
     for k, d in enumerate(live.decisions):
         one_by_one.apply(list(d))
         if k + 1 in (1, 777, 2500, live.position):
