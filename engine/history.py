@@ -154,9 +154,18 @@ class Branch:
             self.injects.append(self.end)
         self.decisions.append(decision)
 
-    def add_runs(self, runs: Iterable[tuple[list, int]]) -> None:
-        """Append runs (decision, count) as append would each of their decisions."""
-        for d, n in runs:
+    def add_runs(self, runs: Iterable[tuple[list, int]] | Runs) -> None:
+        """Append runs (decision, count) as append would each of their decisions (a
+        Runs given to a branch with no decisions yet becomes its own)."""
+        if isinstance(runs, Runs) and not self.decisions:
+            self.decisions = runs
+            self.injects = [
+                self.start + end - 1
+                for d, end in zip(runs.items, runs.ends, strict=True)
+                if d[0] == "inject"
+            ]
+            return
+        for d, n in runs.runs() if isinstance(runs, Runs) else runs:
             if d[0] == "inject":
                 self.injects.append(self.end)
             self.decisions.add(d, n)

@@ -67,7 +67,7 @@ def live_from_history(
             br = HistoryBranch(number, parent, start)
             tree.branches.append(br)
         if isinstance(decisions, Runs):  # from the database: runs stay runs
-            br.add_runs(decisions.runs())
+            br.add_runs(decisions)
         else:
             for decision in decisions:
                 br.append(list(decision))
