@@ -1,10 +1,15 @@
 """The recording in the database: consecutive steps packed into one row, nothing lost."""
 
 import pytest
+from webhelpers import ROOT
 
 from engine.history import Runs
+from engine.session import LiveSession
+from ptviz.debugger import records
 from ptviz.debugger.models import DebugSession, Decision
 from ptviz.engine_worker import store
+
+V46 = (ROOT / "scenarios" / "seed_race_v4.6.toml").read_text()
 
 DECISIONS = [
     ["step", 0],
@@ -74,3 +79,22 @@ def test_rows_written_one_byte_per_step_read_back_as_runs():
     Decision.objects.create(session=s, index=5, kind="step", actor=0)
     runs = Decision.by_branch(s)[0]
     assert list(runs.runs()) == [(["step", 1], 3), (["step", 0], 3)]
+
+
+@pytest.mark.django_db
+def test_a_loaded_session_knows_where_its_injected_operations_are():
+    """The runs read back keep each injected operation's index (the timeline maps event
+    sequence numbers to moments with them)."""
+    live = LiveSession(V46)
+    live.step("vcpu0")
+    live.inject("host0", "age 0x8000_0000")
+    live.run(40)
+    second = live.position
+    live.inject("vcpu0", "read 0x8000_0000")
+    live.run(40)
+    session, _control, _view = records.create(live, "test")
+    _row, loaded, _ = store.load(str(session.pk))
+    assert loaded.decisions == live.decisions
+    end = len(live.decisions)
+    assert loaded.decisions.injects_before(end) == live.decisions.injects_before(end) == [1, second]
+    assert loaded.state_hash() == live.state_hash()
