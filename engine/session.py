@@ -249,7 +249,16 @@ class LiveSession:
         base = self.tree.checkpoint_before(self.branch, max(0, position - replay))
         self.machine.set_state(unpack(base.snapshot))
         self.position = base.position
-        self._replay_runs(self.decisions.runs(base.position, position))
+        wanted = position - replay  # events before this are not wanted: not recorded
+        m = self.machine
+        if replay and m.recording and wanted > base.position:
+            # (a checkpoint can be far back: an import keeps few along long runs)
+            m.recording = False
+            try:
+                self._replay_runs(self.decisions.runs(base.position, wanted))
+            finally:
+                m.recording = True
+        self._replay_runs(self.decisions.runs(self.position, position))
         self.position = position
 
     def advance(self, position: int) -> None:

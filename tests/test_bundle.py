@@ -339,3 +339,22 @@ def test_a_bundle_asking_for_more_hash_checks_than_the_bound_is_refused():
     b.hashes = {p: b.hashes[0] for p in range(live.position + 1)}
     message = refused(BD.dumps(b))
     assert message.startswith(f"hashes.every: 1 asks for more than {BD.MAX_HASH_POINTS} checks")
+
+
+def test_seeking_far_from_a_checkpoint_records_only_the_events_asked_for():
+    """seek(replay=N) wants the events of the last N decisions before the moment; the
+    decisions before them, re-executed from a checkpoint maybe far back, record none."""
+    live = LiveSession(WP_4M)
+    live.run(10**6)
+    own = live.tree.branches[0].checkpoints
+    for p in [p for p in own if p]:
+        del own[p]  # only the start is left, as along a long run of an import
+    live.machine.clear_events()
+    live.seek(2500, replay=40)
+    events = live.machine.event_tuples()
+    assert len(events) == 40 and events[-1][0] == live.machine.seq - 1
+    full = LiveSession(WP_4M)
+    for d in live.decisions.between(0, 2500):
+        full.apply(list(d))
+    assert full.machine.event_tuples()[-40:] == events
+    assert live.state_hash() == full.state_hash()
