@@ -2,11 +2,10 @@
 
 Decisions are never removed. Taking a decision at a node that already has a successor
 starts a new *branch*: it shares the first `start` decisions of its parent's path and owns
-the ones after. A branch's own decisions are one Python list (and, in the database, packed
-runs of steps, as before), so the common case, one branch growing at its tip, costs
-exactly what a flat recording did. A branch's decisions are kept run-length encoded
-(`Runs`): the 786,956 micro-steps of a 1 GiB write-protect are a handful of runs, so
-loading, storing and replaying them costs per run, not per step.
+the ones after. A branch's own decisions are one sequence, so the common case, one branch
+growing at its tip, costs what a flat recording did. It is run-length encoded (`Runs`; in
+the database, a row per long run): the 786,956 micro-steps of a 1 GiB write-protect are a
+dozen runs, so storing, loading and replaying them costs per run, not per step.
 
 A *moment* is one node: (branch, position), the state after the first `position`
 decisions of the branch's path. A node on a branch's shared prefix is canonically named
