@@ -50,9 +50,9 @@ def live_from_history(
 ) -> LiveSession:
     """A LiveSession at the tip of branch `head`, from the newest usable checkpoint.
 
-    `branches`: number -> (parent, start, own decisions: a list or Runs); `checkpoints`: (branch,
-    position, compressed snapshot, state hash). A checkpoint whose hash does not match
-    its snapshot is ignored (the decisions are the recording)."""
+    `branches`: number -> (parent, start, own decisions: a list, or Runs kept as runs);
+    `checkpoints`: (branch, position, compressed snapshot, state hash). A checkpoint whose
+    hash does not match its snapshot is ignored (the decisions are the recording)."""
     live = LiveSession(scenario_text, engine=engine, path=path)
     tree = live.tree
     for number in sorted(branches):
