@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from .core import new_machine
+from .history import HistoryError, Path, Runs
 from .report import machine_json
 from .scenario import ScenarioError, parse_op, parse_scenario
 from .session import LiveSession
@@ -77,9 +78,10 @@ class BundleMismatch(BundleError):
 
 
 # --- the path: decisions, run-length encoded -----------------------------------------------
-def encode_path(decisions: Iterable[list]) -> list:
+def encode_path(decisions: Iterable[list] | Runs | Path) -> list:
     """Decisions -> runs: a string of step tokens `A` or `A*N` (actor index A, N steps),
-    one list ["inject", A, "op text"] per injected operation."""
+    one list ["inject", A, "op text"] per injected operation. Runs (engine/history.py)
+    are encoded run by run, never expanded."""
     out: list = []
     tokens: list[str] = []
     actor, count = -1, 0
@@ -88,13 +90,14 @@ def encode_path(decisions: Iterable[list]) -> list:
         if count:
             tokens.append(f"{actor}*{count}" if count > 1 else str(actor))
 
-    for d in decisions:
+    runs = decisions.runs() if isinstance(decisions, (Runs, Path)) else ((d, 1) for d in decisions)
+    for d, n in runs:
         if d[0] == "step":
             if d[1] == actor:
-                count += 1
+                count += n
                 continue
             flush_run()
-            actor, count = d[1], 1
+            actor, count = d[1], n
         else:
             flush_run()
             actor, count = -1, 0
@@ -215,7 +218,7 @@ def from_decisions(
     except ScenarioError as exc:
         raise BundleError(f"scenario: {exc}") from None
     spec = spec if spec is not None else build_spec(scenario)
-    encoded = encode_path(list(path) if not isinstance(path, list) else path)
+    encoded = encode_path(path)
     total = path_length(encoded)
     if interval is None:
         interval = LiveSession.interval_for(spec)
@@ -240,11 +243,13 @@ def from_decisions(
             left = run[2]
             while left:
                 chunk = left if nxt is None else min(left, nxt - position)
-                for k in range(chunk):
-                    try:
+                taken = 0
+                try:
+                    taken = machine.step_n(run[1], chunk)
+                    if taken < chunk:  # finished or blocked: machine.step says which
                         machine.step(run[1])
-                    except EngineError as exc:
-                        raise BundleError(f"step {position + k + 1:,}: {exc}") from None
+                except EngineError as exc:
+                    raise BundleError(f"step {position + taken + 1:,}: {exc}") from None
                 position += chunk
                 left -= chunk
                 if position == nxt:
@@ -270,12 +275,23 @@ def from_decisions(
 def from_session(
     session: LiveSession, position: int | None = None, moment: str | None = None
 ) -> Bundle:
-    """The bundle of the path from a LiveSession's start to `position` (default: where it
-    is). The session is not moved."""
+    """The bundle of the path from a LiveSession's start to a node: `moment` (an id of
+    engine/history.py, on any branch), else `position` on the session's current path,
+    else where the session is. The session is not moved."""
+    decisions = session.decisions
+    if moment is not None:
+        try:
+            branch, position = session.tree.resolve(moment)
+        except HistoryError as exc:
+            raise BundleError(f"moment: {exc}") from None
+        decisions = session.tree.path(branch)
+        moment = session.tree.moment(branch, position)  # its canonical name
     position = session.position if position is None else position
-    if not 0 <= position <= len(session.decisions):
-        raise BundleError(f"position {position} is outside 0..{len(session.decisions)}")
-    path = [session.decisions[i] for i in range(position)]
+    if not 0 <= position <= len(decisions):
+        raise BundleError(f"position {position} is outside 0..{len(decisions)}")
+    if moment is None:
+        moment = session.tree.moment(session.branch, position)
+    path = Runs.of(decisions.runs(0, position))
     return from_decisions(
         session.scenario_text,
         path,
@@ -442,6 +458,11 @@ def _check_hashes(h: dict, position: int, actors: list[str]):
     at = h.get("at")
     if not isinstance(at, list):
         raise BundleError("hashes.at: must be a list")
+    if position // every > MAX_HASH_POINTS:  # a crafted file asking for more checks
+        raise BundleError(
+            f"hashes.every: {every} asks for more than {MAX_HASH_POINTS} checks of "
+            f"{position:,} decisions (at least {math.ceil(position / MAX_HASH_POINTS):,})"
+        )
     want = hash_positions(position, every)
     out = {}
     for i, entry in enumerate(at):

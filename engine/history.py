@@ -2,9 +2,10 @@
 
 Decisions are never removed. Taking a decision at a node that already has a successor
 starts a new *branch*: it shares the first `start` decisions of its parent's path and owns
-the ones after. A branch's own decisions are one Python list (and, in the database, packed
-runs of steps, as before), so the common case, one branch growing at its tip, costs
-exactly what a flat recording did.
+the ones after. A branch's own decisions are one sequence, so the common case, one branch
+growing at its tip, costs what a flat recording did. It is run-length encoded (`Runs`; in
+the database, a row per long run): the 786,956 micro-steps of a 1 GiB write-protect are a
+dozen runs, so storing, loading and replaying them costs per run, not per step.
 
 A *moment* is one node: (branch, position), the state after the first `position`
 decisions of the branch's path. A node on a branch's shared prefix is canonically named
@@ -16,7 +17,8 @@ branch, "b3-57" on branch 3. Its state is a pure function of the scenario and th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 MOMENT_RE = re.compile(r"^(?:b(\d{1,9})-)?(\d{1,12})$")
@@ -24,6 +26,105 @@ MOMENT_RE = re.compile(r"^(?:b(\d{1,9})-)?(\d{1,12})$")
 
 class HistoryError(ValueError):
     pass
+
+
+class Runs(Sequence):
+    """A list of decisions stored as runs: consecutive ["step", A] decisions of one actor
+    are one run (decision, count); an injected operation is a run of one. Indexing and
+    iterating give the decisions one by one (as a list would); `runs` gives the runs."""
+
+    __slots__ = ("items", "counts", "ends")
+
+    def __init__(self, decisions: Iterable[list] = ()):
+        self.items: list[list] = []  # a run's decision (shared by its steps)
+        self.counts: list[int] = []
+        self.ends: list[int] = []  # cumulative: run i holds indexes ends[i-1]..ends[i]-1
+        for d in decisions:
+            self.add(d, 1)
+
+    @classmethod
+    def of(cls, runs: Iterable[tuple[list, int]]) -> Runs:
+        out = cls()
+        for d, n in runs:
+            out.add(d, n)
+        return out
+
+    def add(self, decision: list, n: int = 1) -> None:
+        """Append n copies of a decision (n > 1: steps of one actor)."""
+        if n <= 0:
+            return
+        items = self.items
+        if decision[0] == "step":
+            if items:
+                last = items[-1]
+                if last[1] == decision[1] and last[0] == "step":  # the run goes on
+                    self.counts[-1] += n
+                    self.ends[-1] += n
+                    return
+            decision = ["step", decision[1]]
+        elif n != 1:
+            raise ValueError("only steps repeat: an injected operation is one decision")
+        else:
+            decision = list(decision)
+        items.append(decision)
+        self.counts.append(n)
+        self.ends.append((self.ends[-1] if self.ends else 0) + n)
+
+    def append(self, decision: list) -> None:
+        self.add(decision, 1)
+
+    def extend(self, decisions: Iterable[list]) -> None:
+        if isinstance(decisions, Runs):
+            for d, n in decisions.runs():
+                self.add(d, n)
+            return
+        for d in decisions:
+            self.add(d, 1)
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return list(self)[key]
+            return Runs.of(self.runs(start, stop))
+        n = len(self)
+        if key < 0:
+            key += n
+        if not 0 <= key < n:
+            raise IndexError(key)
+        return self.items[bisect_right(self.ends, key)]
+
+    def runs(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[list, int]]:
+        """(decision, count) covering indexes start..stop-1, the first and last clipped."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        if start >= stop:
+            return
+        i = bisect_right(self.ends, start)
+        pos = start
+        while pos < stop:
+            end = min(self.ends[i], stop)
+            yield self.items[i], end - pos
+            pos = end
+            i += 1
+
+    def __iter__(self) -> Iterator[list]:
+        for d, n in zip(self.items, self.counts, strict=True):
+            if n == 1:
+                yield d
+            else:
+                for _ in range(n):
+                    yield d
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Runs):
+            return (self.items, self.counts) == (other.items, other.counts)
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Runs({len(self)} decisions in {len(self.items)} runs)"
 
 
 @dataclass
@@ -38,7 +139,7 @@ class Branch:
     id: int
     parent: int | None  # None: the first branch, from position 0
     start: int  # decisions shared with the parent's path; own ones are start..end-1
-    decisions: list[list] = field(default_factory=list)
+    decisions: Runs = field(default_factory=Runs)
     # Own checkpoints: positions start+1..end (the first branch also holds 0).
     checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     injects: list[int] = field(default_factory=list)  # indexes of own injected operations
@@ -51,6 +152,22 @@ class Branch:
         if decision[0] == "inject":
             self.injects.append(self.end)
         self.decisions.append(decision)
+
+    def add_runs(self, runs: Iterable[tuple[list, int]] | Runs) -> None:
+        """Append runs (decision, count) as append would each of their decisions (a
+        Runs given to a branch with no decisions yet becomes its own)."""
+        if isinstance(runs, Runs) and not self.decisions:
+            self.decisions = runs
+            self.injects = [
+                self.start + end - 1
+                for d, end in zip(runs.items, runs.ends, strict=True)
+                if d[0] == "inject"
+            ]
+            return
+        for d, n in runs.runs() if isinstance(runs, Runs) else runs:
+            if d[0] == "inject":
+                self.injects.append(self.end)
+            self.decisions.add(d, n)
 
 
 def moment_id(branch: int, position: int) -> str:
@@ -184,10 +301,18 @@ class Path(Sequence):
         return self.between(0, len(self))
 
     def between(self, start: int, stop: int) -> Iterator[list]:
+        for d, n in self.runs(start, stop):
+            for _ in range(n):
+                yield d
+
+    def runs(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[list, int]]:
+        """The decisions start..stop-1 as runs (decision, count) (a run can be split where
+        a branch starts)."""
+        stop = len(self) if stop is None else stop
         for br, lo, hi in self._segments():
             a, b = max(lo, start), min(hi, stop)
             if a < b:
-                yield from br.decisions[a - br.start : b - br.start]
+                yield from br.decisions.runs(a - br.start, b - br.start)
 
     def __eq__(self, other) -> bool:
         return list(self) == list(other)

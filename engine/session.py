@@ -184,7 +184,7 @@ class LiveSession:
             chunk = min(n, self.interval - self.position % self.interval)
             taken = m.step_n(actor, chunk)
             # Steps taken before a refusal are recorded: the session stays consistent.
-            self.tree.branches[self.branch].decisions.extend([record] * taken)
+            self.tree.branches[self.branch].decisions.add(record, taken)
             self.position += taken
             if taken and self.position % self.interval == 0:
                 self._checkpoint()
@@ -249,8 +249,16 @@ class LiveSession:
         base = self.tree.checkpoint_before(self.branch, max(0, position - replay))
         self.machine.set_state(unpack(base.snapshot))
         self.position = base.position
-        for decision in self.decisions.between(base.position, position):
-            self._replay(decision)
+        wanted = position - replay  # events before this are not wanted: not recorded
+        m = self.machine
+        if replay and m.recording and wanted > base.position:
+            # (a checkpoint can be far back: an import keeps few along long runs)
+            m.recording = False
+            try:
+                self._replay_runs(self.decisions.runs(base.position, wanted))
+            finally:
+                m.recording = True
+        self._replay_runs(self.decisions.runs(self.position, position))
         self.position = position
 
     def advance(self, position: int) -> None:
@@ -259,8 +267,7 @@ class LiveSession:
             raise EngineError(
                 f"position {position} is outside {self.position}..{len(self.decisions)}"
             )
-        for decision in self.decisions.between(self.position, position):
-            self._replay(decision)
+        self._replay_runs(self.decisions.runs(self.position, position))
 
     def moment(self, branch: int | None = None, position: int | None = None) -> str:
         """The id of a node (default: where this session is)."""
@@ -281,6 +288,18 @@ class LiveSession:
         except HistoryError as exc:
             raise EngineError(str(exc)) from None
         return [list(d) for d in self.tree.path(branch).between(0, position)]
+
+    def _replay_runs(self, runs) -> None:
+        """Re-execute recorded runs (decision, count): a run of steps in the core
+        (step_n), not a Python call per step."""
+        for decision, n in runs:
+            if decision[0] == "step":
+                taken = self.machine.step_n(decision[1], n)
+                self.position += taken
+                if taken < n:  # what machine.step would have refused, with its message
+                    self.machine.step(decision[1])
+            else:
+                self._replay(decision)
 
     def _replay(self, decision: list) -> None:
         if decision[0] == "step":

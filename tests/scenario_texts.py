@@ -1,5 +1,7 @@
 """Scenario texts that several test files (web and end-to-end) explore."""
 
+from bench.bundle_bench import WP_1G
+
 # Four actors: far more states than a small exploration limit.
 WIDE = """
 name = "four actors, four pages"
@@ -50,3 +52,12 @@ name = "host0"
 kind = "host"
 do = ["wp 0x8000_0000 16K", "age 0x8000_0000 16K"]
 """
+
+# The bundle benchmark's 1 GiB write-protect racing a vCPU, at 4 MiB (1,024 leaves): after
+# the vCPU's two accesses, one run of ~3,000 host0 steps (what run-length encoding is for).
+WP_4M = (
+    WP_1G.replace("wp 1 GiB", "wp 4 MiB")
+    .replace("count = 262144", "count = 1024")
+    .replace("0x9000_0000", "0x8020_0000")
+    .replace("wp 0x8000_0000 1G", "wp 0x8000_0000 4M")
+)

@@ -9,7 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import bundle as BD
+from engine.history import Runs
 from engine.session import LiveSession
+from engine.twin import EngineError
+from tests.scenario_texts import WP_4M
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
 V46 = (Path(__file__).resolve().parents[1] / "scenarios" / "seed_race_v4.6.toml").read_text()
@@ -234,3 +237,124 @@ def test_fuzz_any_corruption_is_refused_with_one_line_or_replays_exactly(data):
 def test_fuzz_arbitrary_json_is_refused_cleanly(doc):
     with pytest.raises(BD.BundleError):
         BD.loads(json.dumps(doc).encode())
+
+
+# --- run-length encoded end to end (engine/history.py Runs) ----------------------------------
+
+DECISION = st.one_of(
+    st.builds(lambda a: ["step", a], st.integers(0, 2)),
+    st.builds(lambda a, t: ["inject", a, t], st.integers(0, 2), st.sampled_from(["read 0x0", "x"])),
+)
+
+
+@given(st.lists(st.tuples(DECISION, st.integers(1, 6))), st.data())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_runs_behave_as_the_list_of_their_decisions(spec, data):
+    """Runs is a list of decisions to every reader (indexing, slicing, iterating,
+    equality), stored as one entry per run of one actor's steps."""
+    flat: list = []
+    runs = Runs()
+    for d, n in spec:
+        n = n if d[0] == "step" else 1
+        runs.add(d, n)
+        flat += [d] * n
+    assert len(runs) == len(flat) and list(runs) == flat and runs == flat
+    steps_runs = sum(
+        1
+        for i, d in enumerate(flat)
+        if d[0] == "inject" or i == 0 or flat[i - 1] != d  # a new run starts here
+    )
+    assert len(runs.items) == steps_runs  # adjacent equal steps are merged, nothing else
+    if flat:
+        k = data.draw(st.integers(-len(flat), len(flat) - 1))
+        assert runs[k] == flat[k]
+    lo = data.draw(st.integers(0, len(flat)))
+    hi = data.draw(st.integers(lo, len(flat)))
+    assert list(runs[lo:hi]) == flat[lo:hi]
+    expanded = [d for d, n in runs.runs(lo, hi) for _ in range(n)]
+    assert expanded == flat[lo:hi]
+
+
+def test_a_long_run_of_one_actor_stays_one_run_through_session_bundle_and_replay():
+    live = LiveSession(WP_4M)
+    live.run(10**6)  # round-robin: the vCPU finishes early, then host0 alone
+    own = live.tree.branches[0].decisions
+    assert live.position > 3000 and len(own.items) < 20
+    b = BD.from_session(live)
+    assert len(b.path) == 1 and len(b.path[0].split(" ")) == len(own.items)
+    again = BD.replay(BD.loads(BD.dumps(b)))
+    assert again.tree.branches[0].decisions == own  # the same runs, never expanded
+    assert again.state_hash() == live.state_hash()
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+def test_seeking_through_runs_reaches_the_state_stepping_one_by_one_does(engine):
+    live = LiveSession(WP_4M, engine=engine, snapshot_every=4096)
+    live.run(10**6)
+    one_by_one = LiveSession(WP_4M, engine=engine)  # takes the decisions one at a time
+    for k, d in enumerate(live.decisions):
+        one_by_one.apply(list(d))
+        if k + 1 in (1, 777, 2500, live.position):
+            live.seek(k + 1)
+            assert live.state_hash() == one_by_one.state_hash(), k + 1
+    live.seek(0)
+    live.advance(live.tree.branches[0].end)
+    assert live.state_hash() == one_by_one.state_hash()
+
+
+def test_a_recorded_run_that_cannot_be_taken_again_says_why():
+    live = LiveSession(V46)
+    live.tree.branches[0].decisions.add(["step", 0], 10**6)  # more steps than vcpu0 has
+    with pytest.raises(EngineError, match="actor 0 has finished"):
+        live.seek(10**6)
+
+
+def test_a_bundle_of_a_moment_on_another_branch_holds_the_path_to_it():
+    live = lost_update_session()
+    live.seek(3)
+    live.step("host0")  # a new branch at step 3: b1-4
+    live.step("host0")
+    head = live.state_hash()
+    live.goto_moment("b1-5")
+    want = live.state_hash()
+    live.goto_moment("9")  # the viewer is elsewhere: the bundle does not move it
+    b = BD.from_session(live, moment="b1-5")
+    assert b.moment == "b1-5" and b.position == 5
+    assert list(b.decisions()) == live.path_to("b1-5")
+    assert BD.replay(b).state_hash() == want == head
+    assert live.moment() == "9"
+    assert BD.from_session(live, moment="3").moment == "3"  # shared prefix: canonical name
+    with pytest.raises(BD.BundleError, match="moment: this session has no branch 7"):
+        BD.from_session(live, moment="b7-1")
+
+
+def test_a_bundle_asking_for_more_hash_checks_than_the_bound_is_refused():
+    """Every listed hash is checked, so a crafted file may list no more than the writer
+    would: MAX_HASH_POINTS after step 0 (each check hashes the whole table memory)."""
+    live = LiveSession(WP_4M)
+    live.run(10**6)
+    b = BD.from_session(live)
+    assert live.position > 2000 and len(b.hashes) <= BD.MAX_HASH_POINTS + 2
+    b.hash_every = 1
+    b.hashes = {p: b.hashes[0] for p in range(live.position + 1)}
+    message = refused(BD.dumps(b))
+    assert message.startswith(f"hashes.every: 1 asks for more than {BD.MAX_HASH_POINTS} checks")
+
+
+def test_seeking_far_from_a_checkpoint_records_only_the_events_asked_for():
+    """seek(replay=N) wants the events of the last N decisions before the moment; the
+    decisions before them, re-executed from a checkpoint maybe far back, record none."""
+    live = LiveSession(WP_4M)
+    live.run(10**6)
+    own = live.tree.branches[0].checkpoints
+    for p in [p for p in own if p]:
+        del own[p]  # only the start is left, as along a long run of an import
+    live.machine.clear_events()
+    live.seek(2500, replay=40)
+    events = live.machine.event_tuples()
+    assert len(events) == 40 and events[-1][0] == live.machine.seq - 1
+    full = LiveSession(WP_4M)
+    for d in live.decisions.between(0, 2500):
+        full.apply(list(d))
+    assert full.machine.event_tuples()[-40:] == events
+    assert live.state_hash() == full.state_hash()

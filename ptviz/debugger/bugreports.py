@@ -1,9 +1,11 @@
 """Bug reports in the browser (issue 7; docs/bundle.md, docs/protocol.md "HTTP"):
 
-- GET  /sessions/<id>/bundle?position=N   the bundle of the path to position N
-- GET  /sessions/<id>/report?position=N&format=text|markdown   the `python -m engine
+- GET  /sessions/<id>/bundle?moment=ID   the bundle of the path to a moment (a node of
+  the session's tree, on any branch; `?position=N` on the head's path; default its tip)
+- GET  /sessions/<id>/report?moment=ID&format=text|markdown   the `python -m engine
   report` text of that path
-- POST /bundles/import   a bundle file -> a new session at its moment; with
+- POST /bundles/import   a bundle file -> a new session, its page opened at the bundle's
+  moment (`?at=N&h=HASH`: the viewer's cursor there, the state hash checked); with
   `Accept: application/x-ndjson` the answer streams `{"progress": done, "total": n}`
   lines while the path replays, then `{"url": ...}` or `{"error": ...}`
 - POST /dumps/import     a KVM stage2_page_tables dump -> a new session of it
@@ -25,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from engine import bundle as BD
 from engine.core import new_machine
+from engine.history import HistoryError
 from engine.mailreport import Report, play
 from engine.ptdump import DumpError, scenario_from_dump
 from engine.twin import EngineError
@@ -47,31 +50,40 @@ def _slug(name: str) -> str:
 
 
 def _path_to(request, session_id):
-    """(session, live session, position) for ?position=N (default: the recorded end)."""
+    """(session, live session, moment) for ?moment=ID (a node of the session's tree, on
+    any branch: where the viewer is) or ?position=N (on the head's path); default: the
+    head's tip. The live session is moved to no other node."""
     session, _link = _session_and_link(request, session_id, {})
     live = records.load_live(session)
+    moment = request.GET.get("moment", "").strip()
     raw = request.GET.get("position", "")
-    position = len(live.decisions)
-    if raw != "":
-        if not raw.isdigit() or int(raw) > len(live.decisions):
-            raise InputError(
-                f"position {raw!r} is not in 0..{len(live.decisions)}", where="position"
-            )
-        position = int(raw)
-    return session, live, position
+    if moment:
+        try:
+            branch, position = live.tree.resolve(moment)
+        except HistoryError as exc:
+            raise InputError(f"moment: {exc}", where="moment") from None
+    else:
+        branch, position = live.branch, len(live.decisions)
+        if raw != "":
+            if not raw.isdigit() or int(raw) > len(live.decisions):
+                raise InputError(
+                    f"position {raw!r} is not in 0..{len(live.decisions)}", where="position"
+                )
+            position = int(raw)
+    return session, live, live.tree.moment(branch, position)
 
 
 @require_GET
 def bundle_export(request, session_id):
     try:
-        session, live, position = _path_to(request, session_id)
+        session, live, moment = _path_to(request, session_id)
     except InputError as exc:
         return json_error(exc.code, exc.message, 400, exc.where)
     except PermissionError as exc:
         return json_error("forbidden", str(exc), 403)
-    b = BD.from_session(live, position, moment=str(position))
+    b = BD.from_session(live, moment=moment)
     response = HttpResponse(BD.dumps(b), content_type="application/json; charset=utf-8")
-    name = f"ptviz-{_slug(session.name)}-at-{position}.bundle.json"
+    name = f"ptviz-{_slug(session.name)}-at-{moment}.bundle.json"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -79,13 +91,13 @@ def bundle_export(request, session_id):
 @require_GET
 def report(request, session_id):
     try:
-        session, live, position = _path_to(request, session_id)
+        session, live, moment = _path_to(request, session_id)
     except InputError as exc:
         return json_error(exc.code, exc.message, 400, exc.where)
     except PermissionError as exc:
         return json_error("forbidden", str(exc), 403)
     machine = new_machine(live.spec, live.engine)
-    rows = play(live.spec, machine, [list(live.decisions[i]) for i in range(position)])
+    rows = play(live.spec, machine, live.path_to(moment))
     rep = Report(live.spec, machine, rows)
     text = rep.markdown() if request.GET.get("format") == "markdown" else rep.text()
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
@@ -100,12 +112,20 @@ def _bundle_bytes(request) -> tuple[bytes, str]:
 
 
 def _import(data: bytes, label: str, progress=None):
+    """(session, control link, view link), bundle: the bundle verified and replayed, then
+    stored (its decisions as runs, only the checkpoints worth storing)."""
     try:
         b = BD.loads(data)
         live = BD.replay(b, engine=engine_name(), progress=progress)
     except BD.BundleError as exc:
         raise InputError(f"{label}: {exc}", "bundle") from None
-    return records.create(live, f"bundle:{label}"[:200]), b.position
+    created = records.create(live, f"bundle:{label}"[:200], checkpoints=records.worth_storing(live))
+    return created, b
+
+
+def _hash_prefix(b: BD.Bundle) -> str:
+    """The moment's state hash (verified by the replay), for the page to check."""
+    return b.hashes[b.position][0][:12]
 
 
 def _error_page(request, message: str):
@@ -124,12 +144,12 @@ def bundle_import(request):
     if NDJSON in request.headers.get("Accept", ""):
         return StreamingHttpResponse(_import_stream(request, data, label), content_type=NDJSON)
     try:
-        (session, control, view), position = _import(data, label)
+        (session, control, view), b = _import(data, label)
     except InputError as exc:
         if wants_json(request):
             return json_error(exc.code, exc.message, 400, exc.where)
         return _error_page(request, exc.message)
-    return created_response(request, session, control, view)
+    return created_response(request, session, control, view, b.position, _hash_prefix(b))
 
 
 async def _import_stream(request, data: bytes, label: str):
@@ -143,8 +163,12 @@ async def _import_stream(request, data: bytes, label: str):
 
     def work():
         try:
-            (session, control, view), _position = _import(data, label, progress)
-            return {"url": page_url(request, control), "session": str(session.id)}
+            (session, control, view), b = _import(data, label, progress)
+            return {
+                "url": page_url(request, control, b.position, _hash_prefix(b)),
+                "session": str(session.id),
+                "moment": str(b.position),
+            }
         except InputError as exc:
             return {"error": exc.message, "code": exc.code}
         except EngineError as exc:

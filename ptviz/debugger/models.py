@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterable
+from itertools import groupby
 
 from django.db import models
 from django.utils import timezone
+
+from engine.history import Path, Runs
 
 ROLE_VIEW = "view"
 ROLE_CONTROL = "control"
@@ -65,15 +69,19 @@ class Branch(models.Model):
 class Decision(models.Model):
     """Scheduling decisions and injected operations: the recording, append-only.
 
-    A row is one injected operation, one step, or a run of consecutive steps ("steps":
-    `count` decisions from `index` on, one byte per step naming the actor) so that a fast
-    run records hundreds of thousands of micro-steps a second without a row each. `index`
-    is the position on the path of `branch` (a branch's rows start at its `start`).
+    A row is one injected operation, one step, or `count` consecutive steps from `index`
+    on ("steps"): either one byte per step naming the actor (an interleaving), or no bytes
+    when all `count` steps are `actor`'s (a run: the 786,956 steps of a 1 GiB write-protect
+    are a few rows of a few bytes). A fast run records hundreds of thousands of
+    micro-steps a second without a row each. `index` is the position on the path of
+    `branch` (a branch's rows start at its `start`).
     """
 
     STEP = "step"
     INJECT = "inject"
     STEPS = "steps"
+    # A run of one actor's steps at least this long is a row of its own (no bytes).
+    RUN_ROW = 64
 
     session = models.ForeignKey(DebugSession, on_delete=models.CASCADE, related_name="decisions")
     branch = models.PositiveIntegerField(default=0)
@@ -99,13 +107,21 @@ class Decision(models.Model):
             raise ValueError("decisions are append-only: a recorded decision is never changed")
         super().save(*args, **kwargs)
 
+    def as_runs(self) -> list[tuple[list, int]]:
+        """The row's decisions as runs (decision, count): ["step", actor] or ["inject",
+        actor, op]."""
+        if self.kind == self.STEPS:
+            steps = bytes(self.steps)
+            if not steps:
+                return [([self.STEP, self.actor], self.count)]
+            return [([self.STEP, a], len(list(g))) for a, g in groupby(steps)]
+        if self.kind == self.STEP:
+            return [([self.STEP, self.actor], 1)]
+        return [([self.kind, self.actor, self.op], 1)]
+
     def as_lists(self) -> list[list]:
         """The LiveSession form: ["step", actor] or ["inject", actor, op] per decision."""
-        if self.kind == self.STEPS:
-            return [[self.STEP, actor] for actor in bytes(self.steps)]
-        if self.kind == self.STEP:
-            return [[self.STEP, self.actor]]
-        return [[self.kind, self.actor, self.op]]
+        return [d for d, n in self.as_runs() for _ in range(n)]
 
     @classmethod
     def recorded(cls, session, branch: int = 0) -> list[list]:
@@ -116,62 +132,61 @@ class Decision(models.Model):
         return out
 
     @classmethod
-    def by_branch(cls, session) -> dict[int, list[list]]:
-        """Every decision of a session: each branch's own decisions, in order."""
-        out: dict[int, list[list]] = {}
-        for row in cls.objects.filter(session=session).order_by("branch", "index"):
-            out.setdefault(row.branch, []).extend(row.as_lists())
+    def by_branch(cls, session) -> dict[int, Runs]:
+        """Every decision of a session: each branch's own decisions, in order, as runs."""
+        out: dict[int, Runs] = {}
+        rows = cls.objects.filter(session=session).order_by("branch", "index")
+        for branch, kind, actor, op, count, steps in rows.values_list(
+            "branch", "kind", "actor", "op", "count", "steps"
+        ):
+            runs = out.get(branch)
+            if runs is None:
+                runs = out[branch] = Runs()
+            if kind == cls.INJECT:
+                runs.add([kind, actor, op], 1)
+            elif kind == cls.STEP or not steps:
+                runs.add([cls.STEP, actor], count)
+            else:
+                for a, g in groupby(bytes(steps)):
+                    runs.add([cls.STEP, a], len(list(g)))
         return out
 
     @classmethod
     def rows_for(
-        cls, session_id, start: int, decisions: list[list], branch: int = 0
+        cls, session_id, start: int, decisions: Iterable[list] | Runs, branch: int = 0
     ) -> list[Decision]:
-        """Rows recording decisions start.., consecutive steps packed into "steps" rows."""
+        """Rows recording decisions start.., runs of at least RUN_ROW steps of one actor
+        as a row each, other consecutive steps packed one byte each into "steps" rows."""
+        runs = decisions.runs() if isinstance(decisions, (Runs, Path)) else Runs(decisions).runs()
         rows: list[Decision] = []
-        n = 0
-        while n < len(decisions):
-            d = decisions[n]
+        index = start
+        packed = bytearray()  # steps not written yet, from index - len(packed)
+
+        def row(**fields) -> Decision:
+            return cls(session_id=session_id, branch=branch, **fields)
+
+        def flush() -> None:
+            if len(packed) == 1:
+                rows.append(row(index=index - 1, kind=cls.STEP, actor=packed[0]))
+            elif packed:
+                at = index - len(packed)
+                steps = bytes(packed)  # actors are few (< 256)
+                rows.append(
+                    row(index=at, kind=cls.STEPS, actor=steps[0], count=len(steps), steps=steps)
+                )
+            packed.clear()
+
+        for d, n in runs:
             if d[0] == cls.INJECT:
-                rows.append(
-                    cls(
-                        session_id=session_id,
-                        branch=branch,
-                        index=start + n,
-                        kind=cls.INJECT,
-                        actor=d[1],
-                        op=d[2],
-                    )
-                )
-                n += 1
-                continue
-            end = n
-            while end < len(decisions) and decisions[end][0] == cls.STEP:
-                end += 1
-            actors = bytes(x[1] for x in decisions[n:end])  # actors are few (< 256)
-            if end - n == 1:
-                rows.append(
-                    cls(
-                        session_id=session_id,
-                        branch=branch,
-                        index=start + n,
-                        kind=cls.STEP,
-                        actor=actors[0],
-                    )
-                )
+                flush()
+                rows.append(row(index=index, kind=cls.INJECT, actor=d[1], op=d[2]))
+            elif n >= cls.RUN_ROW:
+                flush()
+                rows.append(row(index=index, kind=cls.STEPS, actor=d[1], count=n))
             else:
-                rows.append(
-                    cls(
-                        session_id=session_id,
-                        branch=branch,
-                        index=start + n,
-                        kind=cls.STEPS,
-                        actor=actors[0],
-                        count=end - n,
-                        steps=actors,
-                    )
-                )
-            n = end
+                packed.extend(bytes([d[1]]) * n)
+            index += n
+        flush()
         return rows
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
+from engine.history import Runs
 from engine.scenario import ScenarioError
 from engine.session import LiveSession, ReplayError
 from engine.twin import EngineError
@@ -93,6 +94,35 @@ def create(
     return session, control, view
 
 
+# A stored checkpoint saves re-executing the decisions before it, but costs a compression
+# when stored and a decompression and hash check when loaded (about 10 ms each for 2 MiB
+# of tables). Re-executing a run of one actor's steps costs a call into the core and
+# ~40 ns per step, so along long runs checkpoints are only worth it this far apart.
+RUNS_PER_CHECKPOINT = 4096
+STEPS_PER_CHECKPOINT = 1 << 22
+
+
+def worth_storing(live: LiveSession) -> list[tuple[int, bytes, str]]:
+    """The checkpoints of live's path worth storing, compressed (position, blob, hash):
+    the newest (the session opens there), and before it one wherever re-executing from
+    the previous kept one would take more than RUNS_PER_CHECKPOINT runs or
+    STEPS_PER_CHECKPOINT steps."""
+    end = len(live.decisions)
+    on_path = sorted(p for p in live.checkpoints if 0 < p <= end)
+    keep = set(on_path[-1:])
+    prev = runs = steps = 0  # since the last kept checkpoint (or the start)
+    for p in on_path:
+        for _d, n in live.decisions.runs(prev, p):
+            runs += 1
+            steps += n
+        prev = p
+        if runs > RUNS_PER_CHECKPOINT or steps > STEPS_PER_CHECKPOINT:
+            keep.add(p)
+            runs = steps = 0
+    cps = live.checkpoints
+    return [(p, compress(cps[p].snapshot), cps[p].hash) for p in sorted(keep)]
+
+
 def load_live(session: DebugSession) -> LiveSession:
     """The session's LiveSession (its whole tree), at the head."""
     branches, checkpoints = history_of(session)
@@ -135,7 +165,7 @@ def _replayed(
         return live_from_rows(
             session.scenario_text,
             session.engine,
-            live.tree.path(branch)[:position],
+            Runs.of(live.tree.path(branch).runs(0, position)),
             kept,
             path=session.name,
         )

@@ -92,21 +92,26 @@ def link_for(session_id, token: str) -> ShareLink | None:
     return link
 
 
-def page_url(request, link: ShareLink, step: int | None = None) -> str:
-    """A link's page, opening at a moment of the first branch (`?at=N`) if given."""
+def page_url(request, link: ShareLink, step: int | None = None, h: str | None = None) -> str:
+    """A link's page, opening at a moment of the first branch (`?at=N`) if given, with a
+    prefix of its state hash for the page to check (`&h=`)."""
     url = request.build_absolute_uri(reverse("session-page", args=[link.token]))
-    return url if step is None else f"{url}?at={step}"
+    if step is None:
+        return url
+    return f"{url}?at={step}" + (f"&h={h}" if h else "")
 
 
-def created_response(request, session, control, view, step: int | None = None):
-    url = page_url(request, control, step)
+def created_response(
+    request, session, control, view, step: int | None = None, h: str | None = None
+):
+    url = page_url(request, control, step, h)
     if wants_json(request):
         return JsonResponse(
             {
                 "url": url,
                 "session": str(session.id),
                 "name": session.name,
-                "links": {"control": url, "view": page_url(request, view, step)},
+                "links": {"control": url, "view": page_url(request, view, step, h)},
             },
             status=201,
         )

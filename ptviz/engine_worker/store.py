@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from engine.history import Branch as HistoryBranch
 from engine.history import Checkpoint as LiveCheckpoint
+from engine.history import Runs
 from engine.session import LiveSession, ReplayError
 from engine.snapshot import state_hash
 from ptviz.debugger.models import Branch, Checkpoint, DebugSession, Decision, EngineLease
@@ -49,9 +50,9 @@ def live_from_history(
 ) -> LiveSession:
     """A LiveSession at the tip of branch `head`, from the newest usable checkpoint.
 
-    `branches`: number -> (parent, start, own decisions); `checkpoints`: (branch,
-    position, compressed snapshot, state hash). A checkpoint whose hash does not match
-    its snapshot is ignored (the decisions are the recording)."""
+    `branches`: number -> (parent, start, own decisions: a list, or Runs kept as runs);
+    `checkpoints`: (branch, position, compressed snapshot, state hash). A checkpoint whose
+    hash does not match its snapshot is ignored (the decisions are the recording)."""
     live = LiveSession(scenario_text, engine=engine, path=path)
     tree = live.tree
     for number in sorted(branches):
@@ -65,8 +66,11 @@ def live_from_history(
                 raise ReplayError(f"branch {number} starts past the end of branch {parent}")
             br = HistoryBranch(number, parent, start)
             tree.branches.append(br)
-        for decision in decisions:
-            br.append(list(decision))
+        if isinstance(decisions, Runs):  # from the database: runs stay runs
+            br.add_runs(decisions)
+        else:
+            for decision in decisions:
+                br.append(list(decision))
     for branch, position, blob, digest in checkpoints:
         if not 0 <= branch < len(tree.branches):
             continue
@@ -110,9 +114,9 @@ def history_of(row: DebugSession) -> tuple[dict, list]:
     """The stored tree of a session: branches (number -> (parent, start, decisions)) and
     checkpoints ((branch, position, blob, hash))."""
     own = Decision.by_branch(row)
-    branches: dict[int, tuple[int | None, int, list[list]]] = {0: (None, 0, own.get(0, []))}
+    branches: dict[int, tuple[int | None, int, Runs]] = {0: (None, 0, own.get(0, Runs()))}
     for b in Branch.objects.filter(session=row).order_by("number"):
-        branches[b.number] = (b.parent, b.start, own.get(b.number, []))
+        branches[b.number] = (b.parent, b.start, own.get(b.number, Runs()))
     checkpoints = [
         (b, p, bytes(blob), h)
         for b, p, blob, h in Checkpoint.objects.filter(session=row).values_list(

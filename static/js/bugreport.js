@@ -1,8 +1,9 @@
 // Bug reports from the session page (docs/bundle.md): the report of the path to the
-// position being viewed (the same text as `python -m engine report`), with a copy button,
+// moment this viewer is at (its cursor, on any branch) (the same text as `python -m engine report`), with a copy button,
 // and "export bundle" of that path. A toolbar menu next to "share…".
 import { h } from "./dom.js";
 import { label } from "./icons.js";
+import { momentName } from "./moments.js";
 
 export class BugReportMenu {
   constructor(store, api) {
@@ -24,13 +25,19 @@ export class BugReportMenu {
         this.out));
   }
 
+  /** Where this viewer is: its cursor's moment (on any branch), else the position. */
+  where() {
+    const moment = this.store.cursor?.moment;
+    return moment != null ? `moment=${encodeURIComponent(moment)}` : `position=${this.store.position}`;
+  }
+
   query(extra = "") {
     const token = this.api.boot.token ? `&token=${encodeURIComponent(this.api.boot.token)}` : "";
-    return `?position=${this.store.position}${token}${extra}`;
+    return `?${this.where()}${token}${extra}`;
   }
 
   async fetchReport(format) {
-    this.status.textContent = `report of the first ${this.store.position} decisions…`;
+    this.status.textContent = `report of the path to ${momentName(this.store.cursor?.moment ?? this.store.position)}…`;
     try {
       const res = await fetch(`${this.api.base}/report${this.query(`&format=${format}`)}`, { credentials: "same-origin" });
       const text = await res.text();
@@ -38,7 +45,7 @@ export class BugReportMenu {
       this.out.textContent = text;
       this.out.hidden = false;
       this.copyBtn.disabled = false;
-      this.status.textContent = `position ${this.store.position}`;
+      this.status.textContent = momentName(this.store.cursor?.moment ?? this.store.position);
     } catch (err) {
       this.status.textContent = `report failed: ${err.message}`;
     }

@@ -15,7 +15,9 @@ from webhelpers import ROOT, Viewer, arun
 from engine import bundle as BD
 from engine.session import LiveSession
 from ptviz.debugger import records
-from ptviz.debugger.models import DebugSession, Decision
+from ptviz.debugger.models import Checkpoint, DebugSession, Decision
+from ptviz.engine_worker import store
+from tests.scenario_texts import WP_4M
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,3 +130,76 @@ def test_a_malformed_dump_upload_names_the_line(client):
     assert page.status_code == 400
     assert "dump.txt:3: size 16K does not match the range (12K)" in page.content.decode()
     assert not DebugSession.objects.filter(origin__startswith="ptdump:").exists()
+
+
+# --- moments: export the path to the viewer's moment, import opens at it ------------------------
+def branched_session():
+    """LOST on the first branch, then a second branch from step 7 (vcpu0 stepping
+    there: moment b1-8), the head on it, as a viewer's decision in the past stores it."""
+    session, control, view = lost_session()
+    store.append(str(session.pk), 7, [["step", 0]], [], branch=1, new_branch=(0, 7), head=1)
+    return session, control, view
+
+
+def test_export_and_report_follow_the_viewers_moment_on_any_branch(client):
+    session, _control, view = branched_session()
+    q = f"token={view.token}"
+    off_head = BD.loads(client.get(f"/sessions/{session.id}/bundle?moment=10&{q}").content)
+    assert off_head.moment == "10" and list(off_head.decisions()) == [
+        ["step", ["vcpu0", "host0"].index(n)] for n in LOST
+    ]
+    head = client.get(f"/sessions/{session.id}/bundle?{q}")  # default: the head's tip
+    assert "-at-b1-8.bundle.json" in head["Content-Disposition"]
+    b = BD.loads(head.content)
+    assert b.moment == "b1-8" and list(b.decisions())[-1] == ["step", 0] and b.position == 8
+    assert BD.loads(client.get(f"/sessions/{session.id}/bundle?moment=5&{q}").content).moment == "5"
+    text = client.get(f"/sessions/{session.id}/report?moment=10&{q}").content.decode()
+    assert text.startswith("VERDICT: VIOLATED no_lost_update")
+    text = client.get(f"/sessions/{session.id}/report?moment=b1-8&{q}").content.decode()
+    assert text.startswith("VERDICT: no check violated")
+    bad = client.get(f"/sessions/{session.id}/bundle?moment=b1-3&{q}")
+    assert bad.status_code == 400 and bad.json()["where"] == "moment"
+    assert "moment b1-3 is not in this session" in bad.json()["message"]
+
+
+def test_an_imported_bundle_opens_at_its_moment_hash_checked(client, embedded_deployment):
+    session, _control, view = branched_session()
+    data = client.get(f"/sessions/{session.id}/bundle?moment=b1-8&token={view.token}").content
+    want = BD.loads(data).hashes[8][0]
+    upload = SimpleUploadedFile("b.bundle.json", data, "application/json")
+    made = client.post("/bundles/import", {"bundle": upload}, HTTP_ACCEPT="application/json")
+    assert made.status_code == 201
+    url = made.json()["url"]
+    assert url.endswith(f"?at=8&h={want[:12]}")
+    streamed = post_streaming(SimpleUploadedFile("b.bundle.json", data, "application/json"))
+    assert streamed[-1]["url"].endswith(f"?at=8&h={want[:12]}") and streamed[-1]["moment"] == "8"
+    page = client.get(url)
+    boot = json.loads(re.search(r'id="bootstrap"[^>]*>(.*?)</script>', page.content.decode())[1])
+    assert boot["at"] == "8" and boot["ws"].endswith(f"&at=8&h={want[:12]}")
+    new = made.json()["session"]
+
+    async def body():
+        v = await Viewer.open(new, token_of(url), query=f"&at=8&h={want[:12]}")
+        _hello, snap = await v.start()
+        assert snap["cursor"]["moment"] == "8" and snap["hash"] == want
+        assert "notice" not in snap
+        await v.close()
+
+    arun(body())
+
+
+def test_an_imported_long_run_is_stored_as_runs_with_few_checkpoints(client):
+    live = LiveSession(WP_4M)
+    live.run(10**6)
+    data = BD.dumps(BD.from_session(live))
+    upload = SimpleUploadedFile("wp.bundle.json", data, "application/json")
+    made = client.post("/bundles/import", {"bundle": upload}, HTTP_ACCEPT="application/json")
+    new = DebugSession.objects.get(pk=made.json()["session"])
+    rows = Decision.objects.filter(session=new)
+    assert rows.count() < 20 and sum(r.count for r in rows) == live.position
+    # checkpoints: the moment's, and none along runs cheaper to re-execute than to load
+    stored = list(Checkpoint.objects.filter(session=new).values_list("position", flat=True))
+    assert stored == [max(p for p in live.checkpoints if p <= live.position)]
+    _row, loaded, _ = store.load(str(new.pk))
+    assert loaded.tree.branches[0].decisions == live.tree.branches[0].decisions
+    assert loaded.state_hash() == live.state_hash()
