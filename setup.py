@@ -39,6 +39,13 @@ extensions = [
     ),
     # The explorer's visited-state set (engine/explore.py), whichever core it drives.
     Extension("engine._states", ["engine/_states.pyx"], extra_compile_args=["-O3"]),
+    # Final states: a scenario's every leaf walked and counted (engine/report.py).
+    Extension(
+        "engine._leaves",
+        ["engine/_leaves.pyx"],
+        include_dirs=["engine"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

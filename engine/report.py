@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from . import bits as B
 from . import isa as I
+from ._leaves import summary_counts, walk_maps
 from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
@@ -62,7 +63,9 @@ class Observer:
     def __init__(self, spec: MachineSpec):
         self.spec = spec
         sc = spec.scenario
-        self.leaf_ipas = [ipa for m in sc.maps for ipa, _pa in m.leaves()]
+        # (ipa, count, size) of each map: its leaves, walked at C speed (_leaves.pyx)
+        self.map_runs = [(m.ipa, m.count, m.size) for m in sc.maps]
+        self.leaves_count = sum(m.count for m in sc.maps)
         ex = sc.expect
         preds = (ex.always + ex.sometimes + ex.never) if ex else ()
         self.pred_ipas = sorted({p.ipa for p in preds if p.actor is None})
@@ -74,7 +77,7 @@ class Observer:
     def __call__(self, machine) -> bytes:
         mem = machine.mem_array()
         g = self.spec.geometry
-        values = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.leaf_ipas))
+        values, levels = walk_maps(mem, g.start_level, g.start_entries, self.map_runs)
         actors = {}
         for i in self.pred_actors:
             regs = machine.actor_view(i)["regs"]
@@ -84,30 +87,31 @@ class Observer:
             )
         # The leaves the predicates name (a split block's pages are not map leaves), the
         # levels of the leaves and the dirty log are part of what a final state is.
-        extra = array("Q", (walk_image(mem, g, ipa)[1] for ipa in self.leaf_ipas))
-        extra.extend(walk_image(mem, g, ipa)[0] for ipa in self.pred_ipas)
+        extra = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.pred_ipas))
         extra.extend(v for a in actors.values() for v in a.values())
         dirty = machine.dirty_log()
-        h = hashlib.blake2b(values.tobytes(), digest_size=16)
+        h = hashlib.blake2b(values, digest_size=16)
+        h.update(levels)
         h.update(extra.tobytes())
         h.update(repr(dirty).encode())
         key = h.digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values, dirty)
+            self.info[key] = self._describe(mem, values, levels, dirty)
             self.info[key]["actors"] = actors
         return key
 
-    def _describe(self, mem, values, dirty) -> dict:
+    def _describe(self, mem, values, levels, dirty) -> dict:
         g = self.spec.geometry
-        rows: dict[tuple, int] = {}
+        rows = {
+            (v, af, B.s2ap_name(s2ap << B.S2AP_SHIFT), dbm): n
+            for (v, af, s2ap, dbm), n in summary_counts(values, levels).items()
+        }
         leaves = {}
-        listed = len(self.leaf_ipas) <= LEAVES_LISTED_MAX
-        for ipa, desc in zip(self.leaf_ipas, values, strict=True):
-            f = leaf_fields(desc, walk_image(mem, g, ipa)[1])
-            row = (f["valid"], f["af"], f["s2ap"], f["dbm"])
-            rows[row] = rows.get(row, 0) + 1
-            if listed:
-                leaves[hexs(ipa)] = f
+        listed = self.leaves_count <= LEAVES_LISTED_MAX
+        if listed:
+            ipas = (ipa for m in self.spec.scenario.maps for ipa, _pa in m.leaves())
+            for ipa, desc, level in zip(ipas, values, levels, strict=True):
+                leaves[hexs(ipa)] = leaf_fields(desc, level)
         recorded = set(dirty["bitmap"]) | set(dirty["harvested"]) if dirty else set()
         preds = {}
         for ipa in self.pred_ipas:
