@@ -27,7 +27,7 @@ from .report import (
     machine_json,
 )
 from .scenario import ScenarioError, load_scenario
-from .schedules import compact_json, fold
+from .schedules import RunLength, compact_json, fold
 from .sizes import parse_int
 from .spec import build_spec
 from .twin import EngineError, add_run
@@ -183,7 +183,8 @@ def _run(args, spec) -> int:
     machine = new_machine(spec, args.engine)
     if not args.trace:  # a trace longer than this is not listed: don't keep its events
         machine.record_limit = TRACE_LISTED_MAX + 1
-    schedule = expand_runs(play_runs(spec, machine, args.schedule, args.random), names)
+    runs = play_runs(spec, machine, args.schedule, args.random)
+    schedule = RunLength([[names[actor], steps] for actor, steps in runs])
     observer = Observer(spec)
     key = observer(machine)
     checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}
@@ -281,11 +282,3 @@ def _event_line(e: dict) -> str:
         )
     flags = " [" + ",".join(e["flags"]) + "]" if "flags" in e else ""
     return f"{e['seq']:>6} {e['actor']:<8} {e['kind']:<14} {where} {extra}{flags}   // {e['at']}"
-
-
-def expand_runs(runs: list[list[int]], names: list[str]) -> list[str]:
-    """A run-length encoded schedule as one actor name per micro-step."""
-    out: list[str] = []
-    for actor, steps in runs:
-        out += [names[actor]] * steps
-    return out

@@ -8,12 +8,57 @@ carries a schedule longer than SCHEDULE_LISTED_MAX as `schedule_rle` ([[name, co
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 SCHEDULE_LISTED_MAX = 10_000
 LINE_MAX = 200  # a schedule up to this long prints as `run --schedule` takes it
 
 
-def rle(schedule: list[str]) -> list[list]:
+class RunLength(Sequence):
+    """A schedule held as its runs ([[name, count], ...]), as a core's run hands it back:
+    a sequence of names that never holds one per micro-step (`run` of a million leaves
+    is millions of steps)."""
+
+    def __init__(self, runs: list[list]):
+        self.runs: list[list] = []
+        for name, count in runs:
+            if count <= 0:
+                continue
+            if self.runs and self.runs[-1][0] == name:
+                self.runs[-1][1] += count
+            else:
+                self.runs.append([name, count])
+        self.total = sum(n for _, n in self.runs)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[str]:
+        for name, count in self.runs:
+            for _ in range(count):
+                yield name
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self.total
+        if not 0 <= index < self.total:
+            raise IndexError(index)
+        for name, count in self.runs:
+            if index < count:
+                return name
+            index -= count
+        raise IndexError(index)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+
+def rle(schedule: Sequence[str]) -> list[list]:
     """[[name, count], ...] for runs of one actor."""
+    if isinstance(schedule, RunLength):
+        return [list(run) for run in schedule.runs]
     out: list[list] = []
     for name in schedule:
         if out and out[-1][0] == name:
@@ -30,8 +75,8 @@ def expand(runs: list[list]) -> list[str]:
 def fold(schedule: list[str], width: int = LINE_MAX) -> str:
     """The schedule on one line: comma-separated when it fits, else runs (`host0 x 4`),
     cut with a count of what is left when even those do not fit."""
-    plain = ",".join(schedule)
-    if len(plain) <= width:
+    plain = ",".join(schedule) if len(schedule) <= width else ""  # (a name and a comma each)
+    if plain and len(plain) <= width:
         return plain
     parts = [name if n == 1 else f"{name} x {n:,}" for name, n in rle(schedule)]
     line = ", ".join(parts)
@@ -53,9 +98,11 @@ def compact_json(out: dict) -> dict:
 
     def fix(obj: dict, key: str) -> None:
         schedule = obj.get(key)
-        if isinstance(schedule, list) and len(schedule) > SCHEDULE_LISTED_MAX:
+        if isinstance(schedule, list | RunLength) and len(schedule) > SCHEDULE_LISTED_MAX:
             obj[f"{key}_rle"] = rle(schedule)
             del obj[key]
+        elif isinstance(schedule, RunLength):
+            obj[key] = list(schedule)
 
     fix(out, "schedule")
     for final in out.get("final_states", []):
