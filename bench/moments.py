@@ -135,7 +135,7 @@ async def _wire(dep: Deployment, leaves: int, n: int) -> WireFigures:
     )
     a = await Client.open(small["ws"], origin)
     b = await Client.open(view_ws, origin)
-    await a.start()
+    leader = await _start_named(a)
     await b.start()
     presence, follow, focus, step_delta = [], [], [], []
     for k in range(n):
@@ -147,8 +147,6 @@ async def _wire(dep: Deployment, leaves: int, n: int) -> WireFigures:
             )
         )
         presence.append(t1 - t0)
-    _, _, me = await a.until(lambda m: m["type"] == "presence")
-    leader = next(p["id"] for p in me["viewers"] if p["name"].startswith("presenter"))
     await b.send("follow", viewer=leader)
     await b.until(lambda m: m["type"] == "snapshot")
     for _ in range(n):
@@ -176,6 +174,20 @@ async def _wire(dep: Deployment, leaves: int, n: int) -> WireFigures:
         Dist.of(focus),
         Dist.of(step_delta),
     )
+
+
+async def _start_named(c: Client) -> str:
+    """Wait for the viewer's snapshot; its id, which the presence message sent to a
+    viewer that joined live names (`you`)."""
+    you = snap = None
+    while you is None or snap is None:
+        _, m, _ = await c.recv()
+        if m["type"] == "snapshot":
+            snap = m
+            you = you or m.get("you")
+        elif m["type"] == "presence" and m.get("you"):
+            you = m["you"]
+    return you
 
 
 def wire(mode: str, leaves: int, n: int) -> WireFigures:
