@@ -516,11 +516,20 @@ class LiveSession:
         entries = g.start_entries if level == g.start_level else B.PTRS_PER_TABLE
         if level == g.start_level and table_pa != B.TABLE_BASE:
             raise EngineError(f"the start-level table is at {hexs(B.TABLE_BASE)}")
-        values = self.machine.table(table_pa, entries)
-        shift = B.level_shift(level)
         base_ipa = self._table_ipa(table_pa, level)
+        return self.table_rows(table_pa, level, range(entries), base_ipa)
+
+    def table_rows(self, table_pa: int, level: int, indexes, base_ipa: int) -> dict:
+        """The view of some entries of a table (table_view's format; invalid entries have
+        no row). The caller knows the table's level and the IPA it starts at."""
+        g = self.spec.geometry
+        entries = g.start_entries if level == g.start_level else B.PTRS_PER_TABLE
+        shift = B.level_shift(level)
+        m = self.machine
+        values = m.table(table_pa, entries)
         rows = []
-        for index, raw in enumerate(values):
+        for index in indexes:
+            raw = values[index]
             if not raw:
                 continue
             row = {
@@ -530,7 +539,7 @@ class LiveSession:
                 "decoded": decode(raw, level),
             }
             if level < 3 and raw & B.DESC_VALID and raw & B.DESC_TYPE:
-                row["counts"] = counts_json(self.machine.subtree_counts(raw & B.OA_MASK, level + 1))
+                row["counts"] = counts_json(m.subtree_counts(raw & B.OA_MASK, level + 1))
             rows.append(row)
         return {
             "table": hexs(table_pa),

@@ -141,6 +141,8 @@ class TableInfo:
     level: int
     entries: int
     parent: int | None
+    ipa: int = 0  # the IPA its first entry maps
+    slot: int = 0  # its entry in the parent table
 
 
 @dataclass
@@ -162,11 +164,18 @@ class TableIndex:
             info = self.tables[pa]
             if info.level >= 3:
                 continue
-            for raw in m.table(pa, info.entries):
+            shift = B.level_shift(info.level)
+            for slot, raw in enumerate(m.table(pa, info.entries)):
                 if raw & TABLE_BITS == TABLE_BITS:
                     child = raw & B.OA_MASK
                     if child not in self.tables:
-                        self.tables[child] = TableInfo(info.level + 1, B.PTRS_PER_TABLE, pa)
+                        self.tables[child] = TableInfo(
+                            info.level + 1,
+                            B.PTRS_PER_TABLE,
+                            pa,
+                            info.ipa + (slot << shift),
+                            slot,
+                        )
                         stack.append(child)
         self.pages = {}
         for pa, info in self.tables.items():
@@ -179,16 +188,25 @@ class TableIndex:
             self.build()
         return self.tables.get(pa)
 
-    def containing(self, addrs: Iterable[int]) -> set[int]:
-        """The tables holding these descriptor addresses, and every table above them."""
+    def touched_entries(self, addrs: Iterable[int]) -> dict[int, set[int]]:
+        """table pa -> the entries whose view changed when these descriptors were written:
+        the descriptors themselves and, above each, the table entry whose subtree
+        counters moved."""
         if not self.valid:
             self.build()
-        out: set[int] = set()
+        out: dict[int, set[int]] = {}
         for addr in addrs:
             pa = self.pages.get(addr & ~(B.PAGE_SIZE - 1))
-            while pa is not None and pa not in out:
-                out.add(pa)
-                pa = self.tables[pa].parent
+            if pa is None:
+                continue
+            slot = (addr - pa) // 8
+            while pa is not None:
+                seen = out.setdefault(pa, set())
+                if slot in seen:
+                    break  # (so is every entry above it)
+                seen.add(slot)
+                info = self.tables[pa]
+                pa, slot = info.parent, info.slot
         return out
 
 
@@ -283,6 +301,30 @@ class SessionHost:
                 except (EngineError, IndexError):
                     view = None
             out[hexs(pa)] = view  # null: the table is gone (the browser drops it)
+        return out
+
+    def table_changes(self, touched: dict[int, set[int]], subscribed: set[int]) -> dict:
+        """The changed entries of the subscribed tables (docs/protocol.md, "delta":
+        `only` lists the entries a view carries; one of them without a row is invalid
+        now). A full view when more than half the table changed (a cheaper message)."""
+        live, index = self.live, self.index
+        out = {}
+        for pa in sorted(touched.keys() & subscribed):
+            info = index.info(pa)
+            if info is None:
+                out[hexs(pa)] = None
+                continue
+            slots = sorted(touched[pa])
+            whole = 2 * len(slots) > info.entries
+            try:
+                view = live.table_rows(
+                    pa, info.level, range(info.entries) if whole else slots, info.ipa
+                )
+            except (EngineError, IndexError):
+                view = None
+            if view is not None and not whole:
+                view["only"] = slots
+            out[hexs(pa)] = view
         return out
 
     def head(self) -> dict:
@@ -490,8 +532,7 @@ class SessionHost:
         events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
-        changed = self.index.containing(self.touched) if self.touched else set()
-        tables = changed & subscribed
+        touched = self.index.touched_entries(self.touched) if self.touched else {}
         all_violations = live.violations()
         self.batch += 1
         msg = P.message(
@@ -503,7 +544,7 @@ class SessionHost:
             events=events,
             actors=live.actors_view(),
             lock=live.lock_view(),
-            tables=self.table_views(tables),
+            tables=self.table_changes(touched, subscribed),
             violations=all_violations[self.violations_sent :],
             head=self.head(),
         )

@@ -175,6 +175,20 @@ export class Store extends EventTarget {
     for (const [pa, view] of Object.entries(tables)) {
       const key = pa.toLowerCase();
       const old = this.tables.get(key);
+      if (view && view.only) {
+        // A delta's changed entries (docs/protocol.md): the others stay as they are; an
+        // entry listed in `only` without a row is invalid now.
+        if (!old) continue; // (not open here: a later `tables` message brings it whole)
+        const only = new Set(view.only);
+        for (const r of old.rows) if (only.has(r.index)) this.rowsByAddr.delete(r.addr);
+        const rows = old.rows.filter((r) => !only.has(r.index)).concat(view.rows);
+        rows.sort((a, b) => a.index - b.index);
+        const merged = { ...view, rows };
+        delete merged.only;
+        this.tables.set(key, merged);
+        for (const r of view.rows) this.rowsByAddr.set(r.addr, { table: key, row: r });
+        continue;
+      }
       if (old) for (const r of old.rows) this.rowsByAddr.delete(r.addr);
       if (view === null) {
         this.tables.delete(key);

@@ -139,17 +139,24 @@ def test_subscribed_tables_are_sent_and_resent_when_touched(mode):
             table = row["decoded"]["next_table"]
             await v.ok("subscribe", tables=[table])
             rows = (await v.type("tables"))["tables"][table]["rows"]
-        leaf_table = table
+        leaf_table, leaf = table, row
         # the vCPU's hardware AF update writes the leaf: its table and the ones above it
-        # (their counters) are re-sent
-        sent = set()
+        # (their counters) are re-sent, each with only the entry that changed
+        sent = {}
         for name in ["vcpu0"] * 4:  # three walk reads, then the hardware AF update
             await v.ok("step", actor=name)
             d = await v.type("delta")
-            sent |= set(d["tables"])
+            sent.update(d["tables"])
             if d.get("machine"):
                 assert d["machine"]["counts"]["young"] == 1
         assert leaf_table in sent and root in sent
+        assert sent[leaf_table]["only"] == [leaf["index"]]
+        [now] = sent[leaf_table]["rows"]
+        assert now["addr"] == leaf["addr"] and now["decoded"]["af"] == 1
+        for pa, view in sent.items():
+            assert len(view["only"]) == len(view["rows"]) == 1, pa
+            if pa != leaf_table:
+                assert view["rows"][0]["counts"]["young"] == 1, pa
         await v.ok("unsubscribe", tables=[leaf_table])
         await v.close()
 
