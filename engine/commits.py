@@ -38,6 +38,8 @@ class Commit:
 
 
 SEED = "064850532444"
+SKIP_PMD_NOCHANGE = "86658b819cd0"
+SKIP_PTE_NOCHANGE = "976d34e2dab1"
 HUGE_OVER_TABLE = "3c3736cd32bf"
 MERGE_TABLES_TLBI = "3a0b870e3448"
 MAP_PERMS_FILTER = "694d071f8d85"
@@ -57,6 +59,24 @@ COMMITS: dict[str, Commit] = {
             "kvm_set_s2pte_readonly becomes an LDXR/STXR loop; aging uses the atomic "
             "stage2_ptep_test_and_clear_young; s2-setup.c sets VTCR_EL2.HA when "
             "ID_AA64MMFR1_EL1.HAFDBS != 0 (the default of machine.ha)",
+        ),
+        Commit(
+            "86658b819cd0a9aa584cd84453ed268a6f013770",
+            "KVM: arm/arm64: Skip updating PMD entry if no change",
+            "v4.19",
+            MMU_C,
+            "stage2_set_pmd_huge returns 0 when the present pmd already holds the new block "
+            "(pmd_val(old_pmd) == pmd_val(*new_pmd)) instead of pmd_clear, "
+            "kvm_tlb_flush_vmid_ipa and the same store again",
+        ),
+        Commit(
+            "976d34e2dab10ece5ea8fe7090b7692913f89084",
+            "KVM: arm/arm64: Skip updating PTE entry if no change",
+            "v4.19",
+            MMU_C,
+            "stage2_set_pte returns 0 when the present pte already holds the new value "
+            "(pte_val(old_pte) == pte_val(*new_pte)) instead of kvm_set_pte(pte, __pte(0)), "
+            "kvm_tlb_flush_vmid_ipa and the same store again",
         ),
         Commit(
             "3c3736cd32bf5197aed1410ae826d2d254a5b277",

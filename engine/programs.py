@@ -44,6 +44,8 @@ from .commits import (
     PGTABLE,
     RELAX_EAGAIN_TLBI,
     SEED,
+    SKIP_PMD_NOCHANGE,
+    SKIP_PTE_NOCHANGE,
     TEST_AGE_RANGE,
 )
 
@@ -278,6 +280,7 @@ def _v4_fault_handler(p: Program) -> None:
     p.label("uma_leaf")
     p.emit(I.OP_LOAD, I.R0, at="old_pte = *pte")
     p.emit(I.OP_BZ, I.R0, K(B.DESC_VALID), "uma_make", at="if (pte_present(old_pte))")
+    _v4_skip_unchanged(p)
     if p.has(HUGE_OVER_TABLE):  # 3c3736cd32bf (v5.1)
         _v4_unmap_block_over_table(p)
     p.emit(I.OP_MOVK, I.R3, K(0), at="__pte(0)")
@@ -285,10 +288,40 @@ def _v4_fault_handler(p: Program) -> None:
     p.emit(I.OP_TLBI_IPA, I.IPA, at="kvm_tlb_flush_vmid_ipa(kvm, addr)")
     p.label("uma_make")
     p.emit(I.OP_STORE, I.R1, K(ALL), at="kvm_set_pte(pte, *new_pte)")
+    p.label("uma_unlock")
     p.emit(I.OP_UNLOCK, I.LOCK_SPIN, at="user_mem_abort: spin_unlock(&kvm->mmu_lock)")
     p.emit(I.OP_B, "access", at="return to the guest: retry the access")
     p.label("mmio")
     p.emit(I.OP_END, at="io_mem_abort: the access exits to userspace")
+
+
+def _v4_skip_unchanged(p: Program) -> None:
+    """86658b819cd0 / 976d34e2dab1 (v4.19): stage2_set_pmd_huge / stage2_set_pte leave a
+    present entry that already holds the new value alone (return 0). Before them a vCPU
+    that faulted on an entry another vCPU had just installed broke it again (clear, TLBI,
+    the same store): every vCPU using it took a fresh translation fault in that window."""
+    K = p.k
+    pmd, pte = p.has(SKIP_PMD_NOCHANGE), p.has(SKIP_PTE_NOCHANGE)
+    if not (pmd or pte):
+        return
+    if not (pmd and pte):  # only one of the two functions has the check
+        p.emit(
+            I.OP_BNEK,
+            I.TLEVEL,
+            K(3 if pte else 2),
+            "uma_changed",
+            at="stage2_set_pte" if pte else "stage2_set_pmd_huge",
+        )
+    at = (
+        "stage2_set_pmd_huge: if (pmd_val(old_pmd) == pmd_val(*new_pmd)) return 0  // 86658b819cd0"
+        if not pte
+        else "stage2_set_pte: if (pte_val(old_pte) == pte_val(*new_pte)) return 0  // 976d34e2dab1"
+        if not pmd
+        else "if (pte_val(old_pte) == pte_val(*new_pte)) return 0  // 976d34e2dab1 / "
+        "stage2_set_pmd_huge: pmd_val(old_pmd) == pmd_val(*new_pmd)  // 86658b819cd0"
+    )
+    p.emit(I.OP_BEQ, I.R0, I.R1, "uma_unlock", at=at)
+    p.label("uma_changed")
 
 
 def _v4_unmap_block_over_table(p: Program) -> None:

@@ -156,7 +156,7 @@ def test_faults_are_counted_only_when_a_predicate_reads_them():
 
 
 def test_the_catalogue_holds_at_least_the_bugs_it_promises():
-    assert len(BUGS) >= 6
+    assert len(BUGS) >= 8
     for path in BUGS:
         sc = load_scenario(path)
         assert sc.fix is not None and path.name.startswith(sc.fix), path.name
@@ -171,6 +171,44 @@ def test_a_bug_shows_before_its_fix_and_not_after(path, engine):
     assert after["expect"]["passed"], after["expect"]
     before = explore_json(build_spec(load_scenario(path, (f"-{fixed.fix}",))), engine, 2_000_000)
     assert not before["expect"]["passed"], f"{path.name}: [expect] holds without {fixed.fix}"
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+@pytest.mark.parametrize("fix", ["86658b819cd0", "976d34e2dab1"])
+def test_before_the_v419_skips_two_vcpus_can_break_each_others_entry_for_ever(fix, engine):
+    """Punit Agrawal's fixes: "can hinder forward progress due to refaults". Without them
+    each vCPU's fault handler re-breaks the entry the other just installed, a cycle the
+    explorer cuts; with them every vCPU faults at most once and the search is acyclic."""
+    path = next(p for p in BUGS if p.name.startswith(fix))
+    fixed = explore_json(build_spec(load_scenario(path)), engine, 2_000_000)
+    before = explore_json(build_spec(load_scenario(path, (f"-{fix}",))), engine, 2_000_000)
+    faults = {
+        (s["actors"]["vcpu0"]["faults"], s["actors"]["vcpu1"]["faults"])
+        for s in before["final_states"]
+    }
+    assert before["cycles"] > 0 and (2, 3) in faults and (3, 2) in faults
+    assert fixed["cycles"] == 0
+    assert {
+        n for s in fixed["final_states"] for n in s["actors"].values() for n in [n["faults"]]
+    } <= {0, 1}
+
+
+def test_the_v419_skips_compare_the_whole_entry_only_at_their_own_level():
+    def skip(commits):
+        prog = program_for("seed", GENERATIONS["seed"].commits | commits)
+        at = [pc for pc, line in enumerate(prog.lines) if "return 0  //" in line]
+        guard = [prog.code[pc - 1] for pc in at if prog.code[pc - 1][0] == I.OP_BNEK]
+        level = [prog.consts[g[2]] for g in guard if g[1] == I.TLEVEL]
+        return [(prog.code[pc], prog.lines[pc]) for pc in at], level
+
+    assert skip(frozenset()) == ([], [])
+    (code, line), *more = skip(frozenset({"86658b819cd0", "976d34e2dab1"}))[0]
+    assert not more and code[:3] == (I.OP_BEQ, I.R0, I.R1)
+    assert "86658b819cd0" in line and "976d34e2dab1" in line
+    [(_, line)], level = skip(frozenset({"976d34e2dab1"}))
+    assert "stage2_set_pte" in line and level == [3]
+    [(_, line)], level = skip(frozenset({"86658b819cd0"}))
+    assert "stage2_set_pmd_huge" in line and level == [2]
 
 
 def test_a_fork_to_another_kernel_drops_the_commits_written_for_the_old_one():
