@@ -177,6 +177,22 @@ def _hardware_ops(p: Program) -> None:
     p.emit(I.OP_END, at="evicted")
 
 
+def _read_permission_fault(p: Program, test: str) -> None:
+    """user_mem_abort's first check (4.7 arch/arm/kvm/mmu.c, 6.6 arch/arm64/kvm/mmu.c): a
+    permission fault on a read cannot come from KVM's own mappings (every valid leaf it
+    installs is readable), so it is refused before any lock: kvm_err, -EFAULT, and KVM_RUN
+    fails without retrying the access (a scenario's s2ap "none"/"wo" leaves reach it)."""
+    K = p.k
+    p.emit(I.OP_BNEK, I.STATUS, K(I.FAULT_PERMISSION), "uma_rw", at=f"user_mem_abort: {test}")
+    p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_rw", at=f"user_mem_abort: {test}")
+    p.emit(
+        I.OP_END,
+        at='kvm_err("Unexpected L2 read permission error"); return -EFAULT  '
+        "// KVM_RUN fails: the access is not retried",
+    )
+    p.label("uma_rw")
+
+
 def _walk_init(p: Program, kind: str) -> None:
     """Start a software walk at the start-level table (kvm->arch.pgd / pgt->pgd): "one" for
     a walk to IPA's entry, "range" for a range walk from IPA, "cursor" from CUR as it is."""
@@ -228,6 +244,7 @@ def _v4_fault_handler(p: Program) -> None:
         f"gfn_to_pfn_prot(); new_pte = pfn_pte(pfn, PAGE_S2); {new_pte}",
     )
     p.emit(I.OP_BZ, I.R1, K(ALL), "mmio", at="no memslot: io_mem_abort")
+    _read_permission_fault(p, "if (fault_status == FSC_PERM && !write_fault)")
     p.emit(I.OP_BZ, I.LOG, K(ALL), "uma_lock", at="else if (logging_active) {")
     p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_lock", at="if (!write_fault)")
     p.emit(I.OP_ANDN, I.R1, I.R1, K(B.S2AP_W), at="writable = false  // new_pte stays PAGE_S2")
@@ -822,6 +839,9 @@ def _v66_fault_handler(p: Program) -> None:
         "__gfn_to_pfn_memslot(); prot = R | W (writable)",
     )
     p.emit(I.OP_BZ, I.R2, K(ALL), "mmio", at="no memslot: io_mem_abort")
+    _read_permission_fault(
+        p, "if (fault_status == ESR_ELx_FSC_PERM && !write_fault && !exec_fault)"
+    )
     p.emit(I.OP_BZ, I.LOG, K(ALL), "uma_lock", at="} else if (logging_active && !write_fault) {")
     p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_lock", at="} else if (logging_active && !write_fault) {")
     p.emit(I.OP_ANDN, I.R2, I.R2, K(B.S2AP_W), at="writable = false  // no KVM_PGTABLE_PROT_W")

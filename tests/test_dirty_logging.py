@@ -71,6 +71,29 @@ def test_a_read_fault_while_logging_maps_the_page_read_only(engine, kernel):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kernel", ["v4.6", "seed", "v6.6", "v6.12"])
+@pytest.mark.parametrize("s2ap", ["none", "wo"])
+def test_a_read_permission_fault_is_refused_with_efault_and_changes_nothing(engine, kernel, s2ap):
+    """user_mem_abort: `if (fault_status == FSC_PERM && !write_fault) return -EFAULT` (every
+    generation); only the write that follows maps the page writable."""
+    spec = scenario(
+        kernel,
+        [(0x8000_0000, 0x4000_0000, f's2ap = "{s2ap}"')],
+        ["flush_tlb"],
+        ["read 0x8000_0000"],
+    )
+    m = new_machine(spec, engine)
+    before = m.walk(0x8000_0000)
+    finish(m, 1)
+    assert kinds(m)[-1] == "fault"  # no lock taken, nothing stored: KVM_RUN fails
+    assert m.walk(0x8000_0000) == before
+    m.append_op(1, _op(spec, "write 0x8000_0000", "vcpu"))
+    finish(m, 1)
+    desc, level = m.walk(0x8000_0000)
+    assert level == 3 and desc & B.S2AP_W  # "none": user_mem_abort maps it RW
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kernel", ["seed", "v6.6"])
 def test_get_dirty_log_harvests_and_write_protects_the_dirty_pages(engine, kernel):
     spec = scenario(
@@ -92,11 +115,11 @@ def test_get_dirty_log_harvests_and_write_protects_the_dirty_pages(engine, kerne
     assert kinds(m)[-1] == "tlbi"  # if (is_dirty) kvm_flush_remote_tlbs()
 
 
-def _op(spec, text):
+def _op(spec, text, kind="host"):
     from engine.scenario import parse_op
     from engine.spec import op_spec
 
-    return op_spec(spec.program, parse_op(text, "host", 40), spec.scenario)
+    return op_spec(spec.program, parse_op(text, kind, 40), spec.scenario)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
