@@ -485,14 +485,14 @@ def _dirty_log_ops(
         I.OP_ANDN,
         I.AUX,
         I.IPA,
-        K(I.DIRTY_WORD_PAGES * B.PAGE_SIZE - 1),
-        at="for (i = 0; i < n / sizeof(long); i++)",
+        K(B.PAGE_SIZE - 1),
+        at="for (i = 0; i < n / sizeof(long); i++)  // words of the memslot's dirty_bitmap",
     )
     p.label("gdl_word")
     p.emit(
         I.OP_HARVEST,
         at="if (!dirty_bitmap[i]) continue; mask = xchg(&dirty_bitmap[i], 0); "
-        "dirty_bitmap_buffer[i] = mask",
+        "dirty_bitmap_buffer[i] = mask  // bit j: gfn memslot->base_gfn + 64 * i + j",
     )
     p.emit(I.OP_ORRR, I.RET, I.RET, I.R0, at="*is_dirty = true")
     p.emit(I.OP_BZ, I.R0, K(ALL), "gdl_next", at="if (mask)")
