@@ -42,6 +42,7 @@ SKIP_PMD_NOCHANGE = "86658b819cd0"
 SKIP_PTE_NOCHANGE = "976d34e2dab1"
 HUGE_OVER_TABLE = "3c3736cd32bf"
 MERGE_TABLES_TLBI = "3a0b870e3448"
+FAULT_GRANULE = "7d894834a305"
 MAP_PERMS_FILTER = "694d071f8d85"
 AF_READ_LOCK = "fc61f554e694"
 TEST_AGE_RANGE = "cf2d23e0bac9"
@@ -105,6 +106,16 @@ COMMITS: dict[str, Commit] = {
             "VMID (__kvm_tlb_flush_vmid) instead of the one IPA of the entry",
         ),
         Commit(
+            "7d894834a305568a0168c55d4729216f5f8cb4e6",
+            "KVM: arm64: Add usage of stage 2 fault lookup level in user_mem_abort()",
+            "v5.10",
+            PGTABLE,
+            "a permission fault relaxes only when vma_pagesize equals the granule of the "
+            "faulting entry (ESR_EL2.DFSC level), else kvm_pgtable_stage2_map changes the "
+            "block size; before it, every permission fault outside `logging_active && "
+            "writable` relaxed the leaf at fault_ipa aligned down to vma_pagesize",
+        ),
+        Commit(
             "694d071f8d85d504055540a27f0dbe9dbf44584e",
             "KVM: arm64: Filter out the case of only changing permissions from stage-2 map path",
             "v5.12",
@@ -158,7 +169,9 @@ GENERATIONS: dict[str, Generation] = {
         Generation(
             "v6.6",
             PGTABLE,
-            frozenset({MERGE_TABLES_TLBI, MAP_PERMS_FILTER, AF_READ_LOCK, LOCAL_TLBI_RELAX}),
+            frozenset(
+                {MERGE_TABLES_TLBI, FAULT_GRANULE, MAP_PERMS_FILTER, AF_READ_LOCK, LOCAL_TLBI_RELAX}
+            ),
             "kvm_pgtable walker, rwlock mmu_lock",
         ),
         # The 6.12 LTS: what changed since 6.6 on the modelled paths (docs/kernel-sources.md,
@@ -169,6 +182,7 @@ GENERATIONS: dict[str, Generation] = {
             frozenset(
                 {
                     MERGE_TABLES_TLBI,
+                    FAULT_GRANULE,
                     MAP_PERMS_FILTER,
                     AF_READ_LOCK,
                     LOCAL_TLBI_RELAX,

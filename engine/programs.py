@@ -36,6 +36,7 @@ from . import bits as B
 from . import isa as I
 from .commits import (
     AF_READ_LOCK,
+    FAULT_GRANULE,
     GENERATIONS,
     HUGE_OVER_TABLE,
     LOCAL_TLBI_RELAX,
@@ -804,6 +805,40 @@ def _v66_attr_walk(
         p.emit(I.OP_B, eagain or done, at="-EAGAIN: kvm_pgtable_walk_continue() stops the walk")
 
 
+def _v510_relax_or_map(p: Program) -> None:
+    """Before 7d894834a305 (v5.9 arch/arm64/kvm/mmu.c user_mem_abort): `if (fault_status ==
+    FSC_PERM && !(logging_active && writable)) relax_perms(pgt, fault_ipa, prot)`, with
+    fault_ipa aligned down to vma_pagesize for a block-backed memslot (`fault_ipa &=
+    ~(vma_pagesize - 1)`). After dirty logging stopped, a write to a page it left read-only
+    in a split block relaxes the leaf at the 2M-aligned IPA instead, and the faulting page
+    never becomes writable: "an endless loop and guest panic due to soft lockup"."""
+    K = p.k
+    p.emit(
+        I.OP_BNEK,
+        I.STATUS,
+        K(I.FAULT_PERMISSION),
+        "map_next",
+        at="if (fault_status == FSC_PERM && !(logging_active && writable))",
+    )
+    p.emit(I.OP_BZ, I.LOG, K(ALL), "rp_align", at="if (... && !(logging_active && writable))")
+    p.emit(I.OP_BZ, I.R2, K(B.S2AP_W), "rp_align", at="if (... && !(logging_active && writable))")
+    p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map()")
+    p.label("rp_align")
+    for level, size in ((2, B.PAGE_SIZE << 9), (1, B.PAGE_SIZE << 18)):  # PAGE_SIZE: as is
+        p.emit(I.OP_BNEK, I.TLEVEL, K(level), f"rp_align_{level}", at="vma_pagesize")
+        p.emit(
+            I.OP_ANDN,
+            I.CUR,
+            I.IPA,
+            K(size - 1),
+            at="fault_ipa &= ~(vma_pagesize - 1)  // relax_perms(pgt, fault_ipa, prot)",
+        )
+        p.label(f"rp_align_{level}")
+    p.emit(I.OP_ADDK, I.END, I.CUR, K(1), at="kvm_pgtable_stage2_relax_perms(pgt, fault_ipa, prot)")
+    _walk_init(p, "cursor")
+    p.emit(I.OP_B, "rp_next", at="ret = kvm_pgtable_stage2_relax_perms(pgt, fault_ipa, prot)")
+
+
 def _v66_fault_handler(p: Program) -> None:
     """kvm_handle_guest_abort (v6.6 arch/arm64/kvm/mmu.c): handle_access_fault ->
     kvm_pgtable_stage2_mkyoung; user_mem_abort -> kvm_pgtable_stage2_relax_perms for a
@@ -850,21 +885,24 @@ def _v66_fault_handler(p: Program) -> None:
     p.emit(I.OP_LOCK, I.LOCK_READ, at="user_mem_abort: read_lock(&kvm->mmu_lock)")
     p.emit(I.OP_ADDK, I.END, I.IPA, K(1), at="one leaf at fault_ipa")
     _walk_init(p, "range")
-    p.emit(
-        I.OP_BNEK,
-        I.STATUS,
-        K(I.FAULT_PERMISSION),
-        "map_next",
-        at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
-    )
-    p.emit(
-        I.OP_BEQ,
-        I.FLEVEL,
-        I.TLEVEL,
-        "rp_next",
-        at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
-    )
-    p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map(): change the block size")
+    if p.has(FAULT_GRANULE):  # 7d894834a305 (v5.10): relax only at the fault granule
+        p.emit(
+            I.OP_BNEK,
+            I.STATUS,
+            K(I.FAULT_PERMISSION),
+            "map_next",
+            at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
+        )
+        p.emit(
+            I.OP_BEQ,
+            I.FLEVEL,
+            I.TLEVEL,
+            "rp_next",
+            at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
+        )
+        p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map(): change the block size")
+    else:
+        _v510_relax_or_map(p)
     # be097997a273 (v6.7): -EAGAIN (another CPU changed the PTE) invalidates too.
     eagain_tlbi = p.has(RELAX_EAGAIN_TLBI)
     _v66_attr_walk(
