@@ -227,7 +227,7 @@ cdef class Machine:
         self.nslots = len(spec.mem)
         self.cap_slots = max(512, self.nslots)
         self.mem = <uint64_t *>malloc(self.cap_slots * 8)
-        self.dlog = DirtyLog()
+        self.dlog = DirtyLog((m.ipa, m.end) for m in spec.memslots)
         self.dl_watch = False
         self.free_pages = ()
         cdef const unsigned char[:] raw = spec.mem.tobytes()
@@ -843,13 +843,14 @@ cdef class Machine:
             self._event(i, PT_EV_LOG, 0, 0, r[PT_IPA], 0, r[PT_END], x, 0)
             a.pc += 1
         elif op == PT_OP_HARVEST:
-            addr = r[PT_AUX]
-            mask, pages = self.dlog.harvest(addr, r[PT_IPA] & ~(PT_PAGE_SIZE - 1), r[PT_END])
+            # kvm_get_dirty_log_protect: one word of the memslot's dirty_bitmap (engine/dirtylog.py)
+            addr, mask, pages, nxt = self.dlog.harvest(
+                r[PT_AUX], r[PT_IPA] & ~(PT_PAGE_SIZE - 1), r[PT_END])
             r[PT_R0] = 1 if pages else 0
             if pages:
                 r[PT_CUR] = pages[0]
                 r[PT_R2] = pages[len(pages) - 1] + PT_PAGE_SIZE  # (wraparound is off)
-            r[PT_AUX] = addr + PT_DIRTY_WORD_PAGES * PT_PAGE_SIZE
+            r[PT_AUX] = nxt
             self._event(i, PT_EV_HARVEST, 0, 0, addr, mask, 0, 0, 0)
             a.pc += 1
         else:

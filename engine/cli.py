@@ -259,7 +259,8 @@ def _print_text(out: dict) -> None:
             f"{v['actor']} {v['op']}; schedule {fold(v['schedule'])}"
         )
     for r in out["expect"]["results"]:
-        print(f"  expect {r['kind']} {r['expr']}: {'held' if r['held'] else 'FAILED'}")
+        found = "" if r["held"] or "found" not in r else f" (found {r['found']})"
+        print(f"  expect {r['kind']} {r['expr']}: {'held' if r['held'] else 'FAILED'}{found}")
     print("expectations hold" if out["expect"]["passed"] else "EXPECTATIONS FAILED")
 
 

@@ -38,8 +38,11 @@ class Commit:
 
 
 SEED = "064850532444"
+SKIP_PMD_NOCHANGE = "86658b819cd0"
+SKIP_PTE_NOCHANGE = "976d34e2dab1"
 HUGE_OVER_TABLE = "3c3736cd32bf"
 MERGE_TABLES_TLBI = "3a0b870e3448"
+FAULT_GRANULE = "7d894834a305"
 MAP_PERMS_FILTER = "694d071f8d85"
 AF_READ_LOCK = "fc61f554e694"
 TEST_AGE_RANGE = "cf2d23e0bac9"
@@ -57,6 +60,24 @@ COMMITS: dict[str, Commit] = {
             "kvm_set_s2pte_readonly becomes an LDXR/STXR loop; aging uses the atomic "
             "stage2_ptep_test_and_clear_young; s2-setup.c sets VTCR_EL2.HA when "
             "ID_AA64MMFR1_EL1.HAFDBS != 0 (the default of machine.ha)",
+        ),
+        Commit(
+            "86658b819cd0a9aa584cd84453ed268a6f013770",
+            "KVM: arm/arm64: Skip updating PMD entry if no change",
+            "v4.19",
+            MMU_C,
+            "stage2_set_pmd_huge returns 0 when the present pmd already holds the new block "
+            "(pmd_val(old_pmd) == pmd_val(*new_pmd)) instead of pmd_clear, "
+            "kvm_tlb_flush_vmid_ipa and the same store again",
+        ),
+        Commit(
+            "976d34e2dab10ece5ea8fe7090b7692913f89084",
+            "KVM: arm/arm64: Skip updating PTE entry if no change",
+            "v4.19",
+            MMU_C,
+            "stage2_set_pte returns 0 when the present pte already holds the new value "
+            "(pte_val(old_pte) == pte_val(*new_pte)) instead of kvm_set_pte(pte, __pte(0)), "
+            "kvm_tlb_flush_vmid_ipa and the same store again",
         ),
         Commit(
             "3c3736cd32bf5197aed1410ae826d2d254a5b277",
@@ -83,6 +104,16 @@ COMMITS: dict[str, Commit] = {
             PGTABLE,
             "stage2_map_walk_table_pre, replacing a table by a block, invalidates the whole "
             "VMID (__kvm_tlb_flush_vmid) instead of the one IPA of the entry",
+        ),
+        Commit(
+            "7d894834a305568a0168c55d4729216f5f8cb4e6",
+            "KVM: arm64: Add usage of stage 2 fault lookup level in user_mem_abort()",
+            "v5.10",
+            PGTABLE,
+            "a permission fault relaxes only when vma_pagesize equals the granule of the "
+            "faulting entry (ESR_EL2.DFSC level), else kvm_pgtable_stage2_map changes the "
+            "block size; before it, every permission fault outside `logging_active && "
+            "writable` relaxed the leaf at fault_ipa aligned down to vma_pagesize",
         ),
         Commit(
             "694d071f8d85d504055540a27f0dbe9dbf44584e",
@@ -138,7 +169,9 @@ GENERATIONS: dict[str, Generation] = {
         Generation(
             "v6.6",
             PGTABLE,
-            frozenset({MERGE_TABLES_TLBI, MAP_PERMS_FILTER, AF_READ_LOCK, LOCAL_TLBI_RELAX}),
+            frozenset(
+                {MERGE_TABLES_TLBI, FAULT_GRANULE, MAP_PERMS_FILTER, AF_READ_LOCK, LOCAL_TLBI_RELAX}
+            ),
             "kvm_pgtable walker, rwlock mmu_lock",
         ),
         # The 6.12 LTS: what changed since 6.6 on the modelled paths (docs/kernel-sources.md,
@@ -149,6 +182,7 @@ GENERATIONS: dict[str, Generation] = {
             frozenset(
                 {
                     MERGE_TABLES_TLBI,
+                    FAULT_GRANULE,
                     MAP_PERMS_FILTER,
                     AF_READ_LOCK,
                     LOCAL_TLBI_RELAX,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 
 from . import bits as B
+from .isa import DIRTY_WORD_PAGES as WORD_PAGES  # pages per word (BITS_PER_LONG)
 
 PAGE_MASK = ~(B.PAGE_SIZE - 1)
 
@@ -45,9 +46,21 @@ def _has(ranges: tuple, ipa: int) -> bool:
 class DirtyLog:
     """The VM's dirty-logging state (memslot flags and bitmaps, virt/kvm/kvm_main.c)."""
 
-    __slots__ = ("logging", "tracked", "bitmap", "harvested", "written", "hwdirty", "used")
+    __slots__ = (
+        "slots",
+        "logging",
+        "tracked",
+        "bitmap",
+        "harvested",
+        "written",
+        "hwdirty",
+        "used",
+    )
 
-    def __init__(self):
+    def __init__(self, slots=()):
+        # (base IPA, end IPA) of each memslot: each has its own dirty_bitmap, bit i for gfn
+        # base_gfn + i (kvm_main.c mark_page_dirty_in_slot: rel_gfn = gfn - base_gfn).
+        self.slots = tuple(sorted((s, e) for s, e in slots))
         self.logging = ()  # ranges with KVM_MEM_LOG_DIRTY_PAGES (memslot_is_logging)
         self.tracked = ()  # ranges whose log_start has finished (no_lost_dirty part a)
         self.bitmap = ()  # pages in memslot->dirty_bitmap
@@ -103,11 +116,23 @@ class DirtyLog:
             insort(bitmap, page)
             self.bitmap = tuple(bitmap)
 
-    def harvest(self, word: int, lo: int, hi: int) -> tuple[int, list[int]]:
-        """xchg(&dirty_bitmap[word], 0) over the pages of [word, word + 64 pages) in [lo, hi):
-        (mask, pages), the pages moving from the bitmap to `harvested`."""
-        top = word + 64 * B.PAGE_SIZE
-        pages = [p for p in self.bitmap if word <= p < top and lo <= p < hi]
+    def harvest(self, cursor: int, lo: int, hi: int) -> tuple[int, int, list[int], int]:
+        """One `mask = xchg(&dirty_bitmap[i], 0)` of kvm_get_dirty_log_protect: the bitmap word
+        of the memslot at or after `cursor` (a word is 64 pages from the memslot's base gfn,
+        cut at its end), over the pages in [lo, hi). Returns (word start, mask, pages, the
+        cursor of the next word); the pages move from the bitmap to `harvested`."""
+        word = top = hi
+        for base, end in self.slots:
+            if end <= cursor:
+                continue
+            start = max(cursor, base)
+            if start >= hi:
+                break
+            span = WORD_PAGES * B.PAGE_SIZE
+            word = base + (start - base) // span * span
+            top = min(word + span, end)
+            break
+        pages = [p for p in self.bitmap if max(word, lo) <= p < min(top, hi)]
         if pages:
             self.bitmap = tuple(p for p in self.bitmap if p not in pages)
             self.harvested = tuple(sorted(set(self.harvested) | set(pages)))
@@ -115,7 +140,7 @@ class DirtyLog:
         for p in pages:
             mask |= 1 << ((p - word) >> B.PAGE_SHIFT)
         self.used = True
-        return mask, pages
+        return word, mask, pages, top
 
     def recorded(self, page: int) -> bool:
         i = bisect_left(self.bitmap, page)

@@ -36,6 +36,7 @@ from . import bits as B
 from . import isa as I
 from .commits import (
     AF_READ_LOCK,
+    FAULT_GRANULE,
     GENERATIONS,
     HUGE_OVER_TABLE,
     LOCAL_TLBI_RELAX,
@@ -44,6 +45,8 @@ from .commits import (
     PGTABLE,
     RELAX_EAGAIN_TLBI,
     SEED,
+    SKIP_PMD_NOCHANGE,
+    SKIP_PTE_NOCHANGE,
     TEST_AGE_RANGE,
 )
 
@@ -175,6 +178,22 @@ def _hardware_ops(p: Program) -> None:
     p.emit(I.OP_END, at="evicted")
 
 
+def _read_permission_fault(p: Program, test: str) -> None:
+    """user_mem_abort's first check (4.7 arch/arm/kvm/mmu.c, 6.6 arch/arm64/kvm/mmu.c): a
+    permission fault on a read cannot come from KVM's own mappings (every valid leaf it
+    installs is readable), so it is refused before any lock: kvm_err, -EFAULT, and KVM_RUN
+    fails without retrying the access (a scenario's s2ap "none"/"wo" leaves reach it)."""
+    K = p.k
+    p.emit(I.OP_BNEK, I.STATUS, K(I.FAULT_PERMISSION), "uma_rw", at=f"user_mem_abort: {test}")
+    p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_rw", at=f"user_mem_abort: {test}")
+    p.emit(
+        I.OP_END,
+        at='kvm_err("Unexpected L2 read permission error"); return -EFAULT  '
+        "// KVM_RUN fails: the access is not retried",
+    )
+    p.label("uma_rw")
+
+
 def _walk_init(p: Program, kind: str) -> None:
     """Start a software walk at the start-level table (kvm->arch.pgd / pgt->pgd): "one" for
     a walk to IPA's entry, "range" for a range walk from IPA, "cursor" from CUR as it is."""
@@ -226,6 +245,7 @@ def _v4_fault_handler(p: Program) -> None:
         f"gfn_to_pfn_prot(); new_pte = pfn_pte(pfn, PAGE_S2); {new_pte}",
     )
     p.emit(I.OP_BZ, I.R1, K(ALL), "mmio", at="no memslot: io_mem_abort")
+    _read_permission_fault(p, "if (fault_status == FSC_PERM && !write_fault)")
     p.emit(I.OP_BZ, I.LOG, K(ALL), "uma_lock", at="else if (logging_active) {")
     p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_lock", at="if (!write_fault)")
     p.emit(I.OP_ANDN, I.R1, I.R1, K(B.S2AP_W), at="writable = false  // new_pte stays PAGE_S2")
@@ -278,6 +298,7 @@ def _v4_fault_handler(p: Program) -> None:
     p.label("uma_leaf")
     p.emit(I.OP_LOAD, I.R0, at="old_pte = *pte")
     p.emit(I.OP_BZ, I.R0, K(B.DESC_VALID), "uma_make", at="if (pte_present(old_pte))")
+    _v4_skip_unchanged(p)
     if p.has(HUGE_OVER_TABLE):  # 3c3736cd32bf (v5.1)
         _v4_unmap_block_over_table(p)
     p.emit(I.OP_MOVK, I.R3, K(0), at="__pte(0)")
@@ -285,10 +306,40 @@ def _v4_fault_handler(p: Program) -> None:
     p.emit(I.OP_TLBI_IPA, I.IPA, at="kvm_tlb_flush_vmid_ipa(kvm, addr)")
     p.label("uma_make")
     p.emit(I.OP_STORE, I.R1, K(ALL), at="kvm_set_pte(pte, *new_pte)")
+    p.label("uma_unlock")
     p.emit(I.OP_UNLOCK, I.LOCK_SPIN, at="user_mem_abort: spin_unlock(&kvm->mmu_lock)")
     p.emit(I.OP_B, "access", at="return to the guest: retry the access")
     p.label("mmio")
     p.emit(I.OP_END, at="io_mem_abort: the access exits to userspace")
+
+
+def _v4_skip_unchanged(p: Program) -> None:
+    """86658b819cd0 / 976d34e2dab1 (v4.19): stage2_set_pmd_huge / stage2_set_pte leave a
+    present entry that already holds the new value alone (return 0). Before them a vCPU
+    that faulted on an entry another vCPU had just installed broke it again (clear, TLBI,
+    the same store): every vCPU using it took a fresh translation fault in that window."""
+    K = p.k
+    pmd, pte = p.has(SKIP_PMD_NOCHANGE), p.has(SKIP_PTE_NOCHANGE)
+    if not (pmd or pte):
+        return
+    if not (pmd and pte):  # only one of the two functions has the check
+        p.emit(
+            I.OP_BNEK,
+            I.TLEVEL,
+            K(3 if pte else 2),
+            "uma_changed",
+            at="stage2_set_pte" if pte else "stage2_set_pmd_huge",
+        )
+    at = (
+        "stage2_set_pmd_huge: if (pmd_val(old_pmd) == pmd_val(*new_pmd)) return 0  // 86658b819cd0"
+        if not pte
+        else "stage2_set_pte: if (pte_val(old_pte) == pte_val(*new_pte)) return 0  // 976d34e2dab1"
+        if not pmd
+        else "if (pte_val(old_pte) == pte_val(*new_pte)) return 0  // 976d34e2dab1 / "
+        "stage2_set_pmd_huge: pmd_val(old_pmd) == pmd_val(*new_pmd)  // 86658b819cd0"
+    )
+    p.emit(I.OP_BEQ, I.R0, I.R1, "uma_unlock", at=at)
+    p.label("uma_changed")
 
 
 def _v4_unmap_block_over_table(p: Program) -> None:
@@ -435,14 +486,14 @@ def _dirty_log_ops(
         I.OP_ANDN,
         I.AUX,
         I.IPA,
-        K(I.DIRTY_WORD_PAGES * B.PAGE_SIZE - 1),
-        at="for (i = 0; i < n / sizeof(long); i++)",
+        K(B.PAGE_SIZE - 1),
+        at="for (i = 0; i < n / sizeof(long); i++)  // words of the memslot's dirty_bitmap",
     )
     p.label("gdl_word")
     p.emit(
         I.OP_HARVEST,
         at="if (!dirty_bitmap[i]) continue; mask = xchg(&dirty_bitmap[i], 0); "
-        "dirty_bitmap_buffer[i] = mask",
+        "dirty_bitmap_buffer[i] = mask  // bit j: gfn memslot->base_gfn + 64 * i + j",
     )
     p.emit(I.OP_ORRR, I.RET, I.RET, I.R0, at="*is_dirty = true")
     p.emit(I.OP_BZ, I.R0, K(ALL), "gdl_next", at="if (mask)")
@@ -754,6 +805,40 @@ def _v66_attr_walk(
         p.emit(I.OP_B, eagain or done, at="-EAGAIN: kvm_pgtable_walk_continue() stops the walk")
 
 
+def _v510_relax_or_map(p: Program) -> None:
+    """Before 7d894834a305 (v5.9 arch/arm64/kvm/mmu.c user_mem_abort): `if (fault_status ==
+    FSC_PERM && !(logging_active && writable)) relax_perms(pgt, fault_ipa, prot)`, with
+    fault_ipa aligned down to vma_pagesize for a block-backed memslot (`fault_ipa &=
+    ~(vma_pagesize - 1)`). After dirty logging stopped, a write to a page it left read-only
+    in a split block relaxes the leaf at the 2M-aligned IPA instead, and the faulting page
+    never becomes writable: "an endless loop and guest panic due to soft lockup"."""
+    K = p.k
+    p.emit(
+        I.OP_BNEK,
+        I.STATUS,
+        K(I.FAULT_PERMISSION),
+        "map_next",
+        at="if (fault_status == FSC_PERM && !(logging_active && writable))",
+    )
+    p.emit(I.OP_BZ, I.LOG, K(ALL), "rp_align", at="if (... && !(logging_active && writable))")
+    p.emit(I.OP_BZ, I.R2, K(B.S2AP_W), "rp_align", at="if (... && !(logging_active && writable))")
+    p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map()")
+    p.label("rp_align")
+    for level, size in ((2, B.PAGE_SIZE << 9), (1, B.PAGE_SIZE << 18)):  # PAGE_SIZE: as is
+        p.emit(I.OP_BNEK, I.TLEVEL, K(level), f"rp_align_{level}", at="vma_pagesize")
+        p.emit(
+            I.OP_ANDN,
+            I.CUR,
+            I.IPA,
+            K(size - 1),
+            at="fault_ipa &= ~(vma_pagesize - 1)  // relax_perms(pgt, fault_ipa, prot)",
+        )
+        p.label(f"rp_align_{level}")
+    p.emit(I.OP_ADDK, I.END, I.CUR, K(1), at="kvm_pgtable_stage2_relax_perms(pgt, fault_ipa, prot)")
+    _walk_init(p, "cursor")
+    p.emit(I.OP_B, "rp_next", at="ret = kvm_pgtable_stage2_relax_perms(pgt, fault_ipa, prot)")
+
+
 def _v66_fault_handler(p: Program) -> None:
     """kvm_handle_guest_abort (v6.6 arch/arm64/kvm/mmu.c): handle_access_fault ->
     kvm_pgtable_stage2_mkyoung; user_mem_abort -> kvm_pgtable_stage2_relax_perms for a
@@ -789,6 +874,9 @@ def _v66_fault_handler(p: Program) -> None:
         "__gfn_to_pfn_memslot(); prot = R | W (writable)",
     )
     p.emit(I.OP_BZ, I.R2, K(ALL), "mmio", at="no memslot: io_mem_abort")
+    _read_permission_fault(
+        p, "if (fault_status == ESR_ELx_FSC_PERM && !write_fault && !exec_fault)"
+    )
     p.emit(I.OP_BZ, I.LOG, K(ALL), "uma_lock", at="} else if (logging_active && !write_fault) {")
     p.emit(I.OP_BNZ, I.WRITE, K(ALL), "uma_lock", at="} else if (logging_active && !write_fault) {")
     p.emit(I.OP_ANDN, I.R2, I.R2, K(B.S2AP_W), at="writable = false  // no KVM_PGTABLE_PROT_W")
@@ -797,21 +885,24 @@ def _v66_fault_handler(p: Program) -> None:
     p.emit(I.OP_LOCK, I.LOCK_READ, at="user_mem_abort: read_lock(&kvm->mmu_lock)")
     p.emit(I.OP_ADDK, I.END, I.IPA, K(1), at="one leaf at fault_ipa")
     _walk_init(p, "range")
-    p.emit(
-        I.OP_BNEK,
-        I.STATUS,
-        K(I.FAULT_PERMISSION),
-        "map_next",
-        at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
-    )
-    p.emit(
-        I.OP_BEQ,
-        I.FLEVEL,
-        I.TLEVEL,
-        "rp_next",
-        at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
-    )
-    p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map(): change the block size")
+    if p.has(FAULT_GRANULE):  # 7d894834a305 (v5.10): relax only at the fault granule
+        p.emit(
+            I.OP_BNEK,
+            I.STATUS,
+            K(I.FAULT_PERMISSION),
+            "map_next",
+            at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
+        )
+        p.emit(
+            I.OP_BEQ,
+            I.FLEVEL,
+            I.TLEVEL,
+            "rp_next",
+            at="if (fault_status == ESR_ELx_FSC_PERM && vma_pagesize == fault_granule)",
+        )
+        p.emit(I.OP_B, "map_next", at="else ret = kvm_pgtable_stage2_map(): change the block size")
+    else:
+        _v510_relax_or_map(p)
     # be097997a273 (v6.7): -EAGAIN (another CPU changed the PTE) invalidates too.
     eagain_tlbi = p.has(RELAX_EAGAIN_TLBI)
     _v66_attr_walk(

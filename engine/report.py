@@ -199,8 +199,14 @@ def final_state_json(observer: Observer, key: bytes, count: int, schedule: list[
 
 
 def evaluate_expect(
-    scenario: Scenario, observer: Observer, final_keys: list[bytes], violated: set[str]
+    scenario: Scenario,
+    observer: Observer,
+    final_keys: list[bytes],
+    violated: set[str],
+    cycles: int | None = None,
 ) -> dict:
+    """The [expect] results over `final_keys`; `cycles` is the explorer's count (a single
+    run has none: `expect.cycles` is then not checked)."""
     ex = scenario.expect
     results = []
     if ex is None:
@@ -226,6 +232,15 @@ def evaluate_expect(
                 "expr": sorted(expected),
                 "found": sorted(violated),
                 "held": expected == violated,
+            }
+        )
+    if ex.cycles is not None and cycles is not None:
+        results.append(
+            {
+                "kind": "cycles",
+                "expr": f"= {ex.cycles}",
+                "found": cycles,
+                "held": cycles == ex.cycles,
             }
         )
     return {"passed": all(r["held"] for r in results), "results": results}
@@ -312,6 +327,7 @@ def explore_json(
         observer,
         [f.key for f in result.finals],
         set(result.violations) | set(already),
+        result.cycles,
     )
     sc = spec.scenario
     return {

@@ -68,7 +68,7 @@ EVICT_ACTOR = "evict"  # the hardware actor machine.tlb_evict adds
 MAP_KEYS = ("ipa", "pa", "size", "s2ap", "af", "dbm", "count")
 ACTOR_KEYS = ("name", "kind", "do", "tlb")
 ACTOR_KINDS = ("vcpu", "host")
-EXPECT_KEYS = ("always", "sometimes", "never", "violations")
+EXPECT_KEYS = ("always", "sometimes", "never", "violations", "cycles")
 
 # Arguments of each operation: "ipa" any byte address, "ipa4k" a 4K-aligned address,
 # "size?" an optional SIZE.
@@ -235,6 +235,9 @@ class Expect:
     sometimes: tuple[Predicate, ...]
     never: tuple[Predicate, ...]
     violations: tuple[str, ...] | None  # None: key absent (not checked)
+    # Schedules `explore` cuts because they came back to a state they had passed (a vCPU
+    # faulting for ever, or spinning on an entry another CPU holds); None: not checked.
+    cycles: int | None = None
 
 
 @dataclass(frozen=True)
@@ -744,7 +747,12 @@ class _Parser:
                 if check in items[:j]:
                     self.fail(w, f"check {check!r} listed twice")
             violations = tuple(items)
-        return Expect(lists["always"], lists["sometimes"], lists["never"], violations)
+        cycles = None
+        if "cycles" in table:
+            cycles = self.check(table["cycles"], "int", "expect.cycles")
+            if cycles < 0:
+                self.fail("expect.cycles", f"{cycles} is negative: a number of schedules")
+        return Expect(lists["always"], lists["sometimes"], lists["never"], violations, cycles)
 
 
 # --- entry points -----------------------------------------------------------------------

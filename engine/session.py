@@ -600,7 +600,41 @@ class LiveSession:
             "counts": counts_json(
                 self.machine.subtree_counts(B.TABLE_BASE, g.start_level, g.start_entries)
             ),
+            "dirty_log": self.dirty_log_view(),
         }
+
+    def dirty_log_view(self) -> dict | None:
+        """Each memslot's dirty_bitmap as the engine holds it, once a logging operation ran:
+        bit i is gfn base_gfn + i (mark_page_dirty_in_slot); `harvested` are the bits a
+        KVM_GET_DIRTY_LOG returned, `logging` the [first, end) bit ranges with
+        KVM_MEM_LOG_DIRTY_PAGES set."""
+        log = self.machine.dirty_log()
+        if log is None:
+            return None
+        slots = []
+        for slot in self.spec.memslots:
+
+            def bits(pages, slot=slot):
+                return [(p - slot.ipa) >> B.PAGE_SHIFT for p in pages if slot.ipa <= p < slot.end]
+
+            logging = [
+                [
+                    (max(s, slot.ipa) - slot.ipa) >> B.PAGE_SHIFT,
+                    (min(e, slot.end) - slot.ipa) >> B.PAGE_SHIFT,
+                ]
+                for s, e in log["logging"]
+                if s < slot.end and e > slot.ipa
+            ]
+            slots.append(
+                {
+                    "base": hexs(slot.ipa),
+                    "npages": (slot.end - slot.ipa) >> B.PAGE_SHIFT,
+                    "bits": bits(log["bitmap"]),
+                    "harvested": bits(log["harvested"]),
+                    "logging": logging,
+                }
+            )
+        return {"word_bits": I.DIRTY_WORD_PAGES, "slots": slots}
 
     def violations(self) -> list[dict]:
         return [

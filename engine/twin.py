@@ -79,7 +79,7 @@ class Machine:
         self.recording = True
         self.record_limit = -1  # recording stops for good past this many events (-1: none)
         self._marks = []
-        self.dlog = DirtyLog()
+        self.dlog = DirtyLog((m.ipa, m.end) for m in spec.memslots)
         self.free_pages = ()  # table pages given back before they were ever linked
         for i in range(len(self.actors)):
             self._start_op(i)
@@ -473,12 +473,11 @@ class Machine:
             self._event(i, I.EV_LOG, ipa=r[I.IPA], new=r[I.END], detail=x)
             a.pc += 1
         elif op == I.OP_HARVEST:
-            word = r[I.AUX]
-            mask, pages = self.dlog.harvest(word, r[I.IPA] & ~(B.PAGE_SIZE - 1), r[I.END])
+            lo = r[I.IPA] & ~(B.PAGE_SIZE - 1)
+            word, mask, pages, r[I.AUX] = self.dlog.harvest(r[I.AUX], lo, r[I.END])
             r[I.R0] = int(bool(pages))
             if pages:
                 r[I.CUR], r[I.R2] = pages[0], pages[-1] + B.PAGE_SIZE
-            r[I.AUX] = word + I.DIRTY_WORD_PAGES * B.PAGE_SIZE
             self._event(i, I.EV_HARVEST, ipa=word, old=mask)
             a.pc += 1
         else:
@@ -883,7 +882,7 @@ class Machine:
         self.viol_mask = state["viol_mask"]
         self.violations = [tuple(v) for v in state["violations"]]
         self.seq = state["seq"]
-        self.dlog.load(state.get("dirty_log", DirtyLog().state()))
+        self.dlog.load(state.get("dirty_log", DirtyLog().state()))  # (slots stay)
         self.free_pages = tuple(state.get("free_pages", ()))
         self.events = []
         self._marks = []

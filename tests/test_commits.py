@@ -121,6 +121,7 @@ def test_the_json_machine_lists_applied_and_reverted_commits(capsys, tmp_path):
     machine = json.loads(capsys.readouterr().out)["machine"]
     assert [(c["id"], c["origin"]) for c in machine["commits"]] == [
         ("3a0b870e3448", "generation"),
+        ("7d894834a305", "generation"),
         ("694d071f8d85", "generation"),
         ("fc61f554e694", "generation"),
         ("be097997a273", "scenario"),
@@ -156,7 +157,7 @@ def test_faults_are_counted_only_when_a_predicate_reads_them():
 
 
 def test_the_catalogue_holds_at_least_the_bugs_it_promises():
-    assert len(BUGS) >= 6
+    assert len(BUGS) >= 9
     for path in BUGS:
         sc = load_scenario(path)
         assert sc.fix is not None and path.name.startswith(sc.fix), path.name
@@ -171,6 +172,92 @@ def test_a_bug_shows_before_its_fix_and_not_after(path, engine):
     assert after["expect"]["passed"], after["expect"]
     before = explore_json(build_spec(load_scenario(path, (f"-{fixed.fix}",))), engine, 2_000_000)
     assert not before["expect"]["passed"], f"{path.name}: [expect] holds without {fixed.fix}"
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+@pytest.mark.parametrize("fix", ["86658b819cd0", "976d34e2dab1"])
+def test_before_the_v419_skips_two_vcpus_can_break_each_others_entry_for_ever(fix, engine):
+    """Punit Agrawal's fixes: "can hinder forward progress due to refaults". Without them
+    each vCPU's fault handler re-breaks the entry the other just installed, a cycle the
+    explorer cuts; with them every vCPU faults at most once and the search is acyclic."""
+    path = next(p for p in BUGS if p.name.startswith(fix))
+    fixed = explore_json(build_spec(load_scenario(path)), engine, 2_000_000)
+    before = explore_json(build_spec(load_scenario(path, (f"-{fix}",))), engine, 2_000_000)
+    faults = {
+        (s["actors"]["vcpu0"]["faults"], s["actors"]["vcpu1"]["faults"])
+        for s in before["final_states"]
+    }
+    assert before["cycles"] > 0 and (2, 3) in faults and (3, 2) in faults
+    assert fixed["cycles"] == 0
+    assert {
+        n for s in fixed["final_states"] for n in s["actors"].values() for n in [n["faults"]]
+    } <= {0, 1}
+
+
+def test_the_v419_skips_compare_the_whole_entry_only_at_their_own_level():
+    def skip(commits):
+        prog = program_for("seed", GENERATIONS["seed"].commits | commits)
+        at = [pc for pc, line in enumerate(prog.lines) if "return 0  //" in line]
+        guard = [prog.code[pc - 1] for pc in at if prog.code[pc - 1][0] == I.OP_BNEK]
+        level = [prog.consts[g[2]] for g in guard if g[1] == I.TLEVEL]
+        return [(prog.code[pc], prog.lines[pc]) for pc in at], level
+
+    assert skip(frozenset()) == ([], [])
+    (code, line), *more = skip(frozenset({"86658b819cd0", "976d34e2dab1"}))[0]
+    assert not more and code[:3] == (I.OP_BEQ, I.R0, I.R1)
+    assert "86658b819cd0" in line and "976d34e2dab1" in line
+    [(_, line)], level = skip(frozenset({"976d34e2dab1"}))
+    assert "stage2_set_pte" in line and level == [3]
+    [(_, line)], level = skip(frozenset({"86658b819cd0"}))
+    assert "stage2_set_pmd_huge" in line and level == [2]
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+def test_before_7d894834_a_write_after_log_stop_relaxes_the_2m_aligned_page_for_ever(engine):
+    """v5.10-rc: `FSC_PERM && !(logging_active && writable)` relaxes at fault_ipa aligned
+    down to vma_pagesize: the leaf at 0x8000_0000, not the faulting page."""
+    from engine.session import LiveSession
+
+    path = next(p for p in BUGS if p.name.startswith("7d894834a305"))
+    text = path.read_text()
+
+    def after_log_stop(text):
+        s = LiveSession(text, engine=engine)
+
+        def view(name):
+            return next(a for a in s.actors_view() if a["name"] == name)
+
+        while view("host0")["op_index"] == 0:  # log_start
+            s.step("host0")
+        while view("vcpu0")["op_index"] < 2:  # split on the write, read-only 4K on the read
+            s.step("vcpu0")
+        while not view("host0")["done"]:  # log_stop
+            s.step("host0")
+        s.events()
+        for _ in range(40):
+            if view("vcpu0")["done"]:
+                break
+            s.step("vcpu0")
+        return view("vcpu0")["done"], s.events()
+
+    done, events = after_log_stop(text)
+    assert done and any(e["kind"] == "store" and e["level"] == 2 for e in events)  # 2M again
+    broken = text.replace('["-694d071f8d85"]', '["-694d071f8d85", "-7d894834a305"]')
+    done, events = after_log_stop(broken.replace('fix = "7d894834a305"\n', ""))
+    faults = [e for e in events if e["kind"] == "fault"]
+    relaxed = {e["ipa"] for e in events if e["kind"] == "load" and e["level"] == 3}
+    assert not done and len(faults) >= 3 and {f["ipa"] for f in faults} == {"0x80123000"}
+    assert relaxed == {"0x80000000"} and not any(e["kind"] in ("store", "cas-ok") for e in events)
+
+
+def test_expect_cycles_is_a_non_negative_count_and_only_explore_checks_it(capsys, tmp_path):
+    assert "expect.cycles" in error("v6.6", "", BODY + "[expect]\ncycles = -1\n")
+    assert "expect.cycles" in error("v6.6", "", BODY + '[expect]\ncycles = "none"\n')
+    path = tmp_path / "c.toml"
+    path.write_text(HEAD.format(kernel="v6.6") + BODY + "[expect]\ncycles = 3\n")
+    assert main(["explore", str(path)]) == 1
+    assert "expect cycles = 3: FAILED (found 0)" in capsys.readouterr().out
+    assert main(["run", str(path), "--schedule", "vcpu0"]) == 0  # one run has no cycles
 
 
 def test_a_fork_to_another_kernel_drops_the_commits_written_for_the_old_one():

@@ -71,6 +71,29 @@ def test_a_read_fault_while_logging_maps_the_page_read_only(engine, kernel):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kernel", ["v4.6", "seed", "v6.6", "v6.12"])
+@pytest.mark.parametrize("s2ap", ["none", "wo"])
+def test_a_read_permission_fault_is_refused_with_efault_and_changes_nothing(engine, kernel, s2ap):
+    """user_mem_abort: `if (fault_status == FSC_PERM && !write_fault) return -EFAULT` (every
+    generation); only the write that follows maps the page writable."""
+    spec = scenario(
+        kernel,
+        [(0x8000_0000, 0x4000_0000, f's2ap = "{s2ap}"')],
+        ["flush_tlb"],
+        ["read 0x8000_0000"],
+    )
+    m = new_machine(spec, engine)
+    before = m.walk(0x8000_0000)
+    finish(m, 1)
+    assert kinds(m)[-1] == "fault"  # no lock taken, nothing stored: KVM_RUN fails
+    assert m.walk(0x8000_0000) == before
+    m.append_op(1, _op(spec, "write 0x8000_0000", "vcpu"))
+    finish(m, 1)
+    desc, level = m.walk(0x8000_0000)
+    assert level == 3 and desc & B.S2AP_W  # "none": user_mem_abort maps it RW
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kernel", ["seed", "v6.6"])
 def test_get_dirty_log_harvests_and_write_protects_the_dirty_pages(engine, kernel):
     spec = scenario(
@@ -92,11 +115,59 @@ def test_get_dirty_log_harvests_and_write_protects_the_dirty_pages(engine, kerne
     assert kinds(m)[-1] == "tlbi"  # if (is_dirty) kvm_flush_remote_tlbs()
 
 
-def _op(spec, text):
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kernel", ["seed", "v6.6"])
+def test_dirty_bitmap_words_count_from_the_memslot_base(engine, kernel):
+    """mark_page_dirty_in_slot sets bit gfn - memslot->base_gfn; kvm_get_dirty_log_protect
+    harvests 64 of them per xchg. A memslot at 0x8001_0000 (not 256K-aligned) with dirty pages
+    at +0x10000 and +0x3f000 has both in its word 0: one harvest, bits 16 and 63, then
+    stage2_wp_range from the first to the last (the words of IPA 0 would split them)."""
+    spec = scenario(
+        kernel,
+        [(0x8001_0000, 0x4001_0000, "count = 128")],
+        ["log_start 0x8001_0000 512K"],
+        ["write 0x8002_0000", "write 0x8004_f000"],
+    )
+    m = new_machine(spec, engine)
+    finish(m, 0)
+    finish(m, 1)
+    m.clear_events()
+    m.append_op(0, _op(spec, "get_dirty_log 0x8001_0000 512K"))
+    finish(m, 0)
+    harvests = [(e[9], e[10]) for e in m.event_tuples() if e[4] == I.EV_HARVEST]
+    assert harvests == [(0x8001_0000, 1 << 16 | 1 << 63), (0x8005_0000, 0)]
+    assert m.dirty_log()["harvested"] == [0x8002_0000, 0x8004_F000]
+
+
+def test_a_harvest_never_crosses_a_memslot_and_skips_the_gaps_between_them():
+    from engine.dirtylog import DirtyLog
+
+    log = DirtyLog([(0x8000_0000, 0x8000_2000), (0x8010_0000, 0x8020_0000)])
+    for page in (0x8000_1000, 0x8010_0000, 0x8013_F000, 0x8014_0000):
+        log.mark(page)
+    assert log.harvest(0x8000_0000, 0x8000_0000, 0x8020_0000) == (
+        0x8000_0000,
+        0b10,
+        [0x8000_1000],
+        0x8000_2000,  # the memslot ends inside its first word
+    )
+    word, mask, pages, nxt = log.harvest(0x8000_2000, 0x8000_0000, 0x8020_0000)
+    assert (word, mask, pages, nxt) == (
+        0x8010_0000,
+        1 | 1 << 63,
+        [0x8010_0000, 0x8013_F000],
+        0x8014_0000,
+    )
+    assert log.harvest(nxt, 0x8000_0000, 0x8014_1000)[1:3] == (1, [0x8014_0000])
+    assert log.harvest(0x8030_0000, 0, 0x8040_0000) == (0x8040_0000, 0, [], 0x8040_0000)
+    assert log.bitmap == () and len(log.harvested) == 4
+
+
+def _op(spec, text, kind="host"):
     from engine.scenario import parse_op
     from engine.spec import op_spec
 
-    return op_spec(spec.program, parse_op(text, "host", 40), spec.scenario)
+    return op_spec(spec.program, parse_op(text, kind, 40), spec.scenario)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

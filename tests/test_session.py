@@ -171,6 +171,50 @@ do = ["wp 0x1_0000_0000 4G"]
     assert small.state_hash() == hashes[-1]
 
 
+DIRTY = """name = "dirty bitmap view"
+kernel = "seed"
+[[map]]
+ipa = 0x8001_0000
+pa = 0x4001_0000
+count = 128
+[[map]]
+ipa = 0x8020_0000
+pa = 0x4020_0000
+size = "2M"
+[[actor]]
+name = "host0"
+kind = "host"
+do = ["log_start 0x8001_0000 512K"]
+[[actor]]
+name = "vcpu0"
+kind = "vcpu"
+do = ["read 0x8001_0000"]
+"""
+
+
+def test_the_machine_view_shows_each_memslots_dirty_bitmap_from_its_base(engine):
+    s = LiveSession(DIRTY, engine=engine)
+    assert s.machine_view()["dirty_log"] is None  # no logging operation yet
+    s.run(10_000)
+    for ipa in ("0x8001_3000", "0x8004_f000", "0x8006_0000"):
+        s.inject("vcpu0", f"write {ipa}")
+    s.run(10_000)
+    s.inject("host0", "get_dirty_log 0x8001_0000 256K")
+    s.run(10_000)
+    view = s.machine_view()["dirty_log"]
+    assert view["word_bits"] == 64
+    first, block = view["slots"]
+    assert (first["base"], first["npages"], first["logging"]) == ("0x80010000", 128, [[0, 128]])
+    # word 0 (bits 0-63 from the memslot base) was harvested, bit 80 of word 1 was not
+    assert (first["harvested"], first["bits"]) == ([3, 63], [80])
+    assert (block["base"], block["npages"], block["logging"], block["bits"]) == (
+        "0x80200000",
+        512,
+        [],
+        [],
+    )
+
+
 def _three_branches(engine) -> LiveSession:
     """Branch 0: the lost update; branch 1: another actor at step 5, then round-robin;
     branch 2: an injected read at step 8 of branch 1. The head is branch 1's tip."""

@@ -40,6 +40,7 @@ log = logging.getLogger("ptviz.engine")
 # Event kinds that write a descriptor (the table holding it, and the counters of every
 # table above it, change).
 WRITE_KINDS = frozenset((I.EV_STORE, I.EV_STXR_OK, I.EV_CAS_OK, I.EV_HW_UPDATE))
+DIRTY_LOG_KINDS = frozenset((I.EV_LOG, I.EV_MARK_DIRTY, I.EV_HARVEST))
 TABLE_BITS = B.DESC_VALID | B.DESC_TYPE
 WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in WRITE_KINDS)
 HISTORY_MAX = 1000  # writes listed by `history` (the most recent ones)
@@ -447,6 +448,8 @@ class SessionHost:
         m.clear_events()
         for e in events:
             kind, level, addr, old, new = e[4], e[7], e[8], e[10], e[11]
+            if kind in DIRTY_LOG_KINDS:
+                self.wrote = True  # the machine view carries the dirty bitmap
             if kind in WRITE_KINDS and old != new:
                 self.touched.add(addr)
                 self.wrote = True

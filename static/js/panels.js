@@ -1,5 +1,6 @@
 // Side panels: VTCR_EL2 / features, kvm->mmu_lock, actors, violations.
 import { decodeVtcr, decodeVttbr } from "./decode.js";
+import { dirtyLogHtml } from "./dirtylog.js";
 import { esc, h } from "./dom.js";
 import { ICONS } from "./icons.js";
 import { actorSlot, countsHtml } from "./tree.js";
@@ -103,7 +104,8 @@ export class MachinePanel {
       kv("start level", `L${m.start_level}`) +
       kv("concatenated", m.start_tables > 1 ? `${m.start_tables} tables, ${m.start_entries} entries` : `no (${m.start_entries} entries)`) +
       `</div>` +
-      `<div class="counts root-counts">${countsHtml(counts)}</div>`;
+      `<div class="counts root-counts">${countsHtml(counts)}</div>` +
+      dirtyLogHtml(m.dirty_log);
   }
 }
 

@@ -351,6 +351,36 @@ def test_inject_queues_an_operation(mode):
     assert Decision.recorded(session)[n:] == [["inject", 1, "age 0x8000_0000"], ["step", 1]]
 
 
+def test_a_dirty_log_step_resends_the_machine_with_its_bitmap(mode):
+    """A step that writes no descriptor but changes the dirty log (log_start/log_stop setting
+    the memslot flag) still carries `machine`, whose dirty_log the panel draws."""
+    session, control, _view = make_session()
+
+    async def body():
+        v = await Viewer.open(session.id, control.token)
+        await v.start()
+        await v.ok("run")
+        await v.type("delta", running=False)
+        v.drop_unseen()
+        deltas = []
+        for op in ("log_start 0x8000_0000", "log_stop 0x8000_0000"):
+            await v.ok("inject", actor="host0", op=op)
+            await v.type("delta")
+            await v.ok("step", actor="host0")  # install_new_memslots(): the flag, no store
+            deltas.append(await v.type("delta"))
+            await v.ok("run")
+            await v.type("delta", running=False)
+            v.drop_unseen()
+        await v.close()
+        return deltas
+
+    started, stopped = arun(body())
+    for delta in (started, stopped):
+        assert [e["kind"] for e in delta["events"]] == ["log"]
+    assert started["machine"]["dirty_log"]["slots"][0]["logging"] == [[0, 1]]
+    assert stopped["machine"]["dirty_log"]["slots"][0]["logging"] == []
+
+
 def test_explore_returns_what_the_cli_prints(mode):
     path = ROOT / "scenarios" / "seed_race_v4.6.toml"
     session, control, _view = make_session(path)
