@@ -219,6 +219,9 @@ class SessionHost:
     SLICE_SECONDS = 0.002
     SLICE_STEPS = 2000
     PROGRESS_INTERVAL = 0.5
+    # Presence news at most this often: a burst of joins (200 viewers opening one link)
+    # is one message to everyone per interval, not one per join (n^2 messages).
+    PRESENCE_INTERVAL = 0.05
 
     def __init__(
         self,
@@ -265,6 +268,8 @@ class SessionHost:
         self.violations_sent = len(live.machine.violations)
         self.job: ExploreJob | None = None
         self.idle_since = time.monotonic()
+        self.presence_due = False
+        self.presence_next = float("-inf")  # presence news may go out from then on
         self._fill_recent(live.position)
 
     # --- construction ------------------------------------------------------------------
@@ -690,7 +695,19 @@ class SessionHost:
         return out
 
     def send_presence(self) -> None:
-        self.to_group(P.message("presence", viewers=self.presence()))
+        """Tell everyone who is here, at the next tick (coalesced: PRESENCE_INTERVAL)."""
+        self.presence_due = True
+
+    def _presence_tick(self, now: float) -> float | None:
+        if not self.presence_due:
+            return None
+        if now < self.presence_next:
+            return self.presence_next
+        self.presence_due = False
+        self.presence_next = now + self.PRESENCE_INTERVAL
+        if self.viewers:
+            self.to_group(P.message("presence", viewers=self.presence()))
+        return None
 
     def _moment(self, cursor: tuple[int, int]) -> str:
         return self.live.tree.moment(*cursor)
@@ -1024,16 +1041,16 @@ class SessionHost:
 
     # --- time --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> float | None:
-        """Advance a run by one slice and report exploration progress. Returns when this
-        host next wants to be called (monotonic time), or None when it is idle."""
+        """Advance a run by one slice, report exploration progress, send presence news.
+        Returns when this host next wants to be called (monotonic time), or None when it
+        is idle."""
         now = time.monotonic() if now is None else now
-        wake = None
+        wakes = [self._presence_tick(now)]
         if self.run is not None:
-            wake = self._run_slice(now)
+            wakes.append(self._run_slice(now))
         if self.job is not None:
-            job_wake = self._explore_tick(now)
-            wake = job_wake if wake is None else min(wake, job_wake)
-        return wake
+            wakes.append(self._explore_tick(now))
+        return min((w for w in wakes if w is not None), default=None)
 
     def _run_slice(self, now: float) -> float | None:
         r = self.run

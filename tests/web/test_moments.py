@@ -261,3 +261,33 @@ def test_a_descriptors_history_lists_every_write_and_names_the_update_a_store_re
     )
     # Up to an earlier moment: only the writes before it.
     assert before["moment"] == "8" and [w["seq"] for w in before["writes"]] == [7]
+
+
+def test_a_burst_of_joins_is_one_presence_message_to_everyone_per_interval():
+    from pathlib import Path
+
+    from engine.session import LiveSession
+    from ptviz.engine_worker.host import SessionHost
+
+    text = (Path(__file__).resolve().parents[2] / "scenarios" / "seed_race_v4.6.toml").read_text()
+    sent = []
+    host = SessionHost("burst", LiveSession(text), set(), lambda *a: sent.append(a), persist=False)
+
+    def news():
+        return [
+            p["msg"] for kind, _to, p in sent if kind == "group" and p["msg"]["type"] == "presence"
+        ]
+
+    for k in range(50):
+        host.join(f"viewer-{k}", who={"role": "view"})
+    assert news() == []  # the joins only queue the news...
+    now = 1000.0
+    host.tick(now)
+    [first] = news()  # ...which goes out once, naming all fifty
+    assert len(first["viewers"]) == 50
+    host.join("late", who={"role": "view", "name": "late one"})
+    wake = host.tick(now + host.PRESENCE_INTERVAL / 5)
+    assert len(news()) == 1 and wake == now + host.PRESENCE_INTERVAL
+    host.tick(wake)
+    assert len(news()) == 2 and news()[-1]["viewers"][-1]["name"] == "late one"
+    assert host.tick(wake + 1) is None  # nothing more to say: idle
