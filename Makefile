@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-postgres setup build lint bench bench-engine bench-cli bench-explore bench-callgrind bench-web bench-bundle bench-load clean
+.PHONY: run test test-postgres setup build lint bench bench-engine bench-cli bench-explore bench-callgrind bench-web bench-bundle bench-load bench-moments clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-callgrind: setup
 # Redis answers on 127.0.0.1:6379) and drives /usr/bin/chromium headless.
 bench-web: setup
 	$(BIN)/python -m bench.web
+
+# One viewer's seek in a 1M-step session, presence and follow mode (bench/moments.py).
+bench-moments: setup
+	$(BIN)/python -m bench.moments
 
 # Bundle sizes and import times next to the recording export of the same sessions.
 bench-bundle: setup
