@@ -44,6 +44,8 @@ VIEW_COMMANDS = (
 )
 RUN_UNTIL = ("violation",)
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
+# The "type"s a browser sends: a command, or the short resync (docs/protocol.md).
+CLIENT_TYPES = ("command", "resync")
 RUN_MODES = ("round_robin", "random")
 # Every integer a browser sends fits a signed 64-bit slot (the Redis layer's msgpack and
 # the engine's counters); a run's speed is finite and at most this many steps per second.
@@ -120,10 +122,24 @@ def _int(obj: dict, key: str, id_: Any, *, minimum: int = 0, default: Any = ...)
 MAX_STR = 4096
 
 
+def unicode_ok(value: str) -> bool:
+    """False for a string with lone surrogates (JSON can escape one, "\\ud800"; UTF-8, so
+    msgpack, the database and the other viewers' pages, cannot hold it)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(obj: dict, key: str, id_: Any) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}' needs a string '{key}'", id_)
+    if not unicode_ok(value):
+        raise ProtocolError(
+            BAD_MESSAGE, f"'{obj['cmd']}': '{key}' is not valid Unicode (a lone surrogate)", id_
+        )
     if len(value) > MAX_STR:
         raise ProtocolError(
             BAD_MESSAGE, f"'{obj['cmd']}': '{key}' is longer than {MAX_STR} characters", id_
@@ -179,7 +195,7 @@ def _parse_client_message(text: str | None) -> dict:
         isinstance(id_, bool)
         or not isinstance(id_, int | str)
         or (isinstance(id_, int) and not INT_MIN <= id_ <= INT_MAX)
-        or (isinstance(id_, str) and len(id_) > 64)
+        or (isinstance(id_, str) and (len(id_) > 64 or not unicode_ok(id_)))
     ):
         id_ = None
     if obj.get("v") != VERSION:
@@ -187,8 +203,10 @@ def _parse_client_message(text: str | None) -> dict:
     kind = obj.get("type")
     if kind == "resync":
         return {"cmd": "resync", "id": id_}
-    if kind != "command":
-        raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind!r}", id_)
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(
+            BAD_MESSAGE, f"unknown message type {kind!r} (types: {', '.join(CLIENT_TYPES)})", id_
+        )
     if not isinstance(id_, int):
         raise ProtocolError(BAD_MESSAGE, "a command needs an integer 'id' below 2**63", id_)
     cmd = obj.get("cmd")
@@ -242,7 +260,9 @@ def _parse_client_message(text: str | None) -> dict:
             out["branch"] = _int(obj, "branch", id_, default=None)
     elif cmd == "follow":
         target = obj.get("viewer")
-        if target is not None and (not isinstance(target, str) or len(target) > 20):
+        if target is not None and (
+            not isinstance(target, str) or len(target) > 20 or not unicode_ok(target)
+        ):
             raise ProtocolError(BAD_MESSAGE, "'follow': 'viewer' must be a viewer id or null", id_)
         out["viewer"] = target
     elif cmd == "focus":
