@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -348,6 +349,13 @@ def loads(data: bytes) -> Bundle:
         raise BundleError(
             f"not a ptviz bundle: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise BundleError("not a ptviz bundle: the JSON is nested too deeply") from None
+    if re.search(r"\\u[dD][89a-fA-F]", text):  # JSON may escape a lone surrogate; UTF-8 cannot
+        try:
+            json.dumps(doc, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BundleError("not a ptviz bundle: a string holds a lone surrogate") from None
     if not isinstance(doc, dict):
         raise BundleError("not a ptviz bundle: the JSON is not an object")
     fmt = doc.get("format")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,24 +123,10 @@ def _int(obj: dict, key: str, id_: Any, *, minimum: int = 0, default: Any = ...)
 MAX_STR = 4096
 
 
-def unicode_ok(value: str) -> bool:
-    """False for a string with lone surrogates (JSON can escape one, "\\ud800"; UTF-8, so
-    msgpack, the database and the other viewers' pages, cannot hold it)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _str(obj: dict, key: str, id_: Any) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ProtocolError(BAD_MESSAGE, f"'{obj['cmd']}' needs a string '{key}'", id_)
-    if not unicode_ok(value):
-        raise ProtocolError(
-            BAD_MESSAGE, f"'{obj['cmd']}': '{key}' is not valid Unicode (a lone surrogate)", id_
-        )
     if len(value) > MAX_STR:
         raise ProtocolError(
             BAD_MESSAGE, f"'{obj['cmd']}': '{key}' is longer than {MAX_STR} characters", id_
@@ -158,10 +145,35 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def loads(text: str | bytes):
-    """json.loads for untrusted text: NaN, Infinity and numbers that overflow a double
-    are refused (ValueError); deep nesting raises RecursionError."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+# A "\\uD800"-"\\uDFFF" escape: JSON may hold a lone surrogate that way, which UTF-8 (so
+# msgpack, the database, another viewer's page) cannot.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def loads(text: str | bytes, *, unicode: bool = True):
+    """json.loads for untrusted text: NaN, Infinity, numbers that overflow a double and
+    (unless `unicode` is false: the caller checks not_unicode itself) strings that are
+    not Unicode are refused (ValueError); deep nesting raises RecursionError."""
+    if isinstance(text, str):
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("the text holds a lone surrogate (not Unicode)") from None
+    else:
+        raw = text
+    obj = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    if unicode and _SURROGATE_ESCAPE.search(raw) and not_unicode(obj):
+        raise ValueError("a string holds a lone surrogate (not Unicode)")
+    return obj
+
+
+def not_unicode(obj) -> bool:
+    """True when a string in a parsed JSON value holds a lone surrogate."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_client_message(text: str | None) -> dict:
@@ -183,7 +195,7 @@ def _parse_client_message(text: str | None) -> dict:
     if text is None:
         raise ProtocolError(BAD_MESSAGE, "binary frames are not part of the protocol")
     try:
-        obj = loads(text)
+        obj = loads(text, unicode=False)  # (checked below, once the id is known)
     except ValueError as exc:
         raise ProtocolError(BAD_MESSAGE, f"the message is not JSON ({exc})") from None
     except RecursionError:
@@ -195,9 +207,13 @@ def _parse_client_message(text: str | None) -> dict:
         isinstance(id_, bool)
         or not isinstance(id_, int | str)
         or (isinstance(id_, int) and not INT_MIN <= id_ <= INT_MAX)
-        or (isinstance(id_, str) and (len(id_) > 64 or not unicode_ok(id_)))
+        or (isinstance(id_, str) and len(id_) > 64)
     ):
         id_ = None
+    if "\\u" in text and not_unicode(obj):  # (only an escape can make a lone surrogate)
+        if isinstance(id_, str) and not_unicode(id_):
+            id_ = None
+        raise ProtocolError(BAD_MESSAGE, "a string holds a lone surrogate (not Unicode)", id_)
     if obj.get("v") != VERSION:
         raise ProtocolError(BAD_MESSAGE, f'"v" must be {VERSION}', id_)
     kind = obj.get("type")
@@ -260,9 +276,7 @@ def _parse_client_message(text: str | None) -> dict:
             out["branch"] = _int(obj, "branch", id_, default=None)
     elif cmd == "follow":
         target = obj.get("viewer")
-        if target is not None and (
-            not isinstance(target, str) or len(target) > 20 or not unicode_ok(target)
-        ):
+        if target is not None and (not isinstance(target, str) or len(target) > 20):
             raise ProtocolError(BAD_MESSAGE, "'follow': 'viewer' must be a viewer id or null", id_)
         out["viewer"] = target
     elif cmd == "focus":

@@ -1,0 +1,302 @@
+"""Hostile files and fields over HTTP (issue 9, "Hostile input"): every importer and every
+field a visitor sets, fuzzed through the real views. Whatever comes in: never a 500, a
+refusal is one line naming what is wrong, and a refused import stores nothing (no session,
+no link, no decision). The parsers themselves are fuzzed harder below the web layer
+(test_scenario_fuzz.py, test_bundle.py, test_ptdump.py); these prove the views around
+them keep those promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from webhelpers import ROOT
+
+from engine import bundle as BD
+from engine.session import LiveSession
+from ptviz.debugger import records
+from ptviz.debugger.models import Checkpoint, DebugSession, Decision, ShareLink
+
+pytestmark = pytest.mark.django_db
+
+V46 = (ROOT / "scenarios" / "seed_race_v4.6.toml").read_text()
+DUMP = (ROOT / "scenarios" / "dumps" / "small.stage2_page_tables").read_text()
+LOST = ["vcpu0"] * 3 + ["host0"] * 4 + ["vcpu0"] + ["host0"] * 2
+XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+hostile_text = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from([XSS, "", "\x00", "\ud800", "a\udfffb", "\u202e", "x" * 300, "1e999"]),
+)
+# (a form field or a query string is bytes: a lone surrogate reaches the server only in JSON)
+wire_text = hostile_text.filter(
+    lambda t: "\x00" not in t and t.encode(errors="ignore").decode() == t
+)
+hostile_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**64, -1, 0, 10**400]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    hostile_text,
+)
+hostile_json = st.recursive(
+    hostile_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def lost_recording() -> dict:
+    live = LiveSession(V46)
+    for name in LOST:
+        live.step(name)
+    return live.export()
+
+
+def lost_bundle() -> dict:
+    live = LiveSession(V46)
+    for name in LOST:
+        live.step(name)
+    return json.loads(BD.dumps(BD.from_session(live, len(LOST), moment=str(len(LOST)))))
+
+
+RECORDING, BUNDLE = lost_recording(), lost_bundle()
+
+
+def paths(doc, at=()):
+    """Every (path, value) inside a JSON document."""
+    yield at, doc
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from paths(value, (*at, key))
+    elif isinstance(doc, list):
+        for n, value in enumerate(doc):
+            yield from paths(value, (*at, n))
+
+
+@st.composite
+def mutated_json(draw, original: dict) -> bytes:
+    """A JSON file with one to three places replaced by a hostile value or removed, or its
+    bytes flipped, cut or extended."""
+    doc = json.loads(json.dumps(original))
+    if draw(st.integers(0, 4)) == 0:
+        raw = bytearray(json.dumps(doc).encode())
+        at = draw(st.integers(0, len(raw) - 1))
+        kind = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if kind == "flip":
+            raw[at] ^= draw(st.integers(1, 255))
+        elif kind == "cut":
+            del raw[at:]
+        else:
+            raw[at:at] = draw(st.binary(min_size=1, max_size=6))
+        return bytes(raw)
+    every = [p for p, _ in paths(doc) if p]
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(every))
+        parent = doc
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if draw(st.booleans()) and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = draw(hostile_json)
+        except (KeyError, IndexError, TypeError):
+            continue  # (an earlier change removed it)
+    return json.dumps(doc).encode()
+
+
+@st.composite
+def mutated_text(draw, original: str) -> str:
+    """A text file with a few characters replaced, removed or inserted (hostile ones too)."""
+    text = original
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        ch = draw(
+            st.one_of(st.sampled_from(list("0123456789abcdefxKMG RWAF[]=\"'#\n")), hostile_text)
+        )
+        kind = draw(st.sampled_from(["replace", "delete", "insert"]))
+        if kind == "replace":
+            text = text[:at] + ch + text[at + 1 :]
+        elif kind == "delete":
+            text = text[:at] + text[at + 1 :]
+        else:
+            text = text[:at] + ch + text[at:]
+    return text
+
+
+def stored() -> tuple[int, ...]:
+    return tuple(m.objects.count() for m in (DebugSession, ShareLink, Decision, Checkpoint))
+
+
+def check(response, before: tuple[int, ...]) -> None:
+    """No 500; a refusal names what is wrong in one line and leaves nothing behind."""
+    assert response.status_code < 500, response.content[:300]
+    if response.status_code in (200, 201):
+        return
+    assert response.status_code in (400, 403, 404, 410, 413), response.status_code
+    if response["Content-Type"].startswith("application/json"):
+        message = response.json()["message"]
+        assert message and "\n" not in message
+    assert stored() == before
+
+
+def post_json(client, path: str, body: bytes):
+    return client.post(path, body, content_type="application/json", HTTP_ACCEPT="application/json")
+
+
+def upload(name: str, data: str | bytes) -> SimpleUploadedFile:
+    if isinstance(data, str):
+        data = data.encode(errors="surrogatepass")  # (a browser can send any bytes)
+    return SimpleUploadedFile(name, data)
+
+
+# --- importers ----------------------------------------------------------------------------
+@FUZZ
+@given(data=mutated_json(RECORDING))
+def test_a_fuzzed_recording_imports_exactly_or_is_refused_leaving_nothing(data):
+    client, before = Client(), stored()
+    check(post_json(client, "/recordings/import", data), before)
+    r = client.post(
+        "/recordings/import", {"recording": upload("r.json", data)}, HTTP_ACCEPT="application/json"
+    )
+    check(r, before if r.status_code >= 400 else stored())
+
+
+@FUZZ
+@given(data=mutated_json(BUNDLE))
+def test_a_fuzzed_bundle_imports_exactly_or_is_refused_leaving_nothing(data):
+    client, before = Client(), stored()
+    r = client.post(
+        "/bundles/import", {"bundle": upload("b.bundle.json", data)}, HTTP_ACCEPT="application/json"
+    )
+    check(r, before)
+    if r.status_code == 201:  # only a change that means nothing replays: the same moment
+        session = DebugSession.objects.get(id=r.json()["session"])
+        assert records.load_live(session).state_hash() == BD.replay(BD.loads(data)).state_hash()
+
+
+@FUZZ
+@given(text=mutated_text(DUMP), ipa_bits=st.one_of(st.just(""), wire_text))
+def test_a_fuzzed_dump_imports_or_is_refused_leaving_nothing(text, ipa_bits):
+    client, before = Client(), stored()
+    r = client.post(
+        "/dumps/import",
+        {"dump": upload("d.stage2_page_tables", text), "ipa_bits": ipa_bits},
+        HTTP_ACCEPT="application/json",
+    )
+    check(r, before)
+
+
+@FUZZ
+@given(text=mutated_text(V46), how=st.sampled_from(["json", "form", "file"]))
+def test_a_fuzzed_scenario_makes_a_session_or_is_refused_leaving_nothing(text, how):
+    client, before = Client(), stored()
+    if how == "json":
+        r = post_json(client, "/sessions/new", json.dumps({"scenario": text}).encode())
+    elif how == "form":
+        r = client.post(
+            "/sessions/new",
+            {"scenario": text.encode(errors="replace").decode()},
+            HTTP_ACCEPT="application/json",
+        )
+    else:
+        r = client.post(
+            "/sessions/new",
+            {"scenario_file": upload("s.toml", text)},
+            HTTP_ACCEPT="application/json",
+        )
+    check(r, before)
+
+
+# --- fields a visitor sets ----------------------------------------------------------------
+@FUZZ
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["role", "label", "expires_in", "token"]), hostile_json, max_size=4
+    )
+)
+def test_fuzzed_link_fields_make_a_link_or_are_refused(body):
+    session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
+    client, before = Client(), stored()
+    r = client.post(
+        f"/sessions/{session.id}/links",
+        json.dumps(body).encode(),
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+        HTTP_X_PTVIZ_TOKEN=control.token,
+    )
+    check(r, before)
+    if r.status_code == 201:  # the label shown to others is the one given, as text
+        assert r.json()["label"] == str(body.get("label") or "").strip()
+
+
+@FUZZ
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["at", "h", "d", "step", "name", "position", "format"]),
+        wire_text,
+        max_size=4,
+    )
+)
+def test_fuzzed_page_and_report_queries_render_or_are_refused(query):
+    session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
+    client, before = Client(), stored()
+    for path in (f"/s/{control.token}/", f"/sessions/{session.id}/report"):
+        r = client.get(path, {**query, "token": control.token})
+        check(r, before)
+        before = stored()  # (a page may make its view link once)
+
+
+# --- what used to be a 500 ----------------------------------------------------------------
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def with_scenario(doc: dict, text: str) -> bytes:
+    return json.dumps({**doc, "scenario": text}).encode()
+
+
+@pytest.mark.parametrize(
+    "path, field, data, says",
+    [
+        ("/bundles/import", "bundle", DEEP.encode(), "nested too deeply"),
+        ("/bundles/import", "bundle", with_scenario(BUNDLE, "\ud800"), "lone surrogate"),
+        ("/recordings/import", "recording", with_scenario(RECORDING, "x\udc00"), "surrogate"),
+        ("/recordings/import", None, with_scenario(RECORDING, "\ud800"), "surrogate"),
+        ("/sessions/new", None, json.dumps({"scenario": "\udfff" + V46}).encode(), "surrogate"),
+    ],
+)
+def test_files_that_used_to_be_a_500_are_refused_naming_why(path, field, data, says):
+    client, before = Client(), stored()
+    if field is None:
+        r = post_json(client, path, data)
+    else:
+        r = client.post(path, {field: upload("f.json", data)}, HTTP_ACCEPT="application/json")
+    check(r, before)
+    assert r.status_code == 400 and says in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "label, says", [("a\x00b", "label"), ("tab\there", "label"), ("\ud800", "surrogate")]
+)
+def test_a_link_label_with_control_characters_or_no_unicode_is_refused(label, says):
+    session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
+    client, before = Client(), stored()
+    r = client.post(
+        f"/sessions/{session.id}/links",
+        json.dumps({"label": label}).encode(),
+        content_type="application/json",
+        HTTP_X_PTVIZ_TOKEN=control.token,
+    )
+    check(r, before)
+    assert r.status_code == 400 and says in r.json()["message"]
