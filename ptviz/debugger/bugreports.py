@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 
 from asgiref.sync import sync_to_async
@@ -40,6 +41,7 @@ from ptviz.debugger.views import (
 )
 
 NDJSON = "application/x-ndjson"
+log = logging.getLogger("django.request")  # (where server errors are logged)
 
 
 def _slug(name: str) -> str:
@@ -149,6 +151,9 @@ async def _import_stream(request, data: bytes, label: str):
             return {"error": exc.message, "code": exc.code}
         except EngineError as exc:
             return {"error": f"{label}: {exc}", "code": "engine"}
+        except Exception as exc:  # (the stream has begun: a 500 is no longer possible)
+            log.exception("bundle import of %r failed", label)
+            return {"error": f"{label}: internal error ({type(exc).__name__})", "code": "engine"}
 
     task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
     while True:

@@ -7,6 +7,7 @@ them keep those promises."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -151,6 +152,17 @@ def check(response, before: tuple[int, ...]) -> None:
     assert stored() == before
 
 
+def streamed(response) -> bytes:
+    content = response.streaming_content
+    if hasattr(content, "__aiter__"):  # (the view streams asynchronously)
+
+        async def collect():
+            return b"".join([chunk async for chunk in content])
+
+        return asyncio.run(collect())
+    return b"".join(content)
+
+
 def post_json(client, path: str, body: bytes):
     return client.post(path, body, content_type="application/json", HTTP_ACCEPT="application/json")
 
@@ -184,6 +196,20 @@ def test_a_fuzzed_bundle_imports_exactly_or_is_refused_leaving_nothing(data):
     if r.status_code == 201:  # only a change that means nothing replays: the same moment
         session = DebugSession.objects.get(id=r.json()["session"])
         assert records.load_live(session).state_hash() == BD.replay(BD.loads(data)).state_hash()
+        return
+    # streamed (the page's way): progress lines, then the same one-line refusal
+    r = client.post(
+        "/bundles/import",
+        {"bundle": upload("b.bundle.json", data)},
+        HTTP_ACCEPT="application/x-ndjson",
+    )
+    if not r.streaming:  # (refused before any replay: a plain answer)
+        check(r, before)
+        return
+    lines = streamed(r).decode().splitlines()
+    last = json.loads(lines[-1])
+    assert set(last) == {"error", "code"} and "\n" not in last["error"], last
+    assert stored() == before
 
 
 @FUZZ
