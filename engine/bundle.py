@@ -27,6 +27,7 @@ from .core import new_machine
 from .report import machine_json
 from .scenario import ScenarioError, parse_op, parse_scenario
 from .session import LiveSession
+from .sizes import is_digits
 from .snapshot import pack, state_hash
 from .spec import actor_names_of, build_spec, op_spec
 from .twin import EngineError
@@ -420,7 +421,7 @@ def _check_path(path: list, actors: list[str]) -> list:
         if isinstance(item, str):
             for k, token in enumerate(item.split(" ")):
                 actor, star, count = token.partition("*")
-                ok = actor.isdigit() and int(actor) < n and (not star or count.isdigit())
+                ok = is_digits(actor) and int(actor) < n and (not star or is_digits(count))
                 if not ok or (star and int(count) < 2) or actor != str(int(actor)):
                     raise BundleError(
                         f"{where}: token {k + 1} {token!r} is not ACTOR or ACTOR*COUNT "

@@ -255,3 +255,16 @@ def test_fuzz_import_ptdump_and_image_commands_write_a_scenario_or_nothing(capsy
             ["import-image", tmp / "img", "--vttbr", vttbr_arg, "--vtcr", vtcr_arg],
             tmp / "i.toml",
         )
+
+
+@pytest.mark.parametrize("name", ["ipa_range", "stage2_levels"])
+def test_a_superscript_digit_in_a_debugfs_file_is_one_line(name, tmp_path, capsys):
+    """("²".isdigit() is true and int("²") raises: this was a traceback.)"""
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    (folder / "stage2_page_tables").write_bytes((VIRT / "stage2_page_tables").read_bytes())
+    (folder / name).write_text("4²\n")
+    out = tmp_path / "x.toml"
+    code, _, err = cli(capsys, "import-ptdump", folder, "-o", out)
+    assert code == 2 and err.count("\n") == 1 and name in err, err
+    assert not out.exists()

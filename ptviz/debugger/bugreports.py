@@ -28,6 +28,7 @@ from engine import bundle as BD
 from engine.core import new_machine
 from engine.mailreport import Report, play
 from engine.ptdump import DumpError, scenario_from_dump
+from engine.sizes import is_digits
 from engine.twin import EngineError
 from ptviz.debugger import records
 from ptviz.debugger.records import InputError, check_scenario, engine_name
@@ -55,7 +56,7 @@ def _path_to(request, session_id):
     raw = request.GET.get("position", "")
     position = len(live.decisions)
     if raw != "":
-        if not raw.isdigit() or int(raw) > len(live.decisions):
+        if not is_digits(raw) or int(raw) > len(live.decisions):
             raise InputError(
                 f"position {raw!r} is not in 0..{len(live.decisions)}", where="position"
             )
@@ -181,7 +182,7 @@ def dump_import(request):
         except UnicodeDecodeError as exc:
             raise InputError(f"{upload.name}: byte {exc.start} is not UTF-8", "dump") from None
         ipa_bits = request.POST.get("ipa_bits", "").strip()
-        if ipa_bits and not ipa_bits.isdigit():
+        if ipa_bits and not is_digits(ipa_bits):
             raise InputError(f"ipa_bits {ipa_bits!r} is not a number", "dump", "ipa_bits")
         try:
             scenario = scenario_from_dump(text, upload.name, int(ipa_bits) if ipa_bits else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import quote
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -167,6 +168,17 @@ def post_json(client, path: str, body: bytes):
     return client.post(path, body, content_type="application/json", HTTP_ACCEPT="application/json")
 
 
+def post_as(client, link, path: str, body: dict):
+    """A JSON POST with a share link's token (as the page sends it)."""
+    return client.post(
+        path,
+        json.dumps(body).encode(),
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+        HTTP_X_PTVIZ_TOKEN=link.token,
+    )
+
+
 def upload(name: str, data: str | bytes) -> SimpleUploadedFile:
     if isinstance(data, str):
         data = data.encode(errors="surrogatepass")  # (a browser can send any bytes)
@@ -255,13 +267,7 @@ def test_a_fuzzed_scenario_makes_a_session_or_is_refused_leaving_nothing(text, h
 def test_fuzzed_link_fields_make_a_link_or_are_refused(body):
     session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
     client, before = Client(), stored()
-    r = client.post(
-        f"/sessions/{session.id}/links",
-        json.dumps(body).encode(),
-        content_type="application/json",
-        HTTP_ACCEPT="application/json",
-        HTTP_X_PTVIZ_TOKEN=control.token,
-    )
+    r = post_as(client, control, f"/sessions/{session.id}/links", body)
     check(r, before)
     if r.status_code == 201:  # the label shown to others is the one given, as text
         assert r.json()["label"] == str(body.get("label") or "").strip()
@@ -270,15 +276,21 @@ def test_fuzzed_link_fields_make_a_link_or_are_refused(body):
 @FUZZ
 @given(
     query=st.dictionaries(
-        st.sampled_from(["at", "h", "d", "step", "name", "position", "format"]),
+        st.sampled_from(["at", "h", "d", "step", "name", "position", "format", "from"]),
         wire_text,
         max_size=4,
     )
 )
-def test_fuzzed_page_and_report_queries_render_or_are_refused(query):
+def test_fuzzed_page_queries_render_or_are_refused(query):
     session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
     client, before = Client(), stored()
-    for path in (f"/s/{control.token}/", f"/sessions/{session.id}/report"):
+    for path in (
+        "/",
+        f"/s/{control.token}/",
+        f"/sessions/{session.id}/report",
+        f"/sessions/{session.id}/recording.json",
+        "/docs/protocol",
+    ):
         r = client.get(path, {**query, "token": control.token})
         check(r, before)
         before = stored()  # (a page may make its view link once)
@@ -318,11 +330,83 @@ def test_files_that_used_to_be_a_500_are_refused_naming_why(path, field, data, s
 def test_a_link_label_with_control_characters_or_no_unicode_is_refused(label, says):
     session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
     client, before = Client(), stored()
-    r = client.post(
-        f"/sessions/{session.id}/links",
-        json.dumps({"label": label}).encode(),
-        content_type="application/json",
-        HTTP_X_PTVIZ_TOKEN=control.token,
-    )
+    r = post_as(client, control, f"/sessions/{session.id}/links", {"label": label})
     check(r, before)
     assert r.status_code == 400 and says in r.json()["message"]
+
+
+@FUZZ
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["position", "branch", "kernel", "ha", "hd", "hafdbs", "schedule"]),
+        st.one_of(
+            hostile_json,
+            st.lists(st.sampled_from(["vcpu0", "host0", "nobody", XSS]), max_size=12),
+            st.sampled_from(["vcpu0,host0,vcpu0", "v4.6", "seed", "true", "2", "-1"]),
+        ),
+        max_size=3,
+    )
+)
+def test_fuzzed_fork_fields_fork_or_are_refused(body):
+    live = records.check_scenario(V46, "v46.toml")
+    for name in LOST:
+        live.step(name)
+    session, control, _view = records.create(live, "test")
+    client, before = Client(), stored()
+    check(post_as(client, control, f"/sessions/{session.id}/fork", body), before)
+
+
+@FUZZ
+@given(token=wire_text, position=wire_text)
+def test_fuzzed_revoke_tokens_and_bundle_positions_are_refused_or_served(token, position):
+    session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
+    client, before = Client(), stored()
+    path = f"/sessions/{session.id}/links/{quote(token, safe='')}/revoke"
+    check(
+        client.post(path, b"{}", content_type="application/json", HTTP_X_PTVIZ_TOKEN=control.token),
+        before,
+    )
+    r = client.get(f"/sessions/{session.id}/bundle", {"position": position, "token": control.token})
+    check(r, before)
+
+
+# Every route of ptviz/urls.py, by the test above that fuzzes it: a route added there
+# without one here fails this file.
+FUZZED_ROUTES = {
+    "gallery": test_fuzzed_page_queries_render_or_are_refused,
+    "session-new": test_a_fuzzed_scenario_makes_a_session_or_is_refused_leaving_nothing,
+    "session-page": test_fuzzed_page_queries_render_or_are_refused,
+    "session-fork": test_fuzzed_fork_fields_fork_or_are_refused,
+    "session-links": test_fuzzed_link_fields_make_a_link_or_are_refused,
+    "link-revoke": test_fuzzed_revoke_tokens_and_bundle_positions_are_refused_or_served,
+    "recording": test_fuzzed_page_queries_render_or_are_refused,
+    "recording-import": test_a_fuzzed_recording_imports_exactly_or_is_refused_leaving_nothing,
+    "bundle": test_fuzzed_revoke_tokens_and_bundle_positions_are_refused_or_served,
+    "report": test_fuzzed_page_queries_render_or_are_refused,
+    "bundle-import": test_a_fuzzed_bundle_imports_exactly_or_is_refused_leaving_nothing,
+    "dump-import": test_a_fuzzed_dump_imports_or_is_refused_leaving_nothing,
+    "protocol-doc": test_fuzzed_page_queries_render_or_are_refused,
+}
+
+
+def test_every_route_is_fuzzed():
+    from ptviz.urls import urlpatterns
+
+    assert {p.name for p in urlpatterns} == set(FUZZED_ROUTES)
+
+
+def test_a_superscript_digit_is_not_a_number():
+    """ "²".isdigit() is true, and int("²") raises: these were 500s."""
+    session, control, _view = records.create(records.check_scenario(V46, "v46.toml"), "test")
+    client, before = Client(), stored()
+    r = client.post(
+        "/dumps/import",
+        {"dump": upload("d", DUMP), "ipa_bits": "4²"},
+        HTTP_ACCEPT="application/json",
+    )
+    check(r, before)
+    assert r.status_code == 400 and "ipa_bits" in r.json()["message"]
+    for path in ("report", "bundle"):
+        r = client.get(f"/sessions/{session.id}/{path}", {"position": "²", "token": control.token})
+        check(r, before)
+        assert r.status_code == 400 and "position" in r.json()["message"]
