@@ -310,7 +310,32 @@ class LiveSession:
                 if c.position <= len(self.decisions)
             ],
             "final_hash": self._final_hash(),
+            **({"tree": self._tree_json()} if len(self.tree.branches) > 1 else {}),
         }
+
+    def _tree_json(self) -> dict:
+        """Every branch (docs/protocol.md, "Recordings"): its parent, where it starts, its
+        own decisions, checkpoint hashes and the hash at its tip. `decisions` stays the
+        path to the head, so a reader that knows no branches still replays the head."""
+        here = (self.branch, self.position)
+        out = []
+        for br in self.tree.branches:
+            self.seek(br.end, br.id)
+            out.append(
+                {
+                    "parent": br.parent,
+                    "start": br.start,
+                    "decisions": [list(d) for d in br.decisions],
+                    "checkpoints": [
+                        {"position": p, "hash": br.checkpoints[p].hash}
+                        for p in sorted(br.checkpoints)
+                        if p > 0
+                    ],
+                    "final_hash": self.state_hash(),
+                }
+            )
+        self.seek(here[1], here[0])
+        return {"head": self.branch, "branches": out}
 
     def _final_hash(self) -> str:
         here = self.position
@@ -348,6 +373,72 @@ class LiveSession:
         final = rec.get("final_hash")
         if final and session.state_hash() != final:
             raise ReplayError("recording: the final state hash differs")
+        if rec.get("tree") is not None:
+            return cls._from_tree(rec, engine, snapshot_every, session)
+        return session
+
+    @classmethod
+    def _from_tree(cls, rec: dict, engine: str, snapshot_every: int, head_path) -> LiveSession:
+        """Every branch of a recording's `tree`, replayed in branch order (a branch's
+        parent comes before it), hashes checked as for the head path (at most
+        MAX_VERIFIED_CHECKPOINTS per branch, and the tip's hash of at most that many
+        branches spread over the tree: a crafted file of many branches stays cheap)."""
+        tree = rec["tree"]
+        if not isinstance(tree, dict) or not isinstance(tree.get("branches"), list):
+            raise ReplayError("recording: 'tree' must be an object with a list 'branches'")
+        listed = tree["branches"]
+        head = tree.get("head")
+        if not listed or not isinstance(head, int) or not 0 <= head < len(listed):
+            raise ReplayError(f"recording: tree: 'head' {head!r} is not one of its branches")
+        step = max(1, len(listed) / MAX_VERIFIED_CHECKPOINTS)
+        tips = {int(i * step) for i in range(MAX_VERIFIED_CHECKPOINTS)} | {head}
+        session = cls(str(rec.get("scenario", "")), engine=engine, snapshot_every=snapshot_every)
+        for number, br in enumerate(listed):
+            where = f"recording: tree: branch {number}"
+            if not isinstance(br, dict) or not isinstance(br.get("decisions"), list):
+                raise ReplayError(f"{where}: must be an object with a list 'decisions'")
+            parent, start = br.get("parent"), br.get("start")
+            if number == 0:
+                if parent is not None or start != 0:
+                    raise ReplayError(f"{where}: the first branch starts at 0, with no parent")
+            else:
+                if not isinstance(parent, int) or not 0 <= parent < number:
+                    raise ReplayError(f"{where}: 'parent' {parent!r} is not an earlier branch")
+                tip = session.tree.branches[parent].end
+                low = session.tree.branches[parent].start if parent else -1
+                if not isinstance(start, int) or not low < start < tip or not br["decisions"]:
+                    raise ReplayError(
+                        f"{where}: it must start inside branch {parent} "
+                        f"(after step {low + 1}, before its tip {tip}) and hold decisions"
+                    )
+                session.seek(start, parent)
+            own_start = session.position
+            expected = verified_checkpoints(
+                br.get("checkpoints", []), own_start + len(br["decisions"])
+            )
+            for n, decision in enumerate(br["decisions"]):
+                if not isinstance(decision, list) or len(decision) < 2:
+                    raise ReplayError(f"{where}: decision {n} is malformed: {decision!r}")
+                try:
+                    session.apply(decision)
+                except EngineError as exc:
+                    raise ReplayError(
+                        f"{where}: decision {n} ({decision!r}) cannot be taken: {exc}"
+                    ) from None
+                want = expected.get(session.position)
+                if want and session.state_hash() != want:
+                    raise ReplayError(
+                        f"{where}: the state hash differs at position {session.position}"
+                    )
+            if session.branch != number:
+                raise ReplayError(f"{where}: it is not where its parent and start put it")
+            final = br.get("final_hash")
+            if number in tips and final and session.state_hash() != final:
+                raise ReplayError(f"{where}: the final state hash differs")
+        session.seek(session.tree.branches[head].end, head)
+        if [list(d) for d in session.decisions] != [list(d) for d in head_path.decisions]:
+            raise ReplayError("recording: 'decisions' is not the path to the tree's head")
+        session.machine.clear_events()
         return session
 
     # --- views -------------------------------------------------------------------------------

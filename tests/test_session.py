@@ -1,5 +1,6 @@
 """Live sessions: decisions, injected operations, stepping back, recordings replayed exactly."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,64 @@ do = ["wp 0x1_0000_0000 4G"]
     assert 0 in small.checkpoints
     small.seek(len(small.decisions) - 400)
     assert small.state_hash() == hashes[-1]
+
+
+def _three_branches(engine) -> LiveSession:
+    """Branch 0: the lost update; branch 1: another actor at step 5, then round-robin;
+    branch 2: an injected read at step 8 of branch 1. The head is branch 1's tip."""
+    s = LiveSession(V46, engine=engine, snapshot_every=2)
+    for name in LOST:
+        s.step(name)
+    s.seek(5)
+    s.step("vcpu0" if LOST[5] == "host0" else "host0")
+    s.run(3)
+    s.seek(8, 1)
+    s.inject("vcpu0", "read 0x8000_0000")
+    s.run(100)
+    s.seek(s.tree.branches[1].end, 1)
+    return s
+
+
+def test_a_recording_keeps_every_branch_and_opens_at_the_head(engine):
+    s = _three_branches(engine)
+    assert [br.parent for br in s.tree.branches] == [None, 0, 1]
+    rec = s.export()
+    assert rec["tree"]["head"] == 1 and len(rec["tree"]["branches"]) == 3
+    # a reader that knows no branches replays the head's path, as before
+    assert rec["decisions"] == [list(d) for d in s.decisions]
+
+    again = LiveSession.from_recording(rec, engine=engine)
+    assert again.tree.summary() == s.tree.summary()
+    assert (again.branch, again.position) == (1, s.position)
+    assert again.state_hash() == s.state_hash()
+    for br in s.tree.branches:
+        s.seek(br.end, br.id)
+        again.seek(br.end, br.id)
+        assert again.state_hash() == s.state_hash(), f"branch {br.id}"
+        assert again.moment() == s.moment()
+
+
+def test_a_recording_without_branches_has_no_tree_field(engine):
+    s = LiveSession(V46, engine=engine)
+    for name in LOST:
+        s.step(name)
+    assert "tree" not in s.export()
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda t: t["branches"][2].update(parent=5), "branch 2: 'parent' 5 is not an earlier"),
+        (lambda t: t["branches"][1].update(start=999), "branch 1: it must start inside"),
+        (lambda t: t["branches"][1].update(decisions=[]), "branch 1: it must start inside"),
+        (lambda t: t.update(head=7), "'head' 7 is not one of its branches"),
+        (lambda t: t["branches"][2].update(final_hash="0" * 32), "branch 2: the final state"),
+        (lambda t: t["branches"][1]["decisions"].append(["step", 9]), "branch 1: decision"),
+        (lambda t: t.update(head=2), "'decisions' is not the path to the tree's head"),
+    ],
+)
+def test_a_tampered_tree_is_refused_naming_the_branch(engine, tamper, message):
+    rec = _three_branches(engine).export()
+    tamper(rec["tree"])
+    with pytest.raises(ReplayError, match=re.escape(message)):
+        LiveSession.from_recording(rec, engine=engine)

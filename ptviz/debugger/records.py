@@ -17,6 +17,7 @@ from ptviz import protocol as P
 from ptviz.debugger.models import (
     ROLE_CONTROL,
     ROLE_VIEW,
+    Branch,
     Checkpoint,
     DebugSession,
     Decision,
@@ -59,7 +60,8 @@ def create(
     parent: DebugSession | None = None,
     checkpoints: list[tuple[int, bytes, str]] | None = None,
 ) -> tuple[DebugSession, ShareLink, ShareLink]:
-    """Store a session (its recording: live's decisions and checkpoints) and two links."""
+    """Store a session (its recording: live's decision tree, every branch, and its
+    checkpoints; `checkpoints` given: those of a single-branch live) and two links."""
     session = DebugSession.objects.create(
         name=live.scenario.name[:300],
         scenario_text=live.scenario_text,
@@ -67,17 +69,24 @@ def create(
         engine=live.engine,
         parent=parent,
         origin=origin[:200],
+        head_branch=live.branch,
     )
-    Decision.objects.bulk_create(Decision.rows_for(session.pk, 0, list(live.decisions)))
+    for br in live.tree.branches:
+        if br.parent is not None:
+            Branch.objects.create(session=session, number=br.id, parent=br.parent, start=br.start)
+        Decision.objects.bulk_create(Decision.rows_for(session.pk, br.start, br.decisions, br.id))
     if checkpoints is None:
-        checkpoints = [
-            (c.position, compress(c.snapshot), c.hash)
-            for c in live.checkpoints.values()
-            if 0 < c.position <= len(live.decisions)
+        rows = [
+            (br.id, c.position, compress(c.snapshot), c.hash)
+            for br in live.tree.branches
+            for c in br.checkpoints.values()
+            if 0 < c.position <= br.end
         ]
+    else:
+        rows = [(0, p, blob, h) for p, blob, h in checkpoints]
     Checkpoint.objects.bulk_create(
-        Checkpoint(session=session, position=p, snapshot=blob, state_hash=h)
-        for p, blob, h in checkpoints
+        Checkpoint(session=session, branch=b, position=p, snapshot=blob, state_hash=h)
+        for b, p, blob, h in rows
     )
     control = ShareLink.objects.create(session=session, role=ROLE_CONTROL, owner=True)
     view = ShareLink.objects.create(session=session, role=ROLE_VIEW)

@@ -435,7 +435,27 @@ export function mount(root, boot, opts = {}) {
     }
     if (d.moment && resolveMoment) resolveMoment(d.moment);
     if (d.history) descriptor.show(d.history);
+    if (d.snapshot || d.head) keepPlace();
   });
+
+  // A reconnect (a restarted server or worker, a dropped network) and a reload reopen
+  // this viewer where its cursor is now, not where its link first pointed: the socket
+  // URL and the address bar follow the cursor (history is append-only, so a moment id
+  // names the same node forever; the hash is left out, the server re-verifies on replay).
+  const wsBase = boot.ws.replace(/&(at|h)=[^&]*/g, "");
+  let place = null;
+  function keepPlace() {
+    const at = store.past ? String(store.cursor.moment) : "";
+    if (at === place) return;
+    place = at;
+    conn.setUrl(at ? `${wsBase}&at=${encodeURIComponent(at)}` : wsBase);
+    const url = new URL(location.href);
+    const named = url.searchParams.get("at") || url.searchParams.get("step") || "";
+    if (named === at) return; // (the link's own words, its hash kept)
+    for (const k of ["at", "h", "step"]) url.searchParams.delete(k);
+    if (at) url.searchParams.set("at", at);
+    history.replaceState(history.state, "", url);
+  }
 
   // The flash fades by CSS; repaint once it is over so late rows get the settled style.
   setInterval(() => {

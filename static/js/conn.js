@@ -91,6 +91,11 @@ export class Connection {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
+  /** The URL the next (re)connect opens. */
+  setUrl(url) {
+    this.url = absoluteWs(url);
+  }
+
   /** Retry now (the "reconnect" button). */
   retryNow() {
     if (this.ws) return;

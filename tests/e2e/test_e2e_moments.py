@@ -213,3 +213,42 @@ def test_presence_and_follow_mode(server, browsing):
         b.locator(".presence-list li", has_text="alice").get_by_role("button", name="follow")
     ).to_have_count(1)
     assert position(a) == 4
+
+
+def test_a_reconnect_and_a_reload_reopen_where_the_viewer_is_not_where_the_link_was(
+    server, browsing
+):
+    a = browsing.page()
+    open_example(a, server, V46_RACE)
+    step_keys(a, LOST)
+    b = browsing.page(browsing.context())
+    b.goto(view_url(a, server))
+    wait_live(b)
+    b.locator(".tree-vp").click()
+    for _ in range(3):
+        b.keyboard.press("b")
+    back = len(LOST) - 3
+    wait_position(b, back)
+    assert f"at={back}" in b.url, "the address bar names the viewer's moment"
+
+    # the socket drops (a server restart, a network change): it comes back at the cursor
+    b.evaluate("() => window.ptviz.conn.ws.close()")
+    expect(b.locator(".toolbar .conn")).not_to_have_class(re.compile(r"\bc-live\b"))
+    wait_live(b)
+    wait_position(b, back)
+    expect(where(b)).to_contain_text(f"step {back} of {len(LOST)}")
+
+    b.reload()
+    wait_live(b)
+    wait_position(b, back)
+
+    # back to live: the address bar and the next reconnect follow the head again
+    b.keyboard.press("End")
+    wait_position(b, len(LOST))
+    expect(where(b)).to_contain_text("live")
+    assert "at=" not in b.url
+    b.evaluate("() => window.ptviz.conn.ws.close()")
+    expect(b.locator(".toolbar .conn")).not_to_have_class(re.compile(r"\bc-live\b"))
+    wait_live(b)
+    expect(where(b)).to_contain_text("live")
+    shot(b, "moments-9-reconnected-live")

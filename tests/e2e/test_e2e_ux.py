@@ -209,7 +209,7 @@ def test_explore_includes_injected_operations_and_opens_counterexamples_there(se
     shot(page, "ux-explore-from-moment")
     before = page.url
     panel.locator("button", has_text="open counterexample").click()
-    page.wait_for_url(lambda url: url != before and f"step={here}" in url)
+    page.wait_for_url(lambda url: url != before and f"at={here}" in url)
     wait_live(page)
     assert position(page) == here
     page.keyboard.press("End")

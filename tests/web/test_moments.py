@@ -4,6 +4,8 @@ who is here and can follow a presenter. Run on both deployments."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_live import LOST, make_session, reference
 from webhelpers import Viewer, arun
@@ -71,7 +73,7 @@ def test_a_viewer_seeking_back_moves_nobody_else(mode):
     arun(body())
 
 
-def test_a_decision_from_the_past_needs_a_choice_and_then_keeps_both_branches(mode):
+def test_a_decision_from_the_past_needs_a_choice_and_then_keeps_both_branches(mode, client):
     session, control, view = make_session()
 
     async def body():
@@ -116,6 +118,20 @@ def test_a_decision_from_the_past_needs_a_choice_and_then_keeps_both_branches(mo
     _row, live, _stored = store.load(str(row.pk))
     assert (live.branch, live.position) == (1, 8)
     assert live.path_to(str(len(LOST))) == steps(LOST)
+
+    # The recording keeps both branches: imported, it opens at the same head with the
+    # same tree, and exports the same again.
+    rec = client.get(f"/sessions/{row.pk}/recording.json?token={control.token}").json()
+    assert rec["tree"]["head"] == 1 and rec["decisions"] == steps(LOST[:7] + ["vcpu0"])
+    made = client.post("/recordings/import", json.dumps(rec), content_type="application/json")
+    assert made.status_code == 201, made.content
+    copy = DebugSession.objects.get(pk=made.json()["session"])
+    assert copy.head_branch == 1
+    assert Decision.recorded(copy) == steps(LOST)
+    assert Decision.recorded(copy, branch=1) == steps(["vcpu0"])
+    token = made.json()["links"]["control"].rstrip("/").rsplit("/", 1)[-1]
+    again = client.get(f"/sessions/{copy.pk}/recording.json?token={token}").json()
+    assert again["tree"] == rec["tree"] and again["final_hash"] == rec["final_hash"]
 
 
 def test_a_link_to_a_moment_opens_there_hash_checked(mode):
