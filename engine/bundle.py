@@ -330,9 +330,10 @@ def dumps(b: Bundle) -> bytes:
     return ("{\n" + lines + "\n}\n").encode()
 
 
-def loads(data: bytes) -> Bundle:
+def loads(data: bytes, max_scenario: int | None = None) -> Bundle:
     """Read and check a bundle's structure, digests and metadata (not its hashes: replay
-    does that). Raises BundleError with one line naming the field at fault."""
+    does that). Raises BundleError with one line naming the field at fault; a scenario of
+    more than `max_scenario` bytes is refused before it is parsed."""
     if isinstance(data, str):
         data = data.encode()
     try:
@@ -374,6 +375,11 @@ def loads(data: bytes) -> Bundle:
         if digests.get(key) != _digest(doc[key]):
             raise BundleError(f"{key}: altered after the bundle was written (digest differs)")
     scenario_text = _expect(doc, "scenario", str)
+    if max_scenario is not None and len(scenario_text.encode()) > max_scenario:
+        raise BundleError(
+            f"scenario: {len(scenario_text.encode()):,} bytes, larger than the limit of "
+            f"{max_scenario:,} bytes"
+        )
     try:
         scenario = parse_scenario(scenario_text, "<bundle>")
     except ScenarioError as exc:

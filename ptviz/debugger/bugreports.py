@@ -42,6 +42,10 @@ from ptviz.debugger.views import (
 )
 
 NDJSON = "application/x-ndjson"
+# A dump's leaf line (about 75 bytes, and at most one unmapped line between two) becomes a
+# [[map]] of about 84: a dump over 8 MiB makes a scenario over the 4 MiB limit anyway,
+# after seconds of parsing.
+MAX_DUMP_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("django.request")  # (where server errors are logged)
 
 
@@ -104,7 +108,7 @@ def _bundle_bytes(request) -> tuple[bytes, str]:
 
 def _import(data: bytes, label: str, progress=None):
     try:
-        b = BD.loads(data)
+        b = BD.loads(data, max_scenario=records.MAX_SCENARIO_BYTES)
         live = BD.replay(b, engine=engine_name(), progress=progress)
     except BD.BundleError as exc:
         raise InputError(f"{label}: {exc}", "bundle") from None
@@ -177,6 +181,13 @@ def dump_import(request):
         upload = request.FILES.get("dump")
         if upload is None:
             raise InputError("no dump: upload a stage2_page_tables file", "dump")
+        if upload.size > MAX_DUMP_BYTES:
+            raise InputError(
+                f"{upload.name}: {upload.size:,} bytes, larger than "
+                f"{MAX_DUMP_BYTES >> 20} MiB (its scenario would pass the "
+                f"{records.MAX_SCENARIO_BYTES >> 20} MiB limit of a scenario)",
+                "dump",
+            )
         try:
             text = upload.read().decode()
         except UnicodeDecodeError as exc:

@@ -32,9 +32,7 @@ from engine.scenario import parse_scenario
 from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
-from ptviz.debugger.records import InputError
-
-MAX_SCENARIO_BYTES = 4 * 1024 * 1024
+from ptviz.debugger.records import MAX_SCENARIO_BYTES, InputError
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -410,3 +410,34 @@ def test_a_superscript_digit_is_not_a_number():
         r = client.get(f"/sessions/{session.id}/{path}", {"position": "²", "token": control.token})
         check(r, before)
         assert r.status_code == 400 and "position" in r.json()["message"]
+
+
+def many_ranges(n: int) -> bytes:
+    """A dump of n mapped 4K pages, each followed by an unmapped one."""
+    lines = ["---[ Guest IPA ]---", "0x0000000000000000-0x0000000080000000           2G 1"]
+    for i in range(n):
+        a = 0x8000_0000 + i * 0x2000
+        lines.append(f"0x{a:016x}-0x{a + 0x1000:016x}           4K 3   R W px ux  AF    ")
+        lines.append(f"0x{a + 0x1000:016x}-0x{a + 0x2000:016x}           4K 3")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_scenario_over_4_mib_is_refused_however_it_comes():
+    """A recording, a bundle or a dump (each allowed up to the 32 MiB body) carried a
+    scenario of any size past the 4 MiB limit of a pasted one."""
+    padded = "#" * (4 << 20) + "\n" + V46
+    live = LiveSession(padded)
+    for name in LOST:
+        live.step(name)
+    recording = json.dumps(live.export()).encode()
+    bundle = BD.dumps(BD.from_session(live, len(LOST), moment=str(len(LOST))))
+    client, before = Client(), stored()
+    for path, field, data in [
+        ("/recordings/import", "recording", recording),
+        ("/bundles/import", "bundle", bundle),
+        ("/dumps/import", "dump", many_ranges(60_000)),  # 7.3 MiB: a 5.0 MiB scenario
+        ("/dumps/import", "dump", many_ranges(70_000)),  # 8.5 MiB: refused unread
+    ]:
+        r = client.post(path, {field: upload("f", data)}, HTTP_ACCEPT="application/json")
+        check(r, before)
+        assert r.status_code == 400 and " bytes, larger than " in r.json()["message"], r.json()
