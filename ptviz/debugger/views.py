@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +32,7 @@ from engine.scenario import parse_scenario
 from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
-from ptviz.debugger.records import InputError
-
-MAX_SCENARIO_BYTES = 4 * 1024 * 1024
+from ptviz.debugger.records import MAX_SCENARIO_BYTES, InputError
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -47,9 +46,11 @@ def request_data(request) -> dict:
     if request.content_type == "application/json":
         try:
             data = P.loads(request.body or b"{}")
-        except (ValueError, RecursionError):
+        except ValueError as exc:
+            raise InputError(f"the request body is not JSON ({exc})", "bad_request") from None
+        except RecursionError:
             raise InputError(
-                "the request body is not JSON (or is nested too deeply)", "bad_request"
+                "the request body's JSON is nested too deeply", "bad_request"
             ) from None
         if not isinstance(data, dict):
             raise InputError("the request body must be a JSON object", "bad_request")
@@ -539,6 +540,8 @@ def session_links(request, session_id):
     label = str(data.get("label") or "").strip()
     if len(label) > 60:
         raise InputError("label: at most 60 characters", "invalid", "label")
+    if any(unicodedata.category(c) == "Cc" for c in label):  # (PostgreSQL refuses NUL)
+        raise InputError("label: no control characters", "invalid", "label")
     expires_in = _int(data.get("expires_in"), "expires_in")
     if expires_in is not None and not 60 <= expires_in <= 10 * 365 * 86400:
         raise InputError("expires_in: seconds, from 60 to 10 years", "invalid", where="expires_in")
