@@ -189,6 +189,7 @@ def builder_view(values: dict, error_field: str | None) -> dict:
         "new_actor": row("actor", "__i__", ACTOR_FIELDS, NEW_ACTOR_ROW),
         "expect": {k: field(f"x-{k}") for k in scenarios.EXPECT_KINDS},
         "violations": field("x-violations"),
+        "cycles": field("x-cycles"),
         "checks": [field(f"x-violation-{c}") | {"check": c} for c in scenarios.CHECKS],
     }
 
