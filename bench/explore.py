@@ -10,7 +10,7 @@ Cases: the engine benchmark's three-actor scenarios (two vCPUs and a host write-
 two leaves; bench/engine.py, explore_spec), and with `--large` the review's "family 1"
 scenarios with five and six actors (two old leaves A and B; vcpu0 writes A, host0
 write-protects both, vcpu1 reads B, host1 ages both, vcpu2 writes B, host2 makes B
-read-only): 0.15 to 9.3 million states. Baseline in the same run: the Python twin on the
+read-only, and for seven vcpu3 reads A): 0.15 to 14.9 million states. Baseline in the same run: the Python twin on the
 small cases (the same search over the pure-Python core).
 """
 
@@ -45,6 +45,7 @@ FAMILY1 = [
     ("host1", "host", ["age {a} 8K"]),
     ("vcpu2", "vcpu", ["write {b}"]),
     ("host2", "host", ["set_readonly {b}"]),
+    ("vcpu3", "vcpu", ["read {a}"]),  # (seven actors: the 10M-state case)
 ]
 
 
@@ -114,7 +115,7 @@ def measure(case: str, engine: str, max_states: int, reps: int) -> Row:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.explore", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true")
-    p.add_argument("--large", action="store_true", help="also five and six actors (minutes)")
+    p.add_argument("--large", action="store_true", help="also five to seven actors (minutes)")
     p.add_argument("--max-states", type=int, default=30_000_000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -125,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cases = [("bench:v4.6:1", 1), ("bench:seed:1", 1), ("bench:seed:2", 1)]
     if args.large:
-        cases += [("family1:v6.6:5", 0), ("family1:v4.6:5", 0), ("family1:v4.6:6", 0)]
+        cases += [
+            ("family1:v6.6:5", 0),
+            ("family1:v4.6:5", 0),
+            ("family1:v4.6:6", 0),
+            ("family1:v6.6:7", 0),  # 14.9M states: the issue's "a 10M-state exploration"
+        ]
     rows = []
     for case, twin in cases:
         rows.append(measure(case, "cython", args.max_states, args.reps if not twin else args.reps))
