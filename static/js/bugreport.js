@@ -23,6 +23,16 @@ export class BugReportMenu {
           this.copyBtn, this.bundleLink),
         this.status,
         this.out));
+    // The body opens rightwards from its button; where the toolbar put the button near
+    // the window's right edge (long actor names), shift it back inside the window.
+    this.el.addEventListener("toggle", () => {
+      const body = this.el.querySelector(".menu-body");
+      body.style.left = "";
+      if (!this.el.open) return;
+      const r = body.getBoundingClientRect();
+      const over = r.right - (document.documentElement.clientWidth - 8);
+      if (over > 0) body.style.left = `${-Math.min(over, Math.max(0, r.left - 8))}px`;
+    });
   }
 
   /** Where this viewer is: its cursor's moment (on any branch), else the position. */
