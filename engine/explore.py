@@ -243,13 +243,19 @@ def _explore(machine, final_key, max_states, progress, on_progress=None) -> Expl
     return Exploration(len(ids), sum(counts.values()), cycles, finals, violations, violation_counts)
 
 
+# A counterexample's round-robin completion stops here: round-robin can livelock (vCPUs
+# re-breaking each other's mapping for ever), and the violation is already in the prefix.
+COMPLETE_MAX = 100_000
+
+
 def _complete(machine) -> list[int]:
-    """A round-robin completion of the current schedule (machine left where it was)."""
+    """A round-robin completion of the current schedule (machine left where it was), at
+    most COMPLETE_MAX steps."""
     mark = machine.save()
     extra = []
     n = len(machine.actors)
     try:
-        while not machine.all_done():
+        while not machine.all_done() and len(extra) < COMPLETE_MAX:
             progressed = False
             for i in range(n):
                 if not machine.done(i) and not machine.blocked(i):

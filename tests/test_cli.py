@@ -185,3 +185,17 @@ def test_a_seeded_random_run_is_reproducible_and_its_schedule_replays_it():
         engine("run", V46, "--schedule", ",".join(runs[0]["schedule"]), "--json")[1]
     )
     assert replay["trace"] == runs[0]["trace"]
+
+
+def test_a_round_robin_run_that_never_finishes_is_stopped_with_one_line(monkeypatch, capsys):
+    """(Round-robin can livelock: two vCPUs re-breaking each other's block for ever with
+    86658b819cd0 reverted. `run` stops at RUN_MAX_STEPS; here a small bound stands in.)"""
+    from engine import cli as engine_cli
+
+    monkeypatch.setattr(engine_cli, "RUN_MAX_STEPS", 5)
+    code = engine_cli.main(["run", str(V46)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "did not finish within 5 micro-steps" in err and "explore" in err
+    monkeypatch.setattr(engine_cli, "RUN_MAX_STEPS", 10_000)
+    assert engine_cli.main(["run", str(V46)]) in (0, 1)  # it finishes well within that
