@@ -26,7 +26,7 @@ from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.http import Http404  # noqa: E402
 
 from ptviz.debugger.routing import websocket_urlpatterns  # noqa: E402
-from ptviz.engine_worker.embedded import embedded_mode, ensure_engine  # noqa: E402
+from ptviz.engine_worker.embedded import embedded_mode, ensure_engine, get_engine  # noqa: E402
 
 
 class BodyLimit:
@@ -160,9 +160,12 @@ class EmbeddedEngineMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        # (on HTTP too: a session page asks the engine to preload its session)
-        if scope["type"] in ("websocket", "http") and embedded_mode():
+        if scope["type"] == "websocket" and embedded_mode():
             await ensure_engine().ensure_bridge()
+        elif scope["type"] == "http" and embedded_mode() and get_engine() is not None:
+            # (a session page asks the engine to preload its session: the engine `serve`
+            # started takes it before the page's websocket starts the bridge)
+            await get_engine().ensure_bridge()
         return await self.app(scope, receive, send)
 
 
