@@ -202,6 +202,10 @@ class Deployment:
             DJANGO_SETTINGS_MODULE="ptviz.settings",
             DATABASE_URL=f"sqlite:///{self.dir / 'db.sqlite3'}",
             PTVIZ_LOG="INFO",  # the engine workers log "listening on" once ready
+            # (the latency client sends its commands back to back: the per-connection rate
+            # limit, 50/s in bursts of 200, refused them)
+            PTVIZ_RATE="1000000",
+            PTVIZ_RATE_BURST="1000000",
             PYTHONUNBUFFERED="1",
         )
         if mode == "redis":
