@@ -1625,6 +1625,12 @@ def main(argv: list[str] | None = None) -> int:
         django.setup()
         print(json.dumps(worker_profile(args.worker_profile, args.seconds).as_json()))
         return 0
+    # (the in-process baselines import SessionHost, whose store imports the models; no
+    # database is touched: persist is off)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ptviz.settings")
+    import django
+
+    django.setup()
     cfg = QUICK if args.quick else Config()
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     unknown = [x for x in only if x not in SECTIONS]
