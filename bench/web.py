@@ -924,6 +924,16 @@ class Costs:
     delta_bytes: int
 
 
+def whole(payload: dict) -> dict:
+    """The message of an emitted layer payload; a group delta is sent JSON-encoded once
+    (its text, and each table's: SessionHost.to_group_encoded): decoded whole again."""
+    if "text" not in payload:
+        return payload["msg"]
+    msg = json.loads(payload["text"])
+    msg["tables"] = {pa: json.loads(v) for pa, v in payload.get("tables", {}).items()}
+    return msg
+
+
 def measure_costs(leaves: int) -> Costs:
     """One LiveSession checkpoint and one full delta of a fast run, timed apart."""
     from engine.session import LiveSession
@@ -945,7 +955,7 @@ def measure_costs(leaves: int) -> Costs:
     hash_ms, _ = best(lambda: state_hash(data))
     compress_ms, blob = best(lambda: compress(data))
     sent: list[dict] = []
-    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(p["msg"]), persist=False)
+    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(whole(p)), persist=False)
     host.join("viewer", [ROOT_TABLE], reply=False)
     builds = []
     for _ in range(5):
@@ -1288,7 +1298,7 @@ def run(
 
     sent: list[dict] = []
     live = LiveSession(wp_scenario(cfg.throughput_sizes[0]), snapshot_every=10**12)
-    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(p["msg"]), persist=False)
+    host = SessionHost("bench", live, set(), lambda k, t, p: sent.append(whole(p)), persist=False)
     host.join("viewer", [ROOT_TABLE], reply=False)
     for _ in range(3000):
         live.step(0)
