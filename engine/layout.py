@@ -10,8 +10,10 @@ The v4.6 and seed kernels have a fixed 40-bit IPA (KVM_PHYS_SHIFT).
 
 from __future__ import annotations
 
+import sys
 from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import bits as B
 
@@ -128,6 +130,25 @@ class Image:
         self.mem[self.slot(self.entry_pa(table, level, ipa))] = value
 
 
+@lru_cache(maxsize=16)
+def _lanes(n: int, step: int) -> tuple[int, int]:
+    """n 64-bit lanes as one integer: a 1 in each, and 0, step, 2 * step, ..."""
+    ones = int.from_bytes(array("Q", [1] * n).tobytes(), sys.byteorder)
+    steps = int.from_bytes(array("Q", range(0, n * step, step)).tobytes(), sys.byteorder)
+    return ones, steps
+
+
+def leaf_run(first: int, n: int, step: int) -> array:
+    """array("Q", range(first, first + n * step, step)), made as one integer with the n
+    values side by side in 64-bit lanes (first * ones + steps: no lane carries into the
+    next while the last value fits 64 bits): 3x faster at a table's 512 entries, which
+    is most of loading a 1M-leaf session."""
+    if first + (n - 1) * step >= 1 << 64:
+        raise OverflowError(f"descriptor {first + (n - 1) * step:#x} does not fit 64 bits")
+    ones, steps = _lanes(n, step)
+    return array("Q", (first * ones + steps).to_bytes(8 * n, sys.byteorder))
+
+
 def build_image(scenario) -> tuple[Image, list[Memslot]]:
     geometry = Geometry.for_ipa_bits(scenario.machine.ipa_bits)
     image = Image(geometry)
@@ -146,7 +167,7 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
             n = min(room, m.count - i)
             pa0 = m.pa + i * m.size
             first = template | pa0  # the template holds no output-address bit: | is +
-            image.mem[slot : slot + n] = array("Q", range(first, first + n * m.size, m.size))
+            image.mem[slot : slot + n] = leaf_run(first, n, m.size)
             i += n
         memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
     return image, memslots
