@@ -302,7 +302,7 @@ export function mount(root, boot, opts = {}) {
   root.classList.add("ptviz-root");
   // Fill the viewport below whatever header the server renders above <main>.
   const fit = () => app.style.setProperty("--app-top", Math.max(0, root.getBoundingClientRect().top + window.scrollY) + "px");
-  fit();
+  requestAnimationFrame(fit); // (before the first paint; now, it forced a layout of the empty app)
   window.addEventListener("resize", fit);
 
   // --- subscriptions -------------------------------------------------------------------

@@ -4,7 +4,7 @@
 import { big, LOST_BIT_FIELD } from "./decode.js";
 import { esc, h } from "./dom.js";
 import { failText } from "./explain.js";
-import { hexHtml, ipaDigits, sizeName } from "./fmt.js";
+import { hexHtml, ipaDigits, num, sizeName } from "./fmt.js";
 
 export const ROW_H = 20;
 const HEAD_H = 22;
@@ -475,7 +475,7 @@ function typeLabel(d) {
 
 export function countsHtml(c) {
   if (!c) return "";
-  const part = (n, label, cls) => `<span class="cnt ${cls}${n ? "" : " zero"}">${n.toLocaleString("en-US")} ${label}</span>`;
+  const part = (n, label, cls) => `<span class="cnt ${cls}${n ? "" : " zero"}">${num(n)} ${label}</span>`;
   return (
     part(c.leaves, c.leaves === 1 ? "leaf" : "leaves", "c-leaves") +
     part(c.young, "young", "c-young") +
