@@ -89,7 +89,7 @@ class Image:
     def alloc_table(self) -> int:
         pa = B.TABLE_BASE + self.pages * B.PAGE_SIZE
         self.pages += 1
-        self.mem.extend(array("Q", bytes(8 * B.PTRS_PER_TABLE)))
+        self.mem.extend(ZERO_TABLE)
         return pa
 
     def slot(self, desc_pa: int) -> int:
@@ -111,8 +111,9 @@ class Image:
             table = self.mem[self.slot(self.entry_pa(table, lvl, ipa))] & B.OA_MASK
         return self.entry_pa(table, level, ipa)
 
-    def install(self, ipa: int, level: int, value: int) -> None:
-        """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache)."""
+    def install(self, ipa: int, level: int, value: int) -> int:
+        """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache).
+        Returns the leaf's address."""
         if level < self.geometry.start_level:
             raise ValueError(
                 f"no level-{level} table: the walk starts at level {self.geometry.start_level}"
@@ -127,7 +128,12 @@ class Image:
             elif not desc & B.DESC_TYPE:
                 raise ValueError(f"IPA {ipa:#x} lies inside a block at level {lvl}")
             table = desc & B.OA_MASK
-        self.mem[self.slot(self.entry_pa(table, level, ipa))] = value
+        entry = self.entry_pa(table, level, ipa)
+        self.mem[self.slot(entry)] = value
+        return entry
+
+
+ZERO_TABLE = array("Q", bytes(8 * B.PTRS_PER_TABLE))
 
 
 @lru_cache(maxsize=16)
@@ -161,8 +167,7 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
             # Install the first leaf of a run through the tables, then fill the rest of the
             # run within the same table page directly: a 4 GiB map builds in a blink.
             ipa = m.ipa + i * m.size
-            image.install(ipa, level, template | (m.pa + i * m.size))
-            slot = image.slot(image.leaf_entry(ipa, level))
+            slot = image.slot(image.install(ipa, level, template | (m.pa + i * m.size)))
             room = B.PTRS_PER_TABLE - (slot % B.PTRS_PER_TABLE)
             n = min(room, m.count - i)
             pa0 = m.pa + i * m.size
