@@ -39,7 +39,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/ptviz_rel_ci
 test-postgres: setup
 	@if $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null || [ -n "$$CI" ]; then \
 	  DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -p no:cacheprovider \
-	    tests/web/test_failover.py tests/web/test_faults.py \
+	    tests/web/test_failover.py tests/web/test_faults.py tests/web/test_hostile_imports.py \
 	    "tests/web/test_live.py::test_step_produces_a_delta_with_the_engines_events[redis]" \
 	    "tests/web/test_live.py::test_run_and_pause_while_running[redis]"; \
 	else echo "(no PostgreSQL on 127.0.0.1:5432: the PostgreSQL run is skipped)"; fi

@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--mode", choices=("redis", "embedded"), help="default: redis when it answers")
     args = ap.parse_args(argv)
-    mode = "redis" if redis_up() else "embedded"
+    mode = args.mode or ("redis" if redis_up() else "embedded")
     os.environ.setdefault("PTVIZ_RATE_BURST", "1000")
     dep = Deployment(mode).start()
     try:

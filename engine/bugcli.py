@@ -28,7 +28,7 @@ from .ptdump import DumpError, read_ipa_bits, scenario_from_dump
 from .report import Observer, evaluate_expect, explore_json, final_state_json, hexs, machine_json
 from .scenario import ScenarioError, load_scenario, parse_scenario
 from .schedules import compact_json
-from .sizes import parse_int
+from .sizes import is_digits, parse_int
 from .spec import build_spec
 from .twin import EngineError
 
@@ -160,7 +160,7 @@ def _expand(schedule: str | None) -> str | None:
     out = []
     for token in schedule.split(","):
         name, star, count = token.strip().rpartition("*")
-        if star and count.isdigit():
+        if star and is_digits(count):
             out += [name] * int(count)
         else:
             out.append(token)
@@ -310,7 +310,7 @@ def _import_ptdump(args) -> int:
             ipa_bits = read_ipa_bits(_text(folder / "ipa_range"), str(folder / "ipa_range"))
         if levels is None and (folder / "stage2_levels").exists():
             raw = _text(folder / "stage2_levels").strip()
-            if not raw.isdigit():
+            if not is_digits(raw):
                 raise CommandError(
                     f"{folder / 'stage2_levels'}:1: expected a number, got {raw[:20]!r}"
                 )

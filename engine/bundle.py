@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -27,6 +28,7 @@ from .history import HistoryError, Path, Runs
 from .report import machine_json
 from .scenario import ScenarioError, parse_op, parse_scenario
 from .session import LiveSession
+from .sizes import is_digits
 from .snapshot import pack, state_hash
 from .spec import actor_names_of, build_spec, op_spec
 from .twin import EngineError
@@ -344,9 +346,10 @@ def dumps(b: Bundle) -> bytes:
     return ("{\n" + lines + "\n}\n").encode()
 
 
-def loads(data: bytes) -> Bundle:
+def loads(data: bytes, max_scenario: int | None = None) -> Bundle:
     """Read and check a bundle's structure, digests and metadata (not its hashes: replay
-    does that). Raises BundleError with one line naming the field at fault."""
+    does that). Raises BundleError with one line naming the field at fault; a scenario of
+    more than `max_scenario` bytes is refused before it is parsed."""
     if isinstance(data, str):
         data = data.encode()
     try:
@@ -364,6 +367,13 @@ def loads(data: bytes) -> Bundle:
         raise BundleError(
             f"not a ptviz bundle: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise BundleError("not a ptviz bundle: the JSON is nested too deeply") from None
+    if re.search(r"\\u[dD][89a-fA-F]", text):  # JSON may escape a lone surrogate; UTF-8 cannot
+        try:
+            json.dumps(doc, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BundleError("not a ptviz bundle: a string holds a lone surrogate") from None
     if not isinstance(doc, dict):
         raise BundleError("not a ptviz bundle: the JSON is not an object")
     fmt = doc.get("format")
@@ -381,6 +391,11 @@ def loads(data: bytes) -> Bundle:
         if digests.get(key) != _digest(doc[key]):
             raise BundleError(f"{key}: altered after the bundle was written (digest differs)")
     scenario_text = _expect(doc, "scenario", str)
+    if max_scenario is not None and len(scenario_text.encode()) > max_scenario:
+        raise BundleError(
+            f"scenario: {len(scenario_text.encode()):,} bytes, larger than the limit of "
+            f"{max_scenario:,} bytes"
+        )
     try:
         scenario = parse_scenario(scenario_text, "<bundle>")
     except ScenarioError as exc:
@@ -428,7 +443,7 @@ def _check_path(path: list, actors: list[str]) -> list:
         if isinstance(item, str):
             for k, token in enumerate(item.split(" ")):
                 actor, star, count = token.partition("*")
-                ok = actor.isdigit() and int(actor) < n and (not star or count.isdigit())
+                ok = is_digits(actor) and int(actor) < n and (not star or is_digits(count))
                 if not ok or (star and int(count) < 2) or actor != str(int(actor)):
                     raise BundleError(
                         f"{where}: token {k + 1} {token!r} is not ACTOR or ACTOR*COUNT "

@@ -24,12 +24,13 @@ import gc
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from . import isa as I
 from ._states import StateTable
+from .schedules import RunLength
 from .twin import EngineError
 
 
@@ -44,14 +45,14 @@ class Violation:
     bits: int
     actor: int
     op_index: int
-    schedule: list[int]
+    schedule: Sequence[int]
 
 
 @dataclass
 class FinalState:
     key: bytes  # identifies the final table contents
     count: int
-    schedule: list[int]  # one schedule reaching it
+    schedule: Sequence[int]  # one schedule reaching it (a RunLength for a one-actor run)
     node: int
 
 
@@ -284,7 +285,7 @@ def _solo(machine, final_key, actor: int) -> Exploration | None:
             if since == power:
                 saved, power, since = key, 2 * power, 0
         steps = sum(n for _actor, n in runs)
-        schedule = [actor] * steps
+        schedule = RunLength([[actor, steps]])  # (not a list of millions of the same actor)
         violations: dict[str, Violation] = {}
         # As the search would see them: step by step (a step's violations share its seq).
         for _seq, group in groupby(machine.violations[nviol:], key=lambda v: v[1]):

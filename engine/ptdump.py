@@ -33,7 +33,7 @@ from . import bits as B
 from .freeze import write_scenario
 from .layout import Geometry
 from .scenario import IPA_BITS_MAX, IPA_BITS_MIN, ScenarioError, parse_scenario
-from .sizes import hexs, size_name
+from .sizes import hexs, is_digits, size_name
 
 HEADER = "---[ Guest IPA ]---"
 UNITS = "KMGTPE"
@@ -187,7 +187,7 @@ def parse_dump(text: str, path: str = "<dump>") -> list[dict]:
 def read_ipa_bits(text: str, path: str) -> int:
     """ipa_range: `"%2u\\n"` of the IPA size."""
     value = text.strip()
-    if not value.isdigit() or not IPA_BITS_MIN <= int(value) <= IPA_BITS_MAX:
+    if not is_digits(value) or not IPA_BITS_MIN <= int(value) <= IPA_BITS_MAX:
         raise DumpError(
             f"{path}:1: expected the IPA size in bits ({IPA_BITS_MIN}..{IPA_BITS_MAX}), got {value[:20]!r}"
         )

@@ -13,6 +13,7 @@ from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
 from .scenario import WHAT_IF_KEYS, Scenario
+from .schedules import RunLength, compact_json
 from .sizes import size_name
 from .spec import MachineSpec, walk_image
 
@@ -291,8 +292,16 @@ def explore_json(
             m.step(actor)
         return [event_json(spec, e, ops_of) for e in m.event_tuples()]
 
+    def named(schedule) -> list[str] | RunLength:
+        if isinstance(schedule, RunLength):  # (a one-actor run: stays run-length encoded)
+            return RunLength([[names[a], n] for a, n in schedule.runs])
+        return [names[i] for i in schedule]
+
+    # JSON-ready for the web explorer too: a long example as `example_schedule_rle`
     finals = [
-        final_state_json(observer, f.key, f.count, [names[i] for i in f.schedule])
+        compact_json(
+            {"final_states": [final_state_json(observer, f.key, f.count, named(f.schedule))]}
+        )["final_states"][0]
         for f in result.finals
     ]
     violations = [
@@ -315,7 +324,7 @@ def explore_json(
             "bits": B.lost_bit_names(v.bits),
             "actor": names[v.actor],
             "op": op_name(spec, v.actor, v.op_index, ops_of),
-            "schedule": [names[i] for i in v.schedule],
+            "schedule": list(named(v.schedule)),
             "trace": replay_trace(v.schedule),
             "interleavings": result.violation_counts.get(v.check, 0),
         }

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from . import bits
 from .commits import GENERATIONS, PGTABLE, SEED, CommitError, lookup, modelled_list, resolve
 from .isa import FAULTS_MAX, TLB_ENTRIES
-from .sizes import MAP_SIZES, hexs, parse_int, parse_size, size_name
+from .sizes import MAP_SIZES, hexs, is_digits, parse_int, parse_size, size_name
 
 KERNELS = tuple(GENERATIONS)
 VCPU_OPS = ("read", "write")
@@ -301,7 +301,7 @@ def _predicate_value(name: str, value: str) -> int | str:
 
 def _actor_value(name: str, value: str) -> int:
     limit = FAULTS_MAX if name == "faults" else 1
-    if not value.isdigit() or int(value) > limit:
+    if not is_digits(value) or int(value) > limit:
         raise ValueError(f"{name} must be an integer 0..{limit}, got {_q(value)}")
     return int(value)
 

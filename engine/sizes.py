@@ -36,6 +36,11 @@ def _check_token(token: object, what: str) -> str:
     return token
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() is also true of "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_int(token: str) -> int:
     """A non-negative integer: hex with 0x (underscores allowed between digits) or decimal."""
     token = _check_token(token, "integer")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ VIEW_COMMANDS = (
 )
 RUN_UNTIL = ("violation",)
 COMMANDS = CONTROL_COMMANDS + VIEW_COMMANDS
+# The "type"s a browser sends: a command, or the short resync (docs/protocol.md).
+CLIENT_TYPES = ("command", "resync")
 RUN_MODES = ("round_robin", "random")
 # Every integer a browser sends fits a signed 64-bit slot (the Redis layer's msgpack and
 # the engine's counters); a run's speed is finite and at most this many steps per second.
@@ -143,10 +146,35 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def loads(text: str | bytes):
-    """json.loads for untrusted text: NaN, Infinity and numbers that overflow a double
-    are refused (ValueError); deep nesting raises RecursionError."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+# A "\\uD800"-"\\uDFFF" escape: JSON may hold a lone surrogate that way, which UTF-8 (so
+# msgpack, the database, another viewer's page) cannot.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def loads(text: str | bytes, *, unicode: bool = True):
+    """json.loads for untrusted text: NaN, Infinity, numbers that overflow a double and
+    (unless `unicode` is false: the caller checks not_unicode itself) strings that are
+    not Unicode are refused (ValueError); deep nesting raises RecursionError."""
+    if isinstance(text, str):
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("the text holds a lone surrogate (not Unicode)") from None
+    else:
+        raw = text
+    obj = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    if unicode and _SURROGATE_ESCAPE.search(raw) and not_unicode(obj):
+        raise ValueError("a string holds a lone surrogate (not Unicode)")
+    return obj
+
+
+def not_unicode(obj) -> bool:
+    """True when a string in a parsed JSON value holds a lone surrogate."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_client_message(text: str | None) -> dict:
@@ -168,7 +196,7 @@ def _parse_client_message(text: str | None) -> dict:
     if text is None:
         raise ProtocolError(BAD_MESSAGE, "binary frames are not part of the protocol")
     try:
-        obj = loads(text)
+        obj = loads(text, unicode=False)  # (checked below, once the id is known)
     except ValueError as exc:
         raise ProtocolError(BAD_MESSAGE, f"the message is not JSON ({exc})") from None
     except RecursionError:
@@ -183,13 +211,19 @@ def _parse_client_message(text: str | None) -> dict:
         or (isinstance(id_, str) and len(id_) > 64)
     ):
         id_ = None
+    if "\\u" in text and not_unicode(obj):  # (only an escape can make a lone surrogate)
+        if isinstance(id_, str) and not_unicode(id_):
+            id_ = None
+        raise ProtocolError(BAD_MESSAGE, "a string holds a lone surrogate (not Unicode)", id_)
     if obj.get("v") != VERSION:
         raise ProtocolError(BAD_MESSAGE, f'"v" must be {VERSION}', id_)
     kind = obj.get("type")
     if kind == "resync":
         return {"cmd": "resync", "id": id_}
-    if kind != "command":
-        raise ProtocolError(BAD_MESSAGE, f"unknown message type {kind!r}", id_)
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(
+            BAD_MESSAGE, f"unknown message type {kind!r} (types: {', '.join(CLIENT_TYPES)})", id_
+        )
     if not isinstance(id_, int):
         raise ProtocolError(BAD_MESSAGE, "a command needs an integer 'id' below 2**63", id_)
     cmd = obj.get("cmd")

@@ -210,3 +210,61 @@ def test_fuzz_image_importer_gives_a_scenario_or_one_clear_line(data):
         assert "\n" not in str(exc)
     else:
         parse_scenario(text, "<t>")
+
+
+# --- the command line, fuzzed: a scenario file, or one line and no file at all --------------
+def _cli_imports(capsys, argv, out: Path) -> None:
+    code, said, err = cli(capsys, *argv, "-o", out)
+    if code == 0:
+        parse_scenario(out.read_text(), "<t>")
+        assert str(out) in said
+    else:
+        assert code == 2 and err.count("\n") == 1 and err.strip(), err
+        assert not out.exists()  # nothing half-written
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_fuzz_import_ptdump_and_image_commands_write_a_scenario_or_nothing(capsys, data):
+    import tempfile
+
+    raw = bytearray(SMALL.read_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at : at + data.draw(st.integers(0, 2))] = data.draw(st.binary(max_size=3))
+    _spec, _m, (image, vttbr, vtcr) = machine_image(ROOT / "scenarios" / "seed_race_seed.toml")
+    image = bytearray(image)
+    for _ in range(data.draw(st.integers(0, 3))):
+        image[data.draw(st.integers(0, len(image) - 1))] = data.draw(st.integers(0, 255))
+    register = st.one_of(
+        st.sampled_from(["0x", "-1", "1" * 30, "zz", "0x1_0", ""]), st.text(max_size=6)
+    )
+    vttbr_arg = data.draw(st.one_of(st.just(hex(vttbr)), register))
+    vtcr_arg = data.draw(st.one_of(st.just(hex(vtcr)), register))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "dump").write_bytes(bytes(raw))
+        (tmp / "img").write_bytes(bytes(image))
+        _cli_imports(capsys, ["import-ptdump", tmp / "dump"], tmp / "d.toml")
+        _cli_imports(
+            capsys,
+            ["import-image", tmp / "img", "--vttbr", vttbr_arg, "--vtcr", vtcr_arg],
+            tmp / "i.toml",
+        )
+
+
+@pytest.mark.parametrize("name", ["ipa_range", "stage2_levels"])
+def test_a_superscript_digit_in_a_debugfs_file_is_one_line(name, tmp_path, capsys):
+    """("²".isdigit() is true and int("²") raises: this was a traceback.)"""
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    (folder / "stage2_page_tables").write_bytes((VIRT / "stage2_page_tables").read_bytes())
+    (folder / name).write_text("4²\n")
+    out = tmp_path / "x.toml"
+    code, _, err = cli(capsys, "import-ptdump", folder, "-o", out)
+    assert code == 2 and err.count("\n") == 1 and name in err, err
+    assert not out.exists()

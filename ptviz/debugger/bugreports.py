@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 
 from asgiref.sync import sync_to_async
@@ -30,6 +31,7 @@ from engine.core import new_machine
 from engine.history import HistoryError
 from engine.mailreport import Report, play
 from engine.ptdump import DumpError, scenario_from_dump
+from engine.sizes import is_digits
 from engine.twin import EngineError
 from ptviz.debugger import records
 from ptviz.debugger.records import InputError, check_scenario, engine_name
@@ -43,6 +45,11 @@ from ptviz.debugger.views import (
 )
 
 NDJSON = "application/x-ndjson"
+# A dump's leaf line (about 75 bytes, and at most one unmapped line between two) becomes a
+# [[map]] of about 84: a dump over 8 MiB makes a scenario over the 4 MiB limit anyway,
+# after seconds of parsing.
+MAX_DUMP_BYTES = 8 * 1024 * 1024
+log = logging.getLogger("django.request")  # (where server errors are logged)
 
 
 def _slug(name: str) -> str:
@@ -65,7 +72,7 @@ def _path_to(request, session_id):
     else:
         branch, position = live.branch, len(live.decisions)
         if raw != "":
-            if not raw.isdigit() or int(raw) > len(live.decisions):
+            if not is_digits(raw) or int(raw) > len(live.decisions):
                 raise InputError(
                     f"position {raw!r} is not in 0..{len(live.decisions)}", where="position"
                 )
@@ -115,7 +122,7 @@ def _import(data: bytes, label: str, progress=None):
     """(session, control link, view link), bundle: the bundle verified and replayed, then
     stored (its decisions as runs, only the checkpoints worth storing)."""
     try:
-        b = BD.loads(data)
+        b = BD.loads(data, max_scenario=records.MAX_SCENARIO_BYTES)
         live = BD.replay(b, engine=engine_name(), progress=progress)
     except BD.BundleError as exc:
         raise InputError(f"{label}: {exc}", "bundle") from None
@@ -173,6 +180,9 @@ async def _import_stream(request, data: bytes, label: str):
             return {"error": exc.message, "code": exc.code}
         except EngineError as exc:
             return {"error": f"{label}: {exc}", "code": "engine"}
+        except Exception as exc:  # (the stream has begun: a 500 is no longer possible)
+            log.exception("bundle import of %r failed", label)
+            return {"error": f"{label}: internal error ({type(exc).__name__})", "code": "engine"}
 
     task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
     while True:
@@ -195,12 +205,19 @@ def dump_import(request):
         upload = request.FILES.get("dump")
         if upload is None:
             raise InputError("no dump: upload a stage2_page_tables file", "dump")
+        if upload.size > MAX_DUMP_BYTES:
+            raise InputError(
+                f"{upload.name}: {upload.size:,} bytes, larger than "
+                f"{MAX_DUMP_BYTES >> 20} MiB (its scenario would pass the "
+                f"{records.MAX_SCENARIO_BYTES >> 20} MiB limit of a scenario)",
+                "dump",
+            )
         try:
             text = upload.read().decode()
         except UnicodeDecodeError as exc:
             raise InputError(f"{upload.name}: byte {exc.start} is not UTF-8", "dump") from None
         ipa_bits = request.POST.get("ipa_bits", "").strip()
-        if ipa_bits and not ipa_bits.isdigit():
+        if ipa_bits and not is_digits(ipa_bits):
             raise InputError(f"ipa_bits {ipa_bits!r} is not a number", "dump", "ipa_bits")
         try:
             scenario = scenario_from_dump(text, upload.name, int(ipa_bits) if ipa_bits else None)

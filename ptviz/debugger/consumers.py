@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections import deque
 from datetime import timedelta
@@ -49,6 +50,11 @@ CLOSE_LAYER = 1011  # the channel layer failed; the page reconnects
 RETRY_SAFE = frozenset(("pause", "seek", "subscribe", "unsubscribe", "resync"))
 WRITE_BUFFER_LIMIT = 256 * 1024  # bytes waiting in the socket before the sender waits
 RESYNC_INTERVAL = 0.5  # at most one resync snapshot per viewer per this many seconds
+# Who serves a session, as this server last looked it up: (when, worker, channel). Its
+# viewers share one query per LEASE_CACHE seconds (200 viewers each checking every
+# PTVIZ_LEASE_CHECK seconds were 100 queries a second on Django's one sync thread).
+LEASE_CACHE = 0.25
+_leases: dict[str, tuple[float, str | None, str]] = {}
 
 
 def write_buffer_of(scope) -> callable | None:
@@ -76,6 +82,16 @@ class TokenBucket:
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
+    # What the engine sends its viewers (ptviz_out) never touches the database, so it
+    # skips the close_old_connections that AsyncConsumer.dispatch runs before every
+    # handler: a hop to Django's one sync thread per message, which with 200 viewers of
+    # a session was 200 serialised hops per delta (most of the fan-out's latency).
+    async def dispatch(self, message):
+        if message.get("type") == "ptviz.out":
+            await self.ptviz_out(message)
+        else:
+            await super().dispatch(message)
+
     async def __call__(self, scope, receive, send):
         self.joined = False
         self.cleaned = False
@@ -124,7 +140,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.focus: str | None = (query.get("d") or [None])[0]
         self.viewer_name = (query.get("name") or [""])[0][:60]
         self.following_head = self.at is None
-        self.outq: deque = deque()  # dicts, or ("delta", text) already encoded
+        self.outq: deque = deque()  # dicts, or ("delta" | "text", text) already encoded
         self.wake = asyncio.Event()
         self.queued_deltas = 0
         self.awaiting_snapshot = True
@@ -247,12 +263,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._command(cmd)
 
     async def _route(self) -> tuple[str | None, str]:
-        """(the worker that owns the session, its channel), or (None, the shared one)."""
+        """(the worker that owns the session, its channel), or (None, the shared one).
+        One lookup per LEASE_CACHE seconds serves every viewer of the session here."""
+        now = time.monotonic()
+        hit = _leases.get(self.session_id)
+        if hit is not None and now - hit[0] < LEASE_CACHE:
+            return hit[1], hit[2]
         lease = await EngineLease.objects.filter(session_id=self.session_id).afirst()
         fresh = timezone.now() - timedelta(seconds=settings.PTVIZ_LEASE_TIMEOUT)
-        if lease is not None and lease.heartbeat >= fresh:
-            return lease.worker, lease.channel
-        return None, P.ENGINE_CHANNEL
+        route = (
+            (lease.worker, lease.channel)
+            if lease is not None and lease.heartbeat >= fresh
+            else (None, P.ENGINE_CHANNEL)
+        )
+        if len(_leases) > 10_000:  # (sessions come and go: forget the stale ones)
+            for sid in [k for k, v in _leases.items() if now - v[0] >= LEASE_CACHE]:
+                del _leases[sid]
+        _leases[self.session_id] = (now, *route)
+        return route
 
     async def _to_engine(self, message: dict, quiet: bool = False) -> str | None:
         """Send to the session's worker; the channel it went to (None: it failed)."""
@@ -309,6 +337,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         kind = msg.get("type")
         if kind in ("ack", "error"):
             self.pending.pop(msg.get("id"), None)
+        elif kind == "presence" and "text" in event:  # encoded once by the engine
+            self._enqueue(("text", event["text"]))
+            return
         elif kind in ("delta", "snapshot") and "you" not in msg and not self.following_head:
             # The head moved on; this viewer looks at another moment: only say where the
             # head is now (nothing it looks at moves).
@@ -380,7 +411,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     @staticmethod
     def _is_delta(item) -> bool:
-        return isinstance(item, tuple) or item.get("type") == "delta"
+        """outq holds dicts, or (kind, text) already encoded ("delta" or "text")."""
+        return item[0] == "delta" if isinstance(item, tuple) else item.get("type") == "delta"
 
     def _drop_deltas(self) -> None:
         if self.queued_deltas:
@@ -441,9 +473,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         membership a Redis restart may have lost); notice when the session's worker died
         or moved: then claim it through the shared channel (another worker takes over),
         resync, and settle the commands the dead worker never answered."""
-        next_lease_check = time.monotonic() + settings.PTVIZ_LEASE_CHECK
-        next_seen = time.monotonic() + settings.PTVIZ_VIEWER_HEARTBEAT
-        next_link_check = time.monotonic() + LINK_CHECK
+        # (spread over the first interval: viewers that opened together do not all
+        # query the database in the same instant every interval after)
+        start = time.monotonic()
+        next_lease_check = start + settings.PTVIZ_LEASE_CHECK * random.uniform(0.5, 1)
+        next_seen = start + settings.PTVIZ_VIEWER_HEARTBEAT * random.uniform(0.5, 1)
+        next_link_check = start + LINK_CHECK * random.uniform(0.5, 1)
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()

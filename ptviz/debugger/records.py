@@ -28,6 +28,9 @@ from ptviz.debugger.scenarios import with_machine
 from ptviz.engine_worker.store import compress, history_of, live_from_history, live_from_rows
 
 MAX_RECORDING_BYTES = 32 * 1024 * 1024
+# A scenario's text, however it comes (pasted, uploaded, made from a dump, inside a
+# recording or a bundle): every load of its session parses it and builds its machine.
+MAX_SCENARIO_BYTES = 4 * 1024 * 1024
 
 
 class InputError(Exception):
@@ -44,8 +47,19 @@ def engine_name() -> str:
     return settings.PTVIZ_ENGINE
 
 
+def check_scenario_size(text: str, label: str) -> None:
+    size = len(text.encode(errors="surrogatepass"))
+    if size > MAX_SCENARIO_BYTES:
+        raise InputError(
+            f"{label}: the scenario is {size:,} bytes, larger than "
+            f"{MAX_SCENARIO_BYTES >> 20} MiB ({MAX_SCENARIO_BYTES:,} bytes)",
+            "scenario",
+        )
+
+
 def check_scenario(text: str, path: str) -> LiveSession:
     """Parse the scenario and build its machine; InputError naming the key or line."""
+    check_scenario_size(text, path)
     try:
         return LiveSession(text, engine=engine_name(), path=path)
     except ScenarioError as exc:
@@ -246,6 +260,8 @@ def import_recording(data: bytes | str, label: str = "recording") -> tuple:
         raise InputError(
             f"{label}: not a recording (JSON nested too deeply)", "recording"
         ) from None
+    if isinstance(rec, dict) and isinstance(rec.get("scenario"), str):
+        check_scenario_size(rec["scenario"], label)
     try:
         live = LiveSession.from_recording(rec, engine=engine_name())
     except ScenarioError as exc:

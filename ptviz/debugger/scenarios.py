@@ -298,6 +298,8 @@ def form_values(text: str) -> dict:
             values["x-violations"] = "exactly"
             for check in ex.violations:
                 values[f"x-violation-{check}"] = "on"
+        if ex.cycles is not None:
+            values["x-cycles"] = str(ex.cycles)
     return values
 
 
@@ -395,6 +397,8 @@ def _build(data, fields: dict[str, str]) -> Built:
             expect[kind] = preds
     if get("x-violations") == "exactly":
         expect["violations"] = [c for c in CHECKS if get(f"x-violation-{c}") == "on"]
+    if get("x-cycles"):
+        expect["cycles"] = _form_int(get("x-cycles"), "expect.cycles", fields)
     if expect:
         doc["expect"] = expect
     return Built(dump_scenario(doc), fields)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -32,11 +33,9 @@ from engine.scenario import parse_scenario
 from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
-from ptviz.debugger.records import InputError
+from ptviz.debugger.records import MAX_SCENARIO_BYTES, InputError
 
 log = logging.getLogger("ptviz.web")
-
-MAX_SCENARIO_BYTES = 4 * 1024 * 1024
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -50,9 +49,11 @@ def request_data(request) -> dict:
     if request.content_type == "application/json":
         try:
             data = P.loads(request.body or b"{}")
-        except (ValueError, RecursionError):
+        except ValueError as exc:
+            raise InputError(f"the request body is not JSON ({exc})", "bad_request") from None
+        except RecursionError:
             raise InputError(
-                "the request body is not JSON (or is nested too deeply)", "bad_request"
+                "the request body's JSON is nested too deeply", "bad_request"
             ) from None
         if not isinstance(data, dict):
             raise InputError("the request body must be a JSON object", "bad_request")
@@ -191,6 +192,7 @@ def builder_view(values: dict, error_field: str | None) -> dict:
         "new_actor": row("actor", "__i__", ACTOR_FIELDS, NEW_ACTOR_ROW),
         "expect": {k: field(f"x-{k}") for k in scenarios.EXPECT_KINDS},
         "violations": field("x-violations"),
+        "cycles": field("x-cycles"),
         "checks": [field(f"x-violation-{c}") | {"check": c} for c in scenarios.CHECKS],
     }
 
@@ -579,6 +581,8 @@ def session_links(request, session_id):
     label = str(data.get("label") or "").strip()
     if len(label) > 60:
         raise InputError("label: at most 60 characters", "invalid", "label")
+    if any(unicodedata.category(c) == "Cc" for c in label):  # (PostgreSQL refuses NUL)
+        raise InputError("label: no control characters", "invalid", "label")
     expires_in = _int(data.get("expires_in"), "expires_in")
     if expires_in is not None and not 60 <= expires_in <= 10 * 365 * 86400:
         raise InputError("expires_in: seconds, from 60 to 10 years", "invalid", where="expires_in")

@@ -729,8 +729,12 @@ class SessionHost:
             return self.presence_next
         self.presence_due = False
         self.presence_next = now + self.PRESENCE_INTERVAL
-        if self.viewers:
-            self.to_group(P.message("presence", viewers=self.presence()))
+        if self.viewers:  # (encoded once here, not once per viewer by its consumer)
+            msg = P.message("presence", viewers=self.presence())
+            text = json.dumps(msg, separators=(",", ":"))
+            self.emit(
+                "group", self.group, {"type": P.OUT, "msg": {"type": "presence"}, "text": text}
+            )
         return None
 
     def _moment(self, cursor: tuple[int, int]) -> str:

@@ -13,6 +13,11 @@ database and every viewer gets a fresh snapshot.
 Leases are renewed by a thread of their own (LeaseKeeper), so a long load or a busy run
 never lets a live worker's sessions go stale; only a loop stuck for STALL_LIMIT seconds
 stops the renewals (then another worker may take over, as after a crash).
+
+A session is loaded (read from the database, its scenario parsed and built, its recording
+replayed: seconds for a big one) in a thread of its own (Load), so the loop goes on
+serving its other sessions meanwhile; the messages for the session that come before it is
+ready wait, in order, and are handled once it is.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ STOP = {"type": "engine.stop"}
 STATS = "engine.stats"  # reply: the worker's sessions and viewers (tests, benchmarks)
 MAX_HOPS = 3
 STALL_LIMIT = 120.0
+LOAD_POLL = 0.005  # how often the loop looks whether a session's load has finished
 
 
 class LeaseKeeper(threading.Thread):
@@ -78,6 +84,29 @@ class LeaseKeeper(threading.Thread):
         return lost
 
 
+class Load(threading.Thread):
+    """One session being loaded off the loop's thread: `host` (or `error`) once `done`;
+    `waiting` holds the messages for it that came meanwhile, in order."""
+
+    def __init__(self, sid: str, first: dict, make: Callable[[], SessionHost]):
+        super().__init__(name=f"ptviz-load-{sid[:8]}", daemon=True)
+        self.sid, self.first, self.make = sid, first, make
+        self.waiting: list[dict] = []
+        self.host: SessionHost | None = None
+        self.error: BaseException | None = None
+        self.started_at = time.monotonic()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.host = self.make()
+        except BaseException as exc:  # handed to the loop, which answers the viewers
+            self.error = exc
+        finally:
+            connections.close_all()  # (this thread's own database connection)
+            self.done.set()
+
+
 class EngineLoop:
     def __init__(
         self,
@@ -105,6 +134,7 @@ class EngineLoop:
         self.quotas = quotas if quotas is not None else Quotas()
         self.hosts: dict[str, SessionHost] = {}
         self.loading: set[str] = set()  # claimed, being loaded (the keeper renews them too)
+        self.loads: dict[str, Load] = {}
         self.wakes: dict[str, float] = {}
         self.next_heartbeat = 0.0
         self.stopping = False
@@ -127,6 +157,10 @@ class EngineLoop:
         if not sid:
             log.warning("engine message without a session: %r", message)
             return
+        load = self.loads.get(sid)
+        if load is not None:  # (handled in order once it is loaded)
+            load.waiting.append(message)
+            return
         if kind in (P.LEAVE, P.SEEN):
             host = self.hosts.get(sid)
             if host is not None:
@@ -137,12 +171,13 @@ class EngineLoop:
                     host.heard(message.get("viewer", ""), message.get("tables") or ())
             return
         host = self.hosts.get(sid)
-        fresh = False
         if host is None:
-            host = self._acquire(sid, message)
-            if host is None:
-                return
-            fresh = True
+            self._acquire(sid, message)
+            return
+        self._dispatch_safely(host, message, fresh=False)
+
+    def _dispatch_safely(self, host: SessionHost, message: dict, fresh: bool) -> None:
+        sid, kind = host.session_id, message.get("type")
         try:
             self._dispatch(host, kind, message, fresh)
         except HostLost as exc:
@@ -170,7 +205,8 @@ class EngineLoop:
         else:
             log.warning("unknown engine message type %r", kind)
 
-    def _acquire(self, sid: str, message: dict) -> SessionHost | None:
+    def _acquire(self, sid: str, message: dict) -> None:
+        """Claim the session and start loading it (or forward the message to its owner)."""
         try:
             owner = store.claim(sid, self.name, self.channel, self.lease_timeout, self.force_claim)
         except store.SessionGone:
@@ -183,45 +219,82 @@ class EngineLoop:
                 return None
             self.emit("channel", owner, {**message, "hops": hops + 1})
             return None
-        started = time.monotonic()
         self.loading.add(sid)
-        try:
-            host = SessionHost.load(
+        self.loads[sid] = Load(
+            sid,
+            message,
+            lambda: SessionHost.load(
                 sid,
                 self.emit,
                 explore_max_states=self.explore_max_states,
                 worker=None if self.force_claim else self.name,
                 quotas=self.quotas,
-            )
-        except store.SessionGone:
-            store.release(self.name, sid)
-            self.reply_error(message, P.ENGINE, "this debug session does not exist (any more)")
-            return None
-        except Exception as exc:
-            log.exception("%s: cannot load session %s", self.name, sid)
-            store.release(self.name, sid)
-            self.reply_error(message, P.ENGINE, f"the session cannot be loaded: {exc}")
-            return None
-        finally:
+            ),
+        )
+        self.loads[sid].start()
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for the loads under way and serve their sessions (a caller driving the
+        loop by hand, as tests do; serve() never waits)."""
+        for load in list(self.loads.values()):
+            load.done.wait(timeout)
+        self._finish_loads()
+
+    def _finish_loads(self) -> None:
+        """Serve the sessions whose load finished, then the messages that waited for them
+        (in the order they came); if it failed, each of those gets the error."""
+        for sid, load in list(self.loads.items()):
+            if not load.done.is_set():
+                continue
+            del self.loads[sid]
             self.loading.discard(sid)
-            self.alive = time.monotonic()
+            try:
+                failed = self._loaded(load)
+            except Exception as exc:  # (as safe_handle: the loop goes on)
+                log.exception("%s: serving the loaded session %s failed", self.name, sid)
+                self._drop(sid)
+                failed = P.ENGINE, f"internal error in the engine worker: {exc!r}"
+            if failed is not None:
+                for message in [load.first, *load.waiting]:
+                    self.reply_error(message, *failed)
+                continue
+            try:
+                self._dispatch_safely(self.hosts[sid], load.first, fresh=True)
+            except Exception as exc:
+                log.exception("%s: message %r failed", self.name, load.first.get("type"))
+                self.reply_error(
+                    load.first, P.ENGINE, f"internal error in the engine worker: {exc!r}"
+                )
+            for message in load.waiting:
+                self.safe_handle(message)
+
+    def _loaded(self, load: Load) -> tuple[str, str] | None:
+        """A finished load: the session is served from now on (the viewer whose message
+        started the load joined, everyone watching got a snapshot); or the (code, text) of
+        why not."""
+        sid, message, host = load.sid, load.first, load.host
+        if isinstance(load.error, store.SessionGone):
+            store.release(self.name, sid)
+            return P.ENGINE, "this debug session does not exist (any more)"
+        if load.error is not None or host is None:
+            log.error("%s: cannot load session %s", self.name, sid, exc_info=load.error)
+            store.release(self.name, sid)
+            return P.ENGINE, f"the session cannot be loaded: {load.error}"
         if not self._make_room(host):
             host.close()
             store.release(self.name, sid)
-            self.reply_error(
-                message,
+            return (
                 P.LIMIT,
                 f"this engine worker holds {self._held() >> 20} MiB of sessions and this one "
                 f"needs {host.footprint() >> 20} MiB more: above its limit of "
                 f"{self.quotas.loaded_bytes >> 20} MiB (PTVIZ_WORKER_MEMORY_MB); retry later",
             )
-            return None
         log.info(
             "%s: serving session %s (%d decisions, loaded in %.0f ms)",
             self.name,
             sid,
             len(host.live.decisions),
-            1000 * (time.monotonic() - started),
+            1000 * (time.monotonic() - load.started_at),
         )
         self.hosts[sid] = host
         viewer = message.get("viewer")
@@ -238,7 +311,7 @@ class EngineLoop:
             host.broadcast_snapshot()
         if viewer and message.get("type") == P.JOIN:
             host.welcome(viewer)  # one opening at a moment of the past gets its own
-        return host
+        return None
 
     def _held(self) -> int:
         return sum(h.footprint() for h in self.hosts.values())
@@ -282,6 +355,8 @@ class EngineLoop:
 
     # --- time --------------------------------------------------------------------------
     def tick(self) -> None:
+        if self.loads:
+            self._finish_loads()
         now = time.monotonic()
         self.alive = now
         for sid, host in list(self.hosts.items()):
@@ -327,6 +402,8 @@ class EngineLoop:
         nxt = self.next_heartbeat
         for wake in self.wakes.values():
             nxt = min(nxt, wake)
+        if self.loads:  # (a load ends in its own thread: look again soon)
+            nxt = min(nxt, now + LOAD_POLL)
         return max(0.0, min(nxt - now, self.heartbeat_every))
 
     def safe_handle(self, message: dict) -> None:
@@ -361,6 +438,13 @@ class EngineLoop:
 
     def shutdown(self) -> None:
         self.keeper.stop.set()
+        for sid in list(self.loads):  # (their threads end on their own; nobody is served)
+            self.loads.pop(sid)
+            self.loading.discard(sid)
+            try:
+                store.release(self.name, sid)
+            except Exception:
+                log.exception("%s: releasing %s", self.name, sid)
         for sid in list(self.hosts):
             try:
                 self._drop(sid)

@@ -95,16 +95,24 @@ export class ExplorePanel {
         : (f.leaf_summary || []).map((l) => `${leafHtml(l)} ×${countText(l.count)}`).join("<br>");
       html +=
         `<tr><td class="num">${countText(f.count)}</td><td>${leaves}</td>` +
-        `<td><button type="button" class="btn small" data-label="final state ${i + 1}" data-position="${from}" data-schedule='${esc(JSON.stringify(f.example_schedule || []))}' title="open an example schedule that ends here">open ▶</button></td></tr>`;
+        (f.example_schedule_rle
+          ? `<td><button type="button" class="btn small" disabled title="its example schedule is ${countText(f.example_schedule_rle.reduce((n, r) => n + r[1], 0))} steps (${esc(f.example_schedule_rle.map(([a, n]) => `${a}×${n}`).join(" → "))}): too long to open here; the CLI's bundle takes it">open ▶</button></td></tr>`
+          : `<td><button type="button" class="btn small" data-label="final state ${i + 1}" data-position="${from}" data-schedule='${esc(JSON.stringify(f.example_schedule || []))}' title="open an example schedule that ends here">open ▶</button></td></tr>`);
     });
     html += `</tbody></table>`;
     if (exp && exp.results && exp.results.length) {
       html += `<h3>Expectations</h3><ul class="expect">` +
-        exp.results.map((e) => `<li class="${e.held ? "ok-text" : "bad-text"}">${e.held ? "✓" : "✗"} ${esc(e.kind)} ${esc(Array.isArray(e.expr) ? `= [${e.expr.join(", ")}]` + (e.found ? ` (found [${e.found.join(", ")}])` : "") : e.expr)}</li>`).join("") +
+        exp.results.map((e) => `<li class="${e.held ? "ok-text" : "bad-text"}">${e.held ? "✓" : "✗"} ${esc(e.kind)} ${esc(expectText(e))}</li>`).join("") +
         `</ul>`;
     }
     this.body.innerHTML = html;
   }
+}
+
+/** "= [a, b] (found [a])", "= 0 (found 2)" (a cycles expectation), or the predicate. */
+function expectText(e) {
+  if (Array.isArray(e.expr)) return `= [${e.expr.join(", ")}]` + (e.found ? ` (found [${e.found.join(", ")}])` : "");
+  return e.expr + (e.found !== undefined && e.found !== null && !e.held ? ` (found ${e.found})` : "");
 }
 
 function leafHtml(l) {

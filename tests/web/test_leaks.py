@@ -176,12 +176,14 @@ def test_a_worker_refuses_a_session_past_its_memory_quota():
     sessions = [make_session() for _ in range(3)]
     loop = EngineLoop("w-quota", "ch", lambda *a: out.append(a), force_claim=True)
     loop.handle({"type": P.JOIN, "session": str(sessions[0][0].id), "viewer": "v0"})
+    loop.settle()
     one = loop.hosts[str(sessions[0][0].id)].footprint()
     assert one > 0
     loop.quotas = Quotas(loaded_bytes=int(one * 1.5))
     for host in loop.hosts.values():
         host.quotas = loop.quotas
     loop.handle({"type": P.JOIN, "session": str(sessions[1][0].id), "viewer": "v1"})
+    loop.settle()
     errors = [a[2]["msg"] for a in out if a[2].get("msg", {}).get("type") == "error"]
     assert (
         errors
@@ -192,5 +194,6 @@ def test_a_worker_refuses_a_session_past_its_memory_quota():
     # once the first is idle (its viewer left), it makes room
     loop.handle({"type": P.LEAVE, "session": str(sessions[0][0].id), "viewer": "v0"})
     loop.handle({"type": P.JOIN, "session": str(sessions[2][0].id), "viewer": "v2"})
+    loop.settle()
     assert list(loop.hosts) == [str(sessions[2][0].id)]
     loop.shutdown()

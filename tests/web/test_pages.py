@@ -280,6 +280,17 @@ def test_every_example_fills_the_form_and_the_form_rebuilds_it(client, path):
     assert built == one_line, path.name
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "scenarios" / "bugs").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_every_bug_of_the_catalogue_round_trips_through_the_form(path):
+    """Commits, fixes and every [expect] key (cycles included) survive the builder."""
+    built = parse_scenario(scenarios.build_from_form(scenarios.form_values(path.read_text())).text)
+    original = parse_scenario(path.read_text())
+    one_line = dataclasses.replace(original, description=" ".join(original.description.split()))
+    assert built == one_line, path.name
+
+
 def _field_value(html: str, m) -> str:
     tag, start = m[1], m.end()
     if tag == "textarea":
