@@ -1547,7 +1547,7 @@ def render_report(r: Results) -> str:
     if r.mainthread:
         out += [
             "",
-            "4. The page's main thread, the 1M-leaf wp opened at its first leaf (a level-3 table",
+            f"4. The page's main thread, the {r.mainthread[0].leaves:,}-leaf wp opened at its first leaf (a level-3 table",
             "   expanded): share of the wall time spent in tasks (Chromium TaskDuration via CDP), of",
             "   which script, layout and style; changes/s the page's store learned of. The idle row is",
             f"   the baseline (same page, session not running). Target: under {TARGET_BUSY:.0%} busy while running.",
