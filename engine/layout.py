@@ -10,8 +10,10 @@ The v4.6 and seed kernels have a fixed 40-bit IPA (KVM_PHYS_SHIFT).
 
 from __future__ import annotations
 
+import sys
 from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import bits as B
 
@@ -87,7 +89,7 @@ class Image:
     def alloc_table(self) -> int:
         pa = B.TABLE_BASE + self.pages * B.PAGE_SIZE
         self.pages += 1
-        self.mem.extend(array("Q", bytes(8 * B.PTRS_PER_TABLE)))
+        self.mem.extend(ZERO_TABLE)
         return pa
 
     def slot(self, desc_pa: int) -> int:
@@ -109,8 +111,9 @@ class Image:
             table = self.mem[self.slot(self.entry_pa(table, lvl, ipa))] & B.OA_MASK
         return self.entry_pa(table, level, ipa)
 
-    def install(self, ipa: int, level: int, value: int) -> None:
-        """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache)."""
+    def install(self, ipa: int, level: int, value: int) -> int:
+        """Install a leaf at `level`, allocating the tables above it (kvm_mmu_topup_memory_cache).
+        Returns the leaf's address."""
         if level < self.geometry.start_level:
             raise ValueError(
                 f"no level-{level} table: the walk starts at level {self.geometry.start_level}"
@@ -125,7 +128,31 @@ class Image:
             elif not desc & B.DESC_TYPE:
                 raise ValueError(f"IPA {ipa:#x} lies inside a block at level {lvl}")
             table = desc & B.OA_MASK
-        self.mem[self.slot(self.entry_pa(table, level, ipa))] = value
+        entry = self.entry_pa(table, level, ipa)
+        self.mem[self.slot(entry)] = value
+        return entry
+
+
+ZERO_TABLE = array("Q", bytes(8 * B.PTRS_PER_TABLE))
+
+
+@lru_cache(maxsize=16)
+def _lanes(n: int, step: int) -> tuple[int, int]:
+    """n 64-bit lanes as one integer: a 1 in each, and 0, step, 2 * step, ..."""
+    ones = int.from_bytes(array("Q", [1] * n).tobytes(), sys.byteorder)
+    steps = int.from_bytes(array("Q", range(0, n * step, step)).tobytes(), sys.byteorder)
+    return ones, steps
+
+
+def leaf_run(first: int, n: int, step: int) -> array:
+    """array("Q", range(first, first + n * step, step)), made as one integer with the n
+    values side by side in 64-bit lanes (first * ones + steps: no lane carries into the
+    next while the last value fits 64 bits): 3x faster at a table's 512 entries, which
+    is most of loading a 1M-leaf session."""
+    if first + (n - 1) * step >= 1 << 64:
+        raise OverflowError(f"descriptor {first + (n - 1) * step:#x} does not fit 64 bits")
+    ones, steps = _lanes(n, step)
+    return array("Q", (first * ones + steps).to_bytes(8 * n, sys.byteorder))
 
 
 def build_image(scenario) -> tuple[Image, list[Memslot]]:
@@ -140,13 +167,12 @@ def build_image(scenario) -> tuple[Image, list[Memslot]]:
             # Install the first leaf of a run through the tables, then fill the rest of the
             # run within the same table page directly: a 4 GiB map builds in a blink.
             ipa = m.ipa + i * m.size
-            image.install(ipa, level, template | (m.pa + i * m.size))
-            slot = image.slot(image.leaf_entry(ipa, level))
+            slot = image.slot(image.install(ipa, level, template | (m.pa + i * m.size)))
             room = B.PTRS_PER_TABLE - (slot % B.PTRS_PER_TABLE)
             n = min(room, m.count - i)
             pa0 = m.pa + i * m.size
             first = template | pa0  # the template holds no output-address bit: | is +
-            image.mem[slot : slot + n] = array("Q", range(first, first + n * m.size, m.size))
+            image.mem[slot : slot + n] = leaf_run(first, n, m.size)
             i += n
         memslots.append(Memslot(m.ipa, m.ipa + m.count * m.size, m.pa, m.size))
     return image, memslots

@@ -62,6 +62,7 @@ LEAVE = "engine.leave"  # a viewer disconnected: viewer
 COMMAND = "engine.command"  # a browser command: viewer, msg (validated), role
 TAKEOVER = "engine.takeover"  # (embedded) rebuild the session and resend a snapshot
 SEEN = "engine.seen"  # a viewer's heartbeat: viewer, tables (the engine expires the silent)
+PRELOAD = "engine.preload"  # a page of the session was served: load it before its socket joins
 DISCARD = "discard"  # emit kind: remove a viewer's channel from the session's group
 
 

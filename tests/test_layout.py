@@ -1,9 +1,13 @@
 """Stage-2 geometry and the table image, as KVM sets them up (4KB granule)."""
 
+from array import array
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import bits as B
-from engine.layout import Geometry, Image, build_image, leaf_value
+from engine.layout import Geometry, Image, build_image, leaf_run, leaf_value
 from engine.scenario import parse_scenario
 from engine.spec import walk_image
 
@@ -75,3 +79,18 @@ do = ["flush_tlb"]
     assert image.mem == slow.mem
     desc, level, _ = walk_image(image.mem, image.geometry, 0x8000_0000 + 1499 * 4096)
     assert level == 3 and desc & B.OA_MASK == 0x1_0000_0000 + 1499 * 4096
+
+
+@given(
+    first=st.integers(0, (1 << 64) - 1),
+    n=st.integers(1, 512),
+    step=st.sampled_from([1, 8, B.PAGE_SIZE, 1 << 21, 1 << 30]),
+)
+def test_a_leaf_run_is_the_range_it_stands_for(first, n, step):
+    if first + (n - 1) * step >= 1 << 64:
+        with pytest.raises(OverflowError):
+            leaf_run(first, n, step)
+        with pytest.raises(OverflowError):
+            array("Q", range(first, first + n * step, step))
+    else:
+        assert leaf_run(first, n, step) == array("Q", range(first, first + n * step, step))

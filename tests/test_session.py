@@ -38,6 +38,19 @@ def test_stepping_back_and_forward_returns_to_the_same_state(engine):
     assert s.position == 6 and s.state_hash() == hashes[6]
 
 
+def test_the_state_hash_at_a_checkpoint_is_the_hash_of_the_state_there(engine):
+    from engine.snapshot import pack, state_hash
+
+    s = LiveSession(V46, engine=engine, snapshot_every=3)
+    assert s.state_hash() == state_hash(pack(s.machine.get_state()))
+    for name in LOST:
+        s.step(name)
+        assert s.state_hash() == state_hash(pack(s.machine.get_state()))
+    for position in (9, 3, 0, 6, 7):  # (every third one has a checkpoint)
+        s.seek(position)
+        assert s.state_hash() == state_hash(pack(s.machine.get_state()))
+
+
 def test_a_decision_after_stepping_back_starts_a_branch_and_keeps_the_old_one(engine):
     s = LiveSession(V46, engine=engine, snapshot_every=3)
     for name in LOST:

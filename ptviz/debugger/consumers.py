@@ -135,6 +135,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # back; a link to a moment starts it there (`at`, checked against `h`).
         self.at: str | None = (query.get("at") or [None])[0]
         self.want_hash: str | None = (query.get("h") or [None])[0]
+        # A link's descriptor (`d`): the engine subscribes this viewer to the tables down
+        # to it and sends them in its own snapshot (until then, every message says so).
+        self.focus: str | None = (query.get("d") or [None])[0]
         self.viewer_name = (query.get("name") or [""])[0][:60]
         self.following_head = self.at is None
         self.outq: deque = deque()  # dicts, or ("delta" | "text", text) already encoded
@@ -292,6 +295,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 "label": self.label,
                 "at": self.at,
                 "hash": self.want_hash,
+                "focus": self.focus,
             },
         }
         cmd = message.get("msg") or {}
@@ -367,6 +371,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 self.following_head = bool(cursor.get("live", True))
                 self.at = None if self.following_head else cursor.get("moment")
                 self.want_hash = None
+                # its own snapshot has the tables the engine holds it subscribed to
+                # (with those a link's descriptor opened)
+                for key in msg.get("tables") or {}:
+                    with contextlib.suppress(ValueError):
+                        self.subs.add(P.parse_table_address(key))
+                self.focus = None
             self.awaiting_snapshot = False
             self.last_batch = msg.get("batch")
             self._drop_deltas()

@@ -9,6 +9,7 @@ header `X-Ptviz-Token` or query `?token=`). JSON requests (a JSON body or
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from datetime import timedelta
@@ -33,6 +34,8 @@ from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
 from ptviz.debugger.records import MAX_SCENARIO_BYTES, InputError
+
+log = logging.getLogger("ptviz.web")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -365,6 +368,9 @@ def session_page(request, token: str):
     ws = f"/ws/sessions/{session.id}/?token={link.token}"
     if moment["at"]:
         ws += f"&at={moment['at']}" + (f"&h={moment['h']}" if moment["h"] else "")
+    if moment["focus"]:
+        ws += f"&d={moment['focus']}"  # (the engine sends the tables down to it)
+    preload(session.id)
     actors, description = scenario_outline(session.id, session.scenario_text, session.name)
     boot = {
         "session": str(session.id),
@@ -387,7 +393,41 @@ def session_page(request, token: str):
         "parent": str(session.parent_id) if session.parent_id else None,
         "scenario": session.scenario_text,
     }
-    return render(request, "ptviz/session.html", {"boot": boot, "session": session, "link": link})
+    return render(
+        request,
+        "ptviz/session.html",
+        {"boot": boot, "session": session, "link": link, "modules": app_modules()},
+    )
+
+
+@lru_cache(maxsize=1)
+def app_modules() -> list[str]:
+    """The modules app.js imports, directly or not (static paths): the page preloads
+    them all at once instead of discovering them one import level at a time."""
+    root = Path(settings.STATICFILES_DIRS[0]) / "js"
+    seen: list[str] = []
+    todo = ["app.js"]
+    while todo:
+        name = todo.pop()
+        for dep in re.findall(
+            r'^import\b[^;]*?from "\./([\w-]+\.js)"', (root / name).read_text(), re.M
+        ):
+            if dep not in seen:
+                seen.append(dep)
+                todo.append(dep)
+    return [f"js/{name}" for name in sorted(seen)]
+
+
+def preload(session_id) -> None:
+    """Have an engine worker load the session while the browser loads the page: its
+    websocket joins a few hundred ms later, and a 1M-leaf session takes about as long to
+    load. Best effort: the join loads it anyway."""
+    try:
+        async_to_sync(get_channel_layer().send)(
+            P.ENGINE_CHANNEL, {"type": P.PRELOAD, "session": str(session_id)}
+        )
+    except Exception as exc:  # (a full or unreachable channel layer)
+        log.info("preload of session %s not sent: %s", session_id, exc)
 
 
 @lru_cache(maxsize=256)

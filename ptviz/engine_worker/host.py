@@ -133,6 +133,7 @@ class Viewer:
     cursor: tuple[int, int] | None = None  # (branch, position)
     follows: str | None = None  # the viewer (channel) whose cursor and focus it follows
     focus: str | None = None  # the descriptor it has selected (hex address)
+    opened: bool = False  # its link named a descriptor: its own snapshot has the tables to it
     notice: str | None = None  # for its next snapshot: its link names no moment here
     want_hash: str | None = None  # the state hash prefix its link names
 
@@ -188,6 +189,18 @@ class TableIndex:
         if not self.valid:
             self.build()
         return self.tables.get(pa)
+
+    def path(self, addr: int) -> list[int]:
+        """The tables from the start level down to the one holding the descriptor at
+        `addr` (empty: no table holds it)."""
+        if not self.valid:
+            self.build()
+        out = []
+        pa = self.pages.get(addr & ~(B.PAGE_SIZE - 1))
+        while pa is not None:
+            out.append(pa)
+            pa = self.tables[pa].parent
+        return out[::-1]
 
     def touched_entries(self, addrs: Iterable[int]) -> dict[int, set[int]]:
         """table pa -> the entries whose view changed when these descriptors were written:
@@ -624,6 +637,16 @@ class SessionHost:
                 notice = exc.text
         index = self._lens_at(v.cursor)[1] if v.cursor is not None else self.index
         v.tables = {pa for pa in v.tables if index.info(pa) is not None}
+        focus = who.get("focus")  # its link names a descriptor: open the tables down to it
+        if focus:
+            try:
+                path = index.path(P.parse_table_address(focus))
+            except ValueError:
+                path = []
+            if path:
+                v.tables.update(path)
+                v.focus = hexs(P.parse_table_address(focus))
+                v.opened = True
         v.notice = notice
         v.want_hash = str(who.get("hash") or "") or None
         self.seen[viewer] = time.monotonic()
@@ -637,7 +660,8 @@ class SessionHost:
         of it to everyone. Not `always`: only when the group's snapshot does not do
         (the viewer opens at another moment than the head, or has a notice)."""
         v = self.viewers[viewer]
-        if always or v.cursor is not None or v.notice:
+        if always or v.cursor is not None or v.notice or v.opened:
+            v.opened = False
             msg = self.snapshot(v.tables, viewer)
             if v.notice:
                 msg["notice"] = v.notice

@@ -200,6 +200,8 @@ class EngineLoop:
         elif kind == P.TAKEOVER:
             if not fresh:
                 host.broadcast_snapshot()
+        elif kind == P.PRELOAD:
+            pass  # (_acquire loaded it, or it was here already)
         else:
             log.warning("unknown engine message type %r", kind)
 
@@ -302,8 +304,11 @@ class EngineLoop:
         if run is not None:  # its previous owner died while running: go on with it
             host.resume(run)
             self.wakes[sid] = time.monotonic()
-        # Viewers of a session taken over from a dead worker resync from this snapshot.
-        host.broadcast_snapshot()
+        # Viewers of a session taken over from a dead worker resync from this snapshot. (Not
+        # on a preload: its page's viewer joins and gets its own; such viewers resync at
+        # the first delta, whose batch number is this host's.)
+        if message.get("type") != P.PRELOAD:
+            host.broadcast_snapshot()
         if viewer and message.get("type") == P.JOIN:
             host.welcome(viewer)  # one opening at a moment of the past gets its own
         return None

@@ -4,6 +4,7 @@
 import { Api } from "./api.js";
 import { BugReportMenu } from "./bugreport.js";
 import { Connection } from "./conn.js";
+import { big } from "./decode.js";
 import { InjectPanel, Toolbar } from "./controls.js";
 import { h, isTyping, rafThrottle } from "./dom.js";
 import { ExplorePanel } from "./explore.js";
@@ -36,7 +37,7 @@ export function mount(root, boot, opts = {}) {
   let conn = null;
   let awaitingSnapshot = false;
   let subscribedThisConn = new Set();
-  let focusedBoot = false;
+  let focusedBoot = false; // the link's descriptor (boot.focus) was revealed
   let resolveMoment = null; // the answer to a "moment" command
   let namedThisConn = false;
 
@@ -301,7 +302,7 @@ export function mount(root, boot, opts = {}) {
   root.classList.add("ptviz-root");
   // Fill the viewport below whatever header the server renders above <main>.
   const fit = () => app.style.setProperty("--app-top", Math.max(0, root.getBoundingClientRect().top + window.scrollY) + "px");
-  fit();
+  requestAnimationFrame(fit); // (before the first paint; now, it forced a layout of the empty app)
   window.addEventListener("resize", fit);
 
   // --- subscriptions -------------------------------------------------------------------
@@ -374,6 +375,28 @@ export function mount(root, boot, opts = {}) {
     }
   }
 
+  // A link's descriptor (`d`): open the tables down to it and select it. Its IPA and
+  // level come from its row (or a recent event naming it); when neither is here yet,
+  // the table holding it is asked for (a table is one 4K page, except the start level's
+  // concatenated ones), whose answer carries the row: opening a link to a leaf of a
+  // fresh session costs two round trips, not a search of the tree.
+  function focusBoot() {
+    if (!boot.focus || focusedBoot || !store.machine) return;
+    const addr = boot.focus.toLowerCase();
+    const hit = store.rowsByAddr.get(addr);
+    const e = hit ? null : store.events.findLast((x) => x.addr === addr);
+    if (hit || e) {
+      focusedBoot = true;
+      tree.revealDescriptor(addr, hit ? hit.row.ipa : e.ipa, hit ? hit.row.decoded.level : e.level);
+      store.selectedAddr = addr;
+      return;
+    }
+    const root = big(store.machine.root);
+    const a = big(addr);
+    if (a >= root && a < root + BigInt(8 * store.machine.start_entries)) return; // (its row comes with the root)
+    subscribe(["0x" + (a & ~0xfffn).toString(16)]); // (once per connection)
+  }
+
   function ensureSubscriptions() {
     const want = [];
     const r = rootPa();
@@ -386,7 +409,7 @@ export function mount(root, boot, opts = {}) {
   const dirty = new Set();
   const flush = rafThrottle(() => {
     const all = dirty.has("all");
-    if (all || dirty.has("tables")) tree.rebuild();
+    if (all || dirty.has("tables")) tree.rebuild(all);
     else if (dirty.has("tree")) tree.paint();
     if (all || dirty.has("machine") || dirty.has("tables")) machine.render();
     if (all || dirty.has("actors")) {
@@ -416,6 +439,7 @@ export function mount(root, boot, opts = {}) {
     if (d.tables) {
       mark("tables");
       autoExpand();
+      focusBoot();
     }
     if (d.actors) mark("actors");
     if (d.events) mark("events");
@@ -442,7 +466,7 @@ export function mount(root, boot, opts = {}) {
   // this viewer where its cursor is now, not where its link first pointed: the socket
   // URL and the address bar follow the cursor (history is append-only, so a moment id
   // names the same node forever; the hash is left out, the server re-verifies on replay).
-  const wsBase = boot.ws.replace(/&(at|h)=[^&]*/g, "");
+  const wsBase = boot.ws.replace(/&(at|h|d)=[^&]*/g, "");
   let place = null;
   function keepPlace() {
     const at = store.past ? String(store.cursor.moment) : "";
@@ -478,15 +502,13 @@ export function mount(root, boot, opts = {}) {
         break;
       case "snapshot": {
         awaitingSnapshot = false;
+        // This viewer's own snapshot (`you`) carries the tables it is subscribed to: with
+        // them those a link's descriptor opened (docs/protocol.md, `d`).
+        if (msg.you) for (const pa of Object.keys(msg.tables || {})) subscribedThisConn.add(pa.toLowerCase());
         store.snapshot(msg);
         ensureSubscriptions();
         if (msg.notice) notices.error("no_moment", msg.notice);
-        if (boot.focus && !focusedBoot) {
-          focusedBoot = true;
-          const e = store.events.findLast((x) => x.addr === boot.focus);
-          tree.revealDescriptor(boot.focus, e?.ipa, e?.level);
-          store.selectedAddr = boot.focus;
-        }
+        focusBoot();
         if (!namedThisConn) {
           namedThisConn = true;
           const name = localStorage.getItem("ptviz.name");

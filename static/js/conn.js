@@ -13,6 +13,7 @@ export class Connection {
     this.onMessage = onMessage || (() => {});
     this.onStatus = onStatus || (() => {});
     this.factory = factory || ((u) => new WebSocket(u));
+    this.custom = !!factory;
     this.ws = null;
     this.nextId = 1;
     this.pending = new Map(); // id -> {resolve, reject, cmd}
@@ -28,8 +29,9 @@ export class Connection {
     if (this.closed) return;
     this.onStatus(this.attempt ? "reconnecting" : "connecting", "");
     let ws;
+    const early = this.attempt || this.custom ? null : takeEarly(this.url);
     try {
-      ws = this.factory(this.url);
+      ws = early ? early.ws : this.factory(this.url);
     } catch (err) {
       this.scheduleReconnect(String(err));
       return;
@@ -74,6 +76,7 @@ export class Connection {
       this.scheduleReconnect(why, ev && ev.code);
     };
     ws.onerror = () => {}; // onclose follows and does the work
+    if (early) early.adopt(); // what it heard while the modules loaded, in order
   }
 
   scheduleReconnect(detail, code) {
@@ -129,6 +132,33 @@ export class Connection {
     clearTimeout(this.timer);
     if (this.ws) this.ws.close();
   }
+}
+
+/** The session page opens its websocket before the modules load (session.html: the
+ * engine worker loads the session and answers meanwhile); the first connect takes it
+ * over if it is for the same URL. */
+function takeEarly(url) {
+  const early = typeof window === "undefined" ? null : window.__ptvizEarlySocket;
+  if (!early) return null;
+  delete window.__ptvizEarlySocket;
+  if (absoluteWs(early.url) !== url || early.ws.readyState > 1) {
+    early.ws.close();
+    return null;
+  }
+  const { ws } = early;
+  return {
+    ws,
+    adopt() {
+      const heard = early.heard;
+      early.heard = null; // (from now on the Connection's handlers listen)
+      ws.removeEventListener("open", early.onOpen);
+      ws.removeEventListener("message", early.onMessage);
+      if (early.opened) ws.onopen();
+      for (const ev of heard) {
+        if (ws.onmessage) ws.onmessage(ev);
+      }
+    },
+  };
 }
 
 function absoluteWs(url) {

@@ -12,6 +12,15 @@ export function hexHtml(hex, digits = 16) {
   );
 }
 
+const NUMBER = new Intl.NumberFormat("en-US");
+
+/** A number with thousands separators ("1,048,576"), as toLocaleString("en-US") writes
+ * it; one formatter for all (toLocaleString makes one per call: the tree's counters of a
+ * live run called it thousands of times a second). */
+export function num(n) {
+  return NUMBER.format(n);
+}
+
 /** A count with thousands separators, exact also above 2^53 (sent as a decimal string:
  * docs/protocol.md, "explore_result"). */
 export function countText(n) {

@@ -3,8 +3,9 @@
 // history. Time travel moves only this viewer's cursor; the head is shared.
 import { changedFields } from "./decode.js";
 import { esc, h } from "./dom.js";
+import { num as fmtNum } from "./fmt.js";
 
-const num = (n) => Number(n).toLocaleString("en-US");
+const num = (n) => fmtNum(Number(n));
 
 /** The page URL of a moment: short and permanent (a view link, the moment, a prefix of
  * its state hash, and optionally a focused descriptor). */

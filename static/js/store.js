@@ -140,6 +140,8 @@ export class Store extends EventTarget {
     if (msg.batch <= this.batch) return true; // already included (a snapshot covered it)
     if (msg.batch !== this.batch + 1) return false;
     this.batch = msg.batch;
+    // (the state hash came with a snapshot: unknown once a delta moved the state on)
+    if (msg.position !== undefined && msg.position !== this.position) this.hash = null;
     if (msg.position !== undefined) this.position = msg.position;
     if (msg.decisions !== undefined) this.decisions = msg.decisions;
     if (msg.running !== undefined) this.running = !!msg.running;

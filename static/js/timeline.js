@@ -16,7 +16,13 @@ export function columnWidth(maxSeq) {
   return COL_W + Math.max(0, String(maxSeq).length - 3) * DIGIT_W;
 }
 const LANE_H = 24;
+const LABEL_W = 84; // .tl-labels (sticky, left of the lanes)
 export const TIMELINE_MAX = 400;
+
+/** innerHTML, when it changes (the same markup again is parsed and laid out again). */
+function setHtml(el, html) {
+  if (el._html !== html) el.innerHTML = el._html = html;
+}
 
 const KIND_CLASS = (k) => {
   if (FAIL_KINDS.has(k)) return "k-fail";
@@ -55,6 +61,25 @@ export class Timeline {
       if (b) this.selectSeq(Number(b.dataset.seq), true);
     });
     this.scroller.addEventListener("keydown", (ev) => this.onKey(ev));
+    // Only the chips in and around view exist (a full-speed run replaces all 400 chips
+    // many times a second). The scroller's geometry is kept from its own events: reading
+    // it while rendering would force a layout of everything the other panels just changed.
+    this.viewW = 0;
+    this.scrollX = 0;
+    this.follow = true; // scrolled to the end: stays there as events come
+    this.setX = -1; // the scrollLeft last set
+    this.window = [0, 0]; // the columns rendered
+    this.scroller.addEventListener("scroll", () => {
+      const sc = this.scroller;
+      this.scrollX = sc.scrollLeft;
+      this.follow = sc.scrollLeft + sc.clientWidth >= sc.scrollWidth - this.colW * 2;
+      const [from, to] = this.columns(this.scrollX);
+      if (from < this.window[0] || to > this.window[1]) this.renderLanes();
+    }, { passive: true });
+    new ResizeObserver(() => {
+      this.viewW = this.scroller.clientWidth;
+      this.renderLanes();
+    }).observe(this.scroller);
     this.detail.addEventListener("click", (ev) => {
       const copy = ev.target.closest("button[data-copy]");
       if (copy) this.cb.copy?.(copy.dataset.copy);
@@ -119,11 +144,17 @@ export class Timeline {
     return true;
   }
 
+  /** The columns in view at scroll position x, and a view's width either side. */
+  columns(x) {
+    const w = this.viewW || 2000;
+    const from = Math.max(0, Math.floor((x - LABEL_W - w) / this.colW));
+    return [from, Math.min(this.shown.length, Math.ceil((x + 2 * w) / this.colW))];
+  }
+
   render() {
     this.buildFilters();
     const s = this.store;
     const names = s.actorNames();
-    const atEnd = this.scroller.scrollLeft + this.scroller.clientWidth >= this.scroller.scrollWidth - this.colW * 2;
     const all = s.events;
     const shown = [];
     for (let i = all.length - 1; i >= 0 && shown.length < TIMELINE_MAX; i--) if (this.visible(all[i])) shown.push(all[i]);
@@ -131,17 +162,42 @@ export class Timeline {
     this.shown = shown;
     const colW = (this.colW = columnWidth(shown.length ? shown[shown.length - 1].seq : 0));
     this.lanes.style.setProperty("--ev-w", `${colW - 4}px`);
-    this.labels.innerHTML = names
+    setHtml(this.labels, names
       .map((n) => {
         const a = s.actors.find((x) => x.name === n);
         return `<div class="tl-label" style="height:${LANE_H}px"><span class="actor-tag a-${actorSlot(s, n)}">${esc(n)}</span>${a && a.holds_lock ? ` <span class="lock-mini" title="holds kvm-&gt;mmu_lock">${ICONS.lock}</span>` : ""}</div>`;
       })
-      .join("");
+      .join(""));
+    this.lanes.style.width = Math.max(shown.length * colW + 8, 100) + "px";
+    this.lanes.style.height = names.length * LANE_H + "px";
+    this.labels.style.height = names.length * LANE_H + "px";
+    if (this.follow) this.scrollX = Math.max(0, LABEL_W + shown.length * colW + 8 - (this.viewW || 0));
+    this.renderLanes();
+    const total = all.length;
+    const marked = all.filter((e) => eventBad(e)).length;
+    const fails = all.filter((e) => FAIL_KINDS.has(e.kind)).length;
+    setHtml(this.info,
+      `${shown.length} shown of ${total}${total >= TIMELINE_MAX ? ` (last ${TIMELINE_MAX} rendered)` : ""}` +
+      (marked ? ` · <b class="bad-text">${marked} lost-update/BBM</b>` : "") +
+      (fails ? ` · <b class="fail-text">${fails} failed exclusive/CAS/hw</b>` : ""));
+    // (a write forces a layout: only when the end moved, not once 400 chips fill it)
+    if (this.follow && this.viewW && this.scrollX !== this.setX) this.scroller.scrollLeft = this.setX = this.scrollX;
+    this.renderDetail();
+  }
+
+  /** The chips of the columns around the view. */
+  renderLanes() {
+    const s = this.store;
+    const names = s.actorNames();
+    const shown = this.shown;
+    const colW = this.colW;
+    const [from, to] = (this.window = this.columns(this.scrollX));
     const lane = new Map(names.map((n, i) => [n, i]));
     const parts = [];
     for (let i = 0; i < names.length; i++) parts.push(`<div class="tl-lane" style="top:${i * LANE_H}px;height:${LANE_H}px"></div>`);
-    let lastOp = null;
-    shown.forEach((e, x) => {
+    let lastOp = from > 0 ? shown[from - 1].seq : null;
+    for (let x = from; x < to; x++) {
+      const e = shown[x];
       const y = (lane.get(e.actor) ?? 0) * LANE_H;
       const bad = eventBad(e);
       const fail = FAIL_KINDS.has(e.kind);
@@ -158,20 +214,8 @@ export class Timeline {
           `style="left:${x * colW + 2}px;top:${y + 3}px" title="${esc(eventText(e))}">` +
           `${bad ? '<span class="mark">!</span>' : ""}${esc(label)}${lvl}<span class="seq">${e.seq}</span></button>`,
       );
-    });
-    this.lanes.style.width = Math.max(shown.length * colW + 8, 100) + "px";
-    this.lanes.style.height = names.length * LANE_H + "px";
-    this.labels.style.height = names.length * LANE_H + "px";
+    }
     this.lanes.innerHTML = parts.join("");
-    const total = all.length;
-    const marked = all.filter((e) => eventBad(e)).length;
-    const fails = all.filter((e) => FAIL_KINDS.has(e.kind)).length;
-    this.info.innerHTML =
-      `${shown.length} shown of ${total}${total >= TIMELINE_MAX ? ` (last ${TIMELINE_MAX} rendered)` : ""}` +
-      (marked ? ` · <b class="bad-text">${marked} lost-update/BBM</b>` : "") +
-      (fails ? ` · <b class="fail-text">${fails} failed exclusive/CAS/hw</b>` : "");
-    if (atEnd) this.scroller.scrollLeft = this.scroller.scrollWidth;
-    this.renderDetail();
   }
 
   renderDetail() {
@@ -201,12 +245,11 @@ export class Timeline {
   selectSeq(seq, notify) {
     this.store.selectedSeq = seq;
     this.render();
-    const b = this.lanes.querySelector(`.ev[data-seq="${seq}"]`);
-    if (b) {
-      const x = b.offsetLeft;
+    const i = this.shown.findIndex((e) => e.seq === seq);
+    if (i >= 0) {
+      const x = i * this.colW;
       const sc = this.scroller;
-      const labelW = this.labels.offsetWidth;
-      if (x < sc.scrollLeft || x + this.colW > sc.scrollLeft + sc.clientWidth - labelW) sc.scrollLeft = x - sc.clientWidth / 2;
+      if (x < sc.scrollLeft || x + this.colW > sc.scrollLeft + sc.clientWidth - LABEL_W) sc.scrollLeft = x - sc.clientWidth / 2;
     }
     const e = this.store.events.find((x) => x.seq === seq);
     if (e && notify) this.cb.select(e);

@@ -4,7 +4,7 @@
 import { big, LOST_BIT_FIELD } from "./decode.js";
 import { esc, h } from "./dom.js";
 import { failText } from "./explain.js";
-import { hexHtml, ipaDigits, sizeName } from "./fmt.js";
+import { hexHtml, ipaDigits, num, sizeName } from "./fmt.js";
 
 export const ROW_H = 20;
 const HEAD_H = 22;
@@ -33,11 +33,21 @@ export class Tree {
     this.head = h("div", { class: "tr tree-head", "aria-hidden": "true" });
     this.space = h("div", { class: "tree-space" });
     this.el.append(this.head, this.space);
-    this.el.addEventListener("scroll", () => this.paint());
+    // The viewport's geometry is kept from its own events: reading it while painting
+    // forces a layout of everything the other panels just changed.
+    this.scrollY = 0;
+    this.viewH = 0;
+    this.el.addEventListener("scroll", () => {
+      this.scrollY = this.el.scrollTop;
+      this.paint();
+    });
     this.el.addEventListener("click", (ev) => this.onClick(ev));
     this.el.addEventListener("dblclick", (ev) => this.onDblClick(ev));
     this.el.addEventListener("keydown", (ev) => this.onKey(ev));
-    new ResizeObserver(() => this.paint()).observe(this.el);
+    new ResizeObserver(() => {
+      this.viewH = this.el.clientHeight;
+      this.paint();
+    }).observe(this.el);
     this.head.innerHTML = [
       '<span class="c-tog"></span>',
       '<span class="c-lvl">lvl</span>',
@@ -59,7 +69,9 @@ export class Tree {
   }
 
   // --- model -------------------------------------------------------------------------
-  rebuild() {
+  /** The items again from the store; `force`: refill every line in view, not only those
+   * whose signature changed. */
+  rebuild(force = false) {
     const s = this.store;
     const items = [];
     const m = s.machine;
@@ -71,7 +83,7 @@ export class Tree {
     this.index = new Map(items.map((it, i) => [it.key, i]));
     this.space.style.height = items.length * ROW_H + "px";
     this.tryReveal();
-    this.paint(true);
+    this.paintSoon(force);
   }
 
   addTable(items, pa, level, depth, concat = 1) {
@@ -112,11 +124,23 @@ export class Tree {
   }
 
   // --- painting ----------------------------------------------------------------------
+  /** Paint once the current task's work is done: revealing a descriptor rebuilds the tree
+   * once per level it opens, and each paint's reading of the viewport forces a layout. */
+  paintSoon(force = false) {
+    this.forceNext = this.forceNext || force;
+    if (this.paintQueued) return;
+    this.paintQueued = true;
+    queueMicrotask(() => {
+      if (this.paintQueued) this.paint();
+    });
+  }
+
   paint(force = false) {
-    const vp = this.el;
-    const top = Math.max(0, vp.scrollTop - HEAD_H);
+    force = force || this.forceNext;
+    this.forceNext = this.paintQueued = false;
+    const top = Math.max(0, this.scrollY - HEAD_H);
     const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
-    const last = Math.min(this.items.length, Math.ceil((top + vp.clientHeight) / ROW_H) + OVERSCAN);
+    const last = Math.min(this.items.length, Math.ceil((top + this.viewH) / ROW_H) + OVERSCAN);
     const want = new Set();
     const now = performance.now();
     for (let i = first; i < last; i++) {
@@ -154,6 +178,7 @@ export class Tree {
       const m = s.machine;
       return `root|${s.rootOpen}|${JSON.stringify(m.counts)}|${sel}`;
     }
+    if (it.t === "gap") return `${it.key}|${it.to}${sel}`;
     if (it.t !== "row") return it.key + sel;
     const r = it.row;
     const ch = s.lastChange.get(r.addr);
@@ -370,7 +395,8 @@ export class Tree {
     if (center) vp.scrollTop = Math.max(0, y - vp.clientHeight / 2);
     else if (y < vp.scrollTop + HEAD_H) vp.scrollTop = y - HEAD_H;
     else if (y + ROW_H > vp.scrollTop + vp.clientHeight) vp.scrollTop = y + ROW_H - vp.clientHeight;
-    this.paint();
+    this.scrollY = vp.scrollTop;
+    this.paintSoon();
   }
 
   /** Open the path to the descriptor at `addr` (covering `ipa`, at `level`) and select it. */
@@ -449,7 +475,7 @@ function typeLabel(d) {
 
 export function countsHtml(c) {
   if (!c) return "";
-  const part = (n, label, cls) => `<span class="cnt ${cls}${n ? "" : " zero"}">${n.toLocaleString("en-US")} ${label}</span>`;
+  const part = (n, label, cls) => `<span class="cnt ${cls}${n ? "" : " zero"}">${num(n)} ${label}</span>`;
   return (
     part(c.leaves, c.leaves === 1 ? "leaf" : "leaves", "c-leaves") +
     part(c.young, "young", "c-young") +

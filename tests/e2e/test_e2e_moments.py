@@ -6,6 +6,7 @@ follow mode between two contexts."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -252,3 +253,70 @@ def test_a_reconnect_and_a_reload_reopen_where_the_viewer_is_not_where_the_link_
     wait_live(b)
     expect(where(b)).to_contain_text("live")
     shot(b, "moments-9-reconnected-live")
+
+
+WP_4096 = """name = "wp over 4,096 4K leaves"
+kernel = "seed"
+[[map]]
+ipa = 0x8000_0000
+pa = 0x4000_0000
+count = 4096
+af = true
+[[actor]]
+name = "host0"
+kind = "host"
+do = ["wp 0x8000_0000 16M"]
+"""
+
+
+def first_leaf(text: str) -> tuple[str, list[str]]:
+    """The descriptor of the scenario's first leaf and the tables down to it (the engine's
+    own layout: the start-level table's first table entry, and so on down)."""
+    from engine.session import LiveSession
+
+    live = LiveSession(text)
+    pa, level = 0x10_0000_0000, live.spec.geometry.start_level
+    tables = []
+    while True:
+        tables.append(hex(pa))
+        rows = live.table_view(pa, level)["rows"]
+        r = next(r for r in rows if r["decoded"]["type"] != "invalid")
+        if r["decoded"]["type"] != "table":
+            return r["addr"], tables
+        pa, level = int(r["decoded"]["next_table"], 16), level + 1
+
+
+def test_a_link_to_a_leaf_opens_its_level_3_table_from_the_snapshot(server, browsing):
+    """A session too big to open fully (4,096 leaves), no event yet: a link with `d` (a
+    leaf descriptor) opens the tree down to its level-3 table and selects it, with the
+    tables in the viewer's own snapshot: the page asks for none."""
+    a = browsing.page()
+    a.goto(server.url + "/")
+    a.locator("details#paste > summary").click()
+    a.locator('textarea[name="scenario"]').fill(WP_4096)
+    a.locator("details#paste").get_by_role("button", name="Create session").click()
+    a.wait_for_url(re.compile(r"/s/[^/]+/"))
+    wait_live(a)
+    leaf, tables = first_leaf(WP_4096)
+    assert len(tables) == 3  # the start level (1), 2 and 3
+    assert row(a, leaf).count() == 0  # (collapsed: only the start level is open)
+
+    b = browsing.page()
+    sent: list[dict] = []
+    b.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(json.loads(f))))
+    b.goto(view_url(a, server) + f"?d={leaf}")
+    wait_live(b)
+    leaf_row = row(b, leaf)
+    expect(leaf_row).to_have_class(re.compile(r"\bsel\b"))
+    expect(leaf_row).to_be_in_viewport()
+    expect(leaf_row.locator(".c-lvl")).to_have_text("L3")
+    expect(leaf_row.locator(".f-type")).to_have_text("page")
+    assert sorted(b.evaluate("() => [...window.ptviz.store.expanded]")) == sorted(tables[1:])
+    subscribes = [m for m in sent if m.get("cmd") == "subscribe"]
+    assert subscribes == [], subscribes
+    shot(b, "moments-link-to-a-leaf")
+
+    # it stays live: the wp passes the leaf, whose row then shows it read-only
+    expect(leaf_row.locator(".f-s2ap")).to_have_text("rw")
+    a.evaluate("() => window.ptviz.conn.command('run', {speed: 0})")
+    expect(leaf_row.locator(".f-s2ap")).to_have_text("ro")

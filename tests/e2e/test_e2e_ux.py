@@ -340,6 +340,31 @@ def test_timeline_chips_fit_six_digit_seq_numbers(server, page):
     shot(page, "ux-timeline-six-digits")
 
 
+def test_the_timeline_renders_the_chips_around_its_view(server, page):
+    """400 events (a fast run's timeline): the chips in and around the view exist, the
+    newest at the right end; scrolled to the start, the oldest are there."""
+    open_example(page, server, SEED_RACE)
+    step_keys(page, STXR_FAIL[:9])
+    page.evaluate(
+        """() => { const s = window.ptviz.store; const late = [];
+           for (let i = 0; i < 400; i++) late.push({...s.events[i % s.events.length], seq: 1000 + i});
+           s.addEvents(late, false); window.ptviz.timeline.render(); }"""
+    )
+    chips = page.locator(".tl-lanes .ev")
+    newest = page.locator('.tl-lanes .ev[data-seq="1399"]')
+    expect(newest).to_be_in_viewport()
+    assert 0 < chips.count() < 400
+    assert page.locator('.tl-lanes .ev[data-seq="1000"]').count() == 0
+    page.locator(".tl-scroll").evaluate("el => { el.scrollLeft = 0; }")
+    oldest = page.locator('.tl-lanes .ev[data-seq="1000"]')
+    expect(oldest).to_be_in_viewport()
+    assert newest.count() == 0
+    # a click on a chip far from the view selects it and brings it into view
+    page.evaluate("() => window.ptviz.timeline.selectSeq(1399, false)")
+    expect(page.locator('.tl-lanes .ev.sel[data-seq="1399"]')).to_be_in_viewport()
+    shot(page, "ux-timeline-window")
+
+
 def test_a_refused_paste_has_the_line_its_error_names_selected(server, page):
     page.goto(server.url + "/")
     page.locator("details#paste > summary").click()

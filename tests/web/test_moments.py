@@ -293,3 +293,44 @@ def test_a_burst_of_joins_is_one_presence_message_to_everyone_per_interval():
     host.tick(wake)
     assert len(news()) == 2 and news()[-1]["viewers"][-1]["name"] == "late one"
     assert host.tick(wake + 1) is None  # nothing more to say: idle
+
+
+def test_a_viewer_whose_link_names_a_descriptor_gets_the_tables_down_to_it():
+    """`d` on the websocket URL (who["focus"]): the viewer is subscribed to the tables from
+    the start level down to the one holding the descriptor and gets them in its own
+    snapshot; its deltas then carry them. A descriptor no table holds opens nothing."""
+    from engine.session import LiveSession
+    from ptviz.engine_worker.host import SessionHost
+
+    text = (
+        'name = "wp"\nkernel = "seed"\n[[map]]\nipa = 0x8000_0000\npa = 0x4000_0000\n'
+        'count = 1024\naf = true\n[[actor]]\nname = "host0"\nkind = "host"\n'
+        'do = ["wp 0x8000_0000 4M"]\n'
+    )
+    sent = []
+    host = SessionHost("focus", LiveSession(text), set(), lambda *a: sent.append(a), persist=False)
+
+    def own(viewer):
+        return [p["msg"] for _k, to, p in sent if to == viewer and p["msg"]["type"] == "snapshot"]
+
+    root = host.table_views([0x10_0000_0000])["0x1000000000"]
+    l1 = next(r for r in root["rows"] if r["decoded"]["type"] == "table")
+    l2 = host.live.table_view(int(l1["decoded"]["next_table"], 16), 2)
+    l2_row = next(r for r in l2["rows"] if r["decoded"]["type"] == "table")
+    l3_pa = l2_row["decoded"]["next_table"]
+    leaf = hex(int(l3_pa, 16) + 8 * 5)
+    host.join("a", [], who={"role": "view", "focus": leaf})
+    [snap] = own("a")
+    assert list(snap["tables"]) == ["0x1000000000", l1["decoded"]["next_table"], l3_pa]
+    assert host.viewers["a"].focus == leaf
+    assert any(r["addr"] == leaf for r in snap["tables"][l3_pa]["rows"])
+
+    host.command({"cmd": "step", "id": 1, "actor": "host0"}, "a")
+    for _ in range(40):  # the wp reaches the first leaves: their table in the deltas
+        host.command({"cmd": "step", "id": 2, "actor": "host0"}, "a")
+    tables = [p.get("tables") or {} for k, _to, p in sent if p["msg"]["type"] == "delta"]
+    assert any(l3_pa in t for t in tables)  # (each table encoded once, for the consumers)
+
+    host.join("b", [], who={"role": "view", "focus": "0x7000"})  # (no table there)
+    [snap] = own("b")
+    assert snap["tables"] == {} and host.viewers["b"].focus is None

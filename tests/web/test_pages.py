@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import tomllib
 
@@ -67,10 +68,16 @@ def test_create_from_an_example_and_open_the_session_page(client):
     html = page.content.decode()
     assert '<script type="module" src="/static/js/app.js"></script>' in html
     assert 'href="/static/css/app.css"' in html and 'id="app"' in html
+    # every module app.js imports is preloaded (not found one import level at a time)
+    for module in ("tree.js", "store.js", "conn.js", "fmt.js", "explain.js"):
+        assert f'<link rel="modulepreload" href="/static/js/{module}">' in html
+    assert "/static/js/builder.js" not in html  # (the gallery's)
     boot = bootstrap(html)
     assert boot["session"] == str(session.id) and boot["token"] == control.token
     assert boot["role"] == "control" and boot["protocol"] == 1 and boot["at"] == "3"
     assert boot["ws"] == f"/ws/sessions/{session.id}/?token={control.token}&at=3"
+    linked = bootstrap(client.get(f"/s/{control.token}/?d=0x1000003008").content.decode())
+    assert linked["ws"].endswith("&d=0x1000003008") and linked["focus"] == "0x1000003008"
     assert boot["kernel"] == "seed" and boot["name"] == session.name
     assert boot["actors"] == [{"name": "vcpu0", "kind": "vcpu"}, {"name": "host0", "kind": "host"}]
     assert boot["csrf"]
@@ -571,6 +578,12 @@ def test_static_files_are_served_by_the_asgi_app(settings, tmp_path):
 
     status, body = arun(get("/static/js/probe.js"))
     assert status == 200 and body == b"export const probe = 1;\n"
+    # again (from memory), then edited: served as it is now
+    assert arun(get("/static/js/probe.js")) == (200, b"export const probe = 1;\n")
+    probe = tmp_path / "js" / "probe.js"
+    probe.write_text("export const probe = 22;\n")
+    os.utime(probe, ns=(probe.stat().st_atime_ns, probe.stat().st_mtime_ns + 10**9))
+    assert arun(get("/static/js/probe.js")) == (200, b"export const probe = 22;\n")
     assert arun(get("/static/js/nope.js"))[0] == 404
     status, body = arun(get("/"))
     assert status == 200 and b"Start a debug session" in body
