@@ -108,7 +108,9 @@ def test_a_page_url_names_a_moment_and_a_malformed_one_gets_a_notice():
 
     b = boot(f"/s/{view.token}/?at=b2-7&h=00ff00ff&d=0x1000003000")
     assert (b["at"], b["focus"], b["notice"]) == ("b2-7", "0x1000003000", None)
-    assert b["ws"].endswith("&at=b2-7&h=00ff00ff")
+    # the socket opens there too, with the descriptor (the engine subscribes the tables
+    # down to it)
+    assert b["ws"].endswith("&at=b2-7&h=00ff00ff&d=0x1000003000")
     assert boot(f"/s/{view.token}/?step=3")["at"] == "3"  # the older spelling
     for bad in ("abc", "-1", "b-3"):
         b = boot(f"/s/{view.token}/?at={bad}")
