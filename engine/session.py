@@ -49,6 +49,16 @@ __all__ = ["Checkpoint", "LiveSession", "ReplayError"]
 MAX_VERIFIED_CHECKPOINTS = 16
 
 
+def _same_step(decision, step: list) -> bool:
+    return (
+        isinstance(decision, list)
+        and len(decision) >= 2
+        and decision[0] == "step"
+        and type(decision[1]) is type(step[1])
+        and decision[1] == step[1]
+    )
+
+
 def verified_checkpoints(listed, decisions: int) -> dict[int, str]:
     """position -> hash of the checkpoints from_recording checks (at most
     MAX_VERIFIED_CHECKPOINTS of those listed, evenly spaced)."""
@@ -380,26 +390,46 @@ class LiveSession:
             raise ReplayError("recording: 'decisions' must be a list")
         session = cls(str(rec.get("scenario", "")), engine=engine, snapshot_every=snapshot_every)
         expected = verified_checkpoints(rec.get("checkpoints", []), len(decisions))
-        for n, decision in enumerate(decisions):
-            if not isinstance(decision, list) or len(decision) < 2:
-                raise ReplayError(f"recording: decision {n} is malformed: {decision!r}")
-            try:
-                session.apply(decision)
-            except EngineError as exc:
-                raise ReplayError(
-                    f"recording: decision {n} ({decision!r}) cannot be taken: {exc}"
-                ) from None
-            want = expected.get(session.position)
-            if want and session.state_hash() != want:
-                raise ReplayError(
-                    f"recording: the state hash differs at position {session.position}"
-                )
+        session._take(decisions, expected, "recording")
         final = rec.get("final_hash")
         if final and session.state_hash() != final:
             raise ReplayError("recording: the final state hash differs")
         if rec.get("tree") is not None:
             return cls._from_tree(rec, engine, snapshot_every, session)
         return session
+
+    def _take(self, decisions: list, expected: dict[int, str], where: str) -> None:
+        """Take a recording's decisions here, a run of one actor's steps at once
+        (apply_steps: a 1 GiB write-protect is one run of 786,948), checking each
+        expected state hash at its position; ReplayError naming the decision at fault."""
+        start = self.position
+        checks = sorted(p for p in expected if p > start)
+        c = n = 0
+        while n < len(decisions):
+            decision = decisions[n]
+            if not isinstance(decision, list) or len(decision) < 2:
+                raise ReplayError(f"{where}: decision {n} is malformed: {decision!r}")
+            end = n + 1
+            if decision[0] == "step":
+                while c < len(checks) and checks[c] <= start + n:
+                    c += 1
+                stop = min(len(decisions), checks[c] - start if c < len(checks) else len(decisions))
+                while end < stop and _same_step(decisions[end], decision):
+                    end += 1
+            try:
+                if end - n > 1:
+                    self.apply_steps(decision[1], end - n)
+                else:
+                    self.apply(decision)
+            except EngineError as exc:
+                at = self.position - start  # (steps taken before a refusal are kept)
+                raise ReplayError(
+                    f"{where}: decision {at} ({decisions[at]!r}) cannot be taken: {exc}"
+                ) from None
+            n = end
+            want = expected.get(self.position)
+            if want and self.state_hash() != want:
+                raise ReplayError(f"{where}: the state hash differs at position {self.position}")
 
     @classmethod
     def _from_tree(cls, rec: dict, engine: str, snapshot_every: int, head_path) -> LiveSession:
@@ -436,24 +466,10 @@ class LiveSession:
                         f"(after step {low + 1}, before its tip {tip}) and hold decisions"
                     )
                 session.seek(start, parent)
-            own_start = session.position
             expected = verified_checkpoints(
-                br.get("checkpoints", []), own_start + len(br["decisions"])
+                br.get("checkpoints", []), session.position + len(br["decisions"])
             )
-            for n, decision in enumerate(br["decisions"]):
-                if not isinstance(decision, list) or len(decision) < 2:
-                    raise ReplayError(f"{where}: decision {n} is malformed: {decision!r}")
-                try:
-                    session.apply(decision)
-                except EngineError as exc:
-                    raise ReplayError(
-                        f"{where}: decision {n} ({decision!r}) cannot be taken: {exc}"
-                    ) from None
-                want = expected.get(session.position)
-                if want and session.state_hash() != want:
-                    raise ReplayError(
-                        f"{where}: the state hash differs at position {session.position}"
-                    )
+            session._take(br["decisions"], expected, where)
             if session.branch != number:
                 raise ReplayError(f"{where}: it is not where its parent and start put it")
             final = br.get("final_hash")

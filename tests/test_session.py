@@ -287,3 +287,19 @@ def test_a_tampered_tree_is_refused_naming_the_branch(engine, tamper, message):
     tamper(rec["tree"])
     with pytest.raises(ReplayError, match=re.escape(message)):
         LiveSession.from_recording(rec, engine=engine)
+
+
+def test_a_recording_replays_runs_of_steps_at_once_and_names_the_step_refused(engine):
+    s = LiveSession(V46, engine=engine, snapshot_every=2)
+    s.run(100)  # round-robin to the end
+    rec = s.export()
+    again = LiveSession.from_recording(rec, engine=engine)
+    assert again.decisions == s.decisions and again.state_hash() == s.state_hash()
+
+    n = len(rec["decisions"])
+    longer = {**rec, "decisions": rec["decisions"] + [["step", 1]] * 3, "final_hash": None}
+    with pytest.raises(ReplayError, match=rf"decision {n} \(\['step', 1\]\) cannot be taken"):
+        LiveSession.from_recording(longer, engine=engine)
+    broken = {**rec, "decisions": [*rec["decisions"][:3], ["step"], *rec["decisions"][3:]]}
+    with pytest.raises(ReplayError, match=r"decision 3 is malformed"):
+        LiveSession.from_recording(broken, engine=engine)
