@@ -308,43 +308,38 @@ class SessionHost:
         return out
 
     def table_views(self, tables: Iterable[int], live=None, index=None) -> dict:
+        """Whole views of these tables (null: the table is gone; the browser drops it)."""
         live = live or self.live
         index = index or self.index
-        out = {}
-        for pa in sorted(tables):
-            info = index.info(pa)
-            view = None
-            if info is not None:
-                try:
-                    view = live.table_view(pa, info.level)
-                except (EngineError, IndexError):
-                    view = None
-            out[hexs(pa)] = view  # null: the table is gone (the browser drops it)
-        return out
+        return {hexs(pa): self._table_view(live, index.info(pa), pa) for pa in sorted(tables)}
 
     def table_changes(self, touched: dict[int, set[int]], subscribed: set[int]) -> dict:
         """The changed entries of the subscribed tables (docs/protocol.md, "delta":
         `only` lists the entries a view carries; one of them without a row is invalid
         now). A full view when more than half the table changed (a cheaper message)."""
-        live, index = self.live, self.index
         out = {}
         for pa in sorted(touched.keys() & subscribed):
-            info = index.info(pa)
-            if info is None:
-                out[hexs(pa)] = None
-                continue
+            info = self.index.info(pa)
             slots = sorted(touched[pa])
-            whole = 2 * len(slots) > info.entries
-            try:
-                view = live.table_rows(
-                    pa, info.level, range(info.entries) if whole else slots, info.ipa
-                )
-            except (EngineError, IndexError):
-                view = None
-            if view is not None and not whole:
-                view["only"] = slots
-            out[hexs(pa)] = view
+            whole = info is None or 2 * len(slots) > info.entries
+            out[hexs(pa)] = self._table_view(self.live, info, pa, None if whole else slots)
         return out
+
+    @staticmethod
+    def _table_view(live, info: TableInfo | None, pa: int, slots: list[int] | None = None):
+        """The view of a table the index knows (its level and IPA from there, not from a
+        walk), whole or only `slots`; None when it is gone."""
+        if info is None:
+            return None
+        try:
+            view = live.table_rows(
+                pa, info.level, range(info.entries) if slots is None else slots, info.ipa
+            )
+        except (EngineError, IndexError):
+            return None
+        if slots is not None:
+            view["only"] = slots
+        return view
 
     def head(self) -> dict:
         live = self.live
