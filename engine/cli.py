@@ -194,7 +194,7 @@ def _run(args, spec) -> int:
     if not args.trace:  # a trace longer than this is not listed: don't keep its events
         machine.record_limit = TRACE_LISTED_MAX + 1
     runs = play_runs(spec, machine, args.schedule, args.random)
-    schedule = RunLength([[names[actor], steps] for actor, steps in runs])
+    schedule = RunLength(runs).named(names)
     observer = Observer(spec)
     key = observer(machine)
     checks = {I.CHECK_NAMES[c] for c, *_ in machine.violations}

@@ -13,7 +13,7 @@ from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
 from .scenario import WHAT_IF_KEYS, Scenario
-from .schedules import RunLength, compact_json
+from .schedules import RunLength, compact_schedule
 from .sizes import size_name
 from .spec import MachineSpec, walk_image
 
@@ -294,14 +294,14 @@ def explore_json(
 
     def named(schedule) -> list[str] | RunLength:
         if isinstance(schedule, RunLength):  # (a one-actor run: stays run-length encoded)
-            return RunLength([[names[a], n] for a, n in schedule.runs])
+            return schedule.named(names)
         return [names[i] for i in schedule]
 
     # JSON-ready for the web explorer too: a long example as `example_schedule_rle`
     finals = [
-        compact_json(
-            {"final_states": [final_state_json(observer, f.key, f.count, named(f.schedule))]}
-        )["final_states"][0]
+        compact_schedule(
+            final_state_json(observer, f.key, f.count, named(f.schedule)), "example_schedule"
+        )
         for f in result.finals
     ]
     violations = [

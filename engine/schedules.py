@@ -33,6 +33,10 @@ class RunLength(Sequence):
     def __len__(self) -> int:
         return self.total
 
+    def named(self, names: list[str]) -> RunLength:
+        """Runs of actor indexes as runs of their names."""
+        return RunLength([[names[a], n] for a, n in self.runs])
+
     def __iter__(self) -> Iterator[str]:
         for name, count in self.runs:
             for _ in range(count):
@@ -99,20 +103,23 @@ def fold(schedule: list[str], width: int = LINE_MAX) -> str:
     return f"{', '.join(shown)}, ... ({rest:,} more steps; {len(schedule):,} in all)"
 
 
+def compact_schedule(obj: dict, key: str) -> dict:
+    """obj with its schedule `key` as JSON: a list, or `key_rle` runs when longer than
+    SCHEDULE_LISTED_MAX."""
+    schedule = obj.get(key)
+    if isinstance(schedule, list | RunLength) and len(schedule) > SCHEDULE_LISTED_MAX:
+        obj[f"{key}_rle"] = rle(schedule)
+        del obj[key]
+    elif isinstance(schedule, RunLength):
+        obj[key] = list(schedule)
+    return obj
+
+
 def compact_json(out: dict) -> dict:
     """`run`/`explore`/`replay` JSON with long schedules as `*_rle` fields only."""
-
-    def fix(obj: dict, key: str) -> None:
-        schedule = obj.get(key)
-        if isinstance(schedule, list | RunLength) and len(schedule) > SCHEDULE_LISTED_MAX:
-            obj[f"{key}_rle"] = rle(schedule)
-            del obj[key]
-        elif isinstance(schedule, RunLength):
-            obj[key] = list(schedule)
-
-    fix(out, "schedule")
+    compact_schedule(out, "schedule")
     for final in out.get("final_states", []):
-        fix(final, "example_schedule")
+        compact_schedule(final, "example_schedule")
     for violation in out.get("violations", []):
-        fix(violation, "schedule")
+        compact_schedule(violation, "schedule")
     return out
