@@ -1349,14 +1349,7 @@ cdef class Machine:
         self.lock_readers = state["lock_readers"]
         self.n_pending = 0
         for addr, old, ipa, size in state["pending"]:
-            if self.n_pending == self.cap_pending:
-                self.cap_pending *= 2
-                self.pending = <Pending *>realloc(self.pending, self.cap_pending * sizeof(Pending))
-            self.pending[self.n_pending].addr = addr
-            self.pending[self.n_pending].old = old
-            self.pending[self.n_pending].ipa = ipa
-            self.pending[self.n_pending].size = size
-            self.n_pending += 1
+            self._pend(addr, old, ipa, size)
         self.viol_mask = state["viol_mask"]
         self.n_viols = 0
         for check, seq, actor, op_i, ipa, bits in state["violations"]:
