@@ -36,6 +36,14 @@ def view_url(page, server) -> str:
     return f"{server.url}/s/{store(page, 'boot.share')}/"
 
 
+def second_person(a, server, browsing):
+    """Another person (a browser context of their own) opening a's view link, live."""
+    b = browsing.page(browsing.context())
+    b.goto(view_url(a, server))
+    wait_live(b)
+    return b
+
+
 def where(page):
     return page.locator(".moment-bar .where")
 
@@ -44,9 +52,7 @@ def test_one_travels_back_the_other_stays_live_and_a_link_opens_there(server, br
     a = browsing.page()
     open_example(a, server, V46_RACE)
     step_keys(a, LOST)
-    b = browsing.page(browsing.context())
-    b.goto(view_url(a, server))
-    wait_live(b)
+    b = second_person(a, server, browsing)
     leaf = last_leaf_addr(b)
     expect(where(b)).to_contain_text("live")
 
@@ -185,9 +191,7 @@ def test_presence_and_follow_mode(server, browsing):
     step_keys(a, LOST[:6])
     a.locator(".presence .name-in").fill("alice")
     a.locator(".presence .name-in").press("Enter")
-    b = browsing.page(browsing.context())
-    b.goto(view_url(a, server))
-    wait_live(b)
+    b = second_person(a, server, browsing)
     b.locator(".presence .name-in").fill("bob")
     b.locator(".presence .name-in").press("Enter")
     expect(a.locator(".presence-list")).to_contain_text("bob")
@@ -222,9 +226,7 @@ def test_a_reconnect_and_a_reload_reopen_where_the_viewer_is_not_where_the_link_
     a = browsing.page()
     open_example(a, server, V46_RACE)
     step_keys(a, LOST)
-    b = browsing.page(browsing.context())
-    b.goto(view_url(a, server))
-    wait_live(b)
+    b = second_person(a, server, browsing)
     b.locator(".tree-vp").click()
     for _ in range(3):
         b.keyboard.press("b")
