@@ -43,6 +43,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (what latency on a shared machine
+    does not show: the fan-out's own cost)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_pid(dep: Deployment) -> int:
     return next(proc.pid for name, proc, _ in dep.procs if name == "serve")
 
@@ -100,6 +110,7 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
     workers1 = dep.engine_rss_mb()
     gaps = [Gaps() for _ in clients]
     lat: list[float] = []
+    cpu0 = cpu_s(serve_pid(dep))
 
     async def wait_delta(c: Client, g: Gaps, decisions: int) -> float:
         while True:
@@ -116,6 +127,7 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
         lat.extend(t - t0 for t in arrivals)
         await control.until(lambda m: m["type"] == "delta")
         await asyncio.sleep(0.05)
+    cpu1 = cpu_s(serve_pid(dep))
     for c in [control, *clients]:
         await c.close()
     return {
@@ -123,6 +135,8 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
         "steps": steps,
         "delta": Dist.of(lat).__dict__,
         "gaps": sum(g.gaps for g in gaps),
+        # (with the viewers' heartbeats and checks meanwhile: part of what each costs)
+        "server_cpu_us_per_viewer_delta": 1e6 * (cpu1 - cpu0) / (steps * max(1, viewers)),
         "server_mb_per_viewer": (server1 - server0) / max(1, viewers),
         "workers_mb_per_viewer": (workers1 - workers0) / max(1, viewers),
     }
@@ -224,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {row['viewers']:>4} viewer(s), one session: step -> delta p50 "
             f"{d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, max {d['max_ms']:.1f} ms; "
+            f"server CPU {row['server_cpu_us_per_viewer_delta']:.0f} us per viewer per delta; "
             f"gaps {row['gaps']}; server {row['server_mb_per_viewer']:.2f} MB/viewer, "
             f"workers {row['workers_mb_per_viewer']:.2f} MB/viewer"
         )
