@@ -32,10 +32,11 @@ REDIS_MAX_CONNECTIONS = 1000
 def redis_layers(url: str, prefix: str) -> dict:
     # The core RedisChannelLayer, not RedisPubSubChannelLayer: it has capacity and expiry,
     # and it load-balances a named channel ("ptviz-engine") over the engine workers that
-    # listen on it, where pub/sub would deliver every command to every worker.
+    # listen on it, where pub/sub would deliver every command to every worker. Its
+    # subclass reads the process's own channels in one task (ptviz/redis_layer.py).
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "ptviz.redis_layer.ReaderRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
