@@ -1,0 +1,421 @@
+# cython: language_level=3
+"""The explorer's state graph in flat memory, and the two passes over it (engine/explore.py).
+
+`generate` steps the machine depth-first from given states and records every distinct
+state (its 128-bit key: node id = order of discovery) and, once per state, its successors
+in the order of its enabled actors; `walk` then replays the serial search on that graph
+alone: which edges close a cycle, the post-order, the first schedule reaching each final
+state and each violation. The graph is the same whichever processes generated it (a
+state's successors do not depend on who stepped them), so a parallel generation (fork,
+several `generate` calls sharing one Graph) gives the serial results exactly.
+
+Memory, per state: 16 bytes of key, 8-16 of index (at most half full), 4 of edge offset,
+1 of edge count, 1 of violation mask; per edge: 4 bytes of successor and 1 of actor.
+Every array is reserved up front for max_states (virtual address space, never touched
+past what is used) so that processes forked after the reservation share it as it grows.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import os
+
+cdef extern from "sys/mman.h" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void *addr, size_t length)
+    int madvise(void *addr, size_t length, int advice)
+    int PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE
+    int MADV_DONTNEED, MADV_REMOVE
+    void *MAP_FAILED
+
+cdef extern from "sched.h" nogil:
+    int sched_yield()
+
+cdef extern from *:
+    """
+    static inline int pt_try_lock(volatile int *l) {
+        return __atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE) == 0;
+    }
+    static inline void pt_unlock(volatile int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+    static inline uint64_t pt_fetch_add(volatile uint64_t *p, uint64_t v) {
+        return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+    }
+    """
+    bint pt_try_lock(volatile int *l) nogil
+    void pt_unlock(volatile int *l) nogil
+    uint64_t pt_fetch_add(volatile uint64_t *p, uint64_t v) nogil
+
+
+DEF NONE = 0xFFFFFFFF  # a cut edge's successor (walk) / an index slot's emptiness is 0
+DEF INDEX_MIN = 1024
+
+# Why a generation stopped early (Graph.stopped); the parent then searches serially.
+STOP_BOUND = 1  # more than max_states states
+STOP_DEADLOCK = 2  # a state where every unfinished actor is blocked
+STOP_ERROR = 3  # anything else went wrong in a worker
+
+
+cdef struct Header:
+    int lock
+    int stopped
+    uint64_t n  # states
+    uint64_t edges  # successor slots handed out
+    uint64_t slots  # index size (a power of two)
+    uint64_t gen  # index region in use: gen & 1
+    uint64_t next_unit  # parallel generation: the next unit of work to take
+
+
+cdef class Graph:
+    cdef Header *h
+    cdef uint64_t *keys
+    cdef uint32_t *index[2]
+    cdef uint64_t *off
+    cdef uint8_t *nedge
+    cdef uint8_t *mask
+    cdef uint32_t *succ
+    cdef uint8_t *actor
+    cdef readonly uint64_t max_states, max_edges
+    cdef uint64_t index_max
+    cdef bint shared
+    cdef list regions
+
+    def __cinit__(self, uint64_t max_states, int n_actors, bint shared=False):
+        if max_states >= NONE - 1:
+            max_states = NONE - 2
+        if n_actors > 255:
+            raise ValueError("the explorer records at most 255 actors a state")
+        self.max_states = max_states
+        self.max_edges = max(1, max_states * <uint64_t>n_actors)
+        self.index_max = INDEX_MIN
+        while self.index_max < 2 * (max_states + 1):
+            self.index_max *= 2
+        self.shared = shared
+        self.regions = []
+        self.h = <Header *>self._reserve(sizeof(Header))
+        self.keys = <uint64_t *>self._reserve(16 * (max_states + 1))
+        self.index[0] = <uint32_t *>self._reserve(4 * self.index_max)
+        self.index[1] = <uint32_t *>self._reserve(4 * self.index_max)
+        self.off = <uint64_t *>self._reserve(8 * (max_states + 1))
+        self.nedge = <uint8_t *>self._reserve(max_states + 1)
+        self.mask = <uint8_t *>self._reserve(max_states + 1)
+        self.succ = <uint32_t *>self._reserve(4 * self.max_edges)
+        self.actor = <uint8_t *>self._reserve(self.max_edges)
+        self.h.slots = INDEX_MIN
+
+    cdef void *_reserve(self, size_t size) except NULL:
+        cdef int flags = (MAP_SHARED if self.shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE
+        cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0)
+        if p == MAP_FAILED:
+            raise MemoryError(f"cannot reserve {size:,} bytes for the explorer's states")
+        self.regions.append((<size_t>p, size))
+        return p
+
+    def __dealloc__(self):
+        if self.regions is not None:
+            for p, size in self.regions:
+                munmap(<void *><size_t>p, size)
+
+    def __len__(self):
+        return self.h.n
+
+    @property
+    def stopped(self):
+        return self.h.stopped
+
+    def stop(self, int why):
+        if not self.h.stopped:
+            self.h.stopped = why
+
+    @property
+    def edges(self):
+        return self.h.edges
+
+    cdef inline void _lock(self) noexcept nogil:
+        cdef int spins = 0
+        if not self.shared:
+            return
+        while not pt_try_lock(&self.h.lock):
+            spins += 1
+            if spins > 64:
+                sched_yield()
+
+    cdef inline void _unlock(self) noexcept nogil:
+        if self.shared:
+            pt_unlock(&self.h.lock)
+
+    cdef void _grow(self) noexcept nogil:
+        """Double the index into the other region, then give the old one's pages back."""
+        cdef uint32_t *old = self.index[self.h.gen & 1]
+        cdef uint32_t *new = self.index[(self.h.gen + 1) & 1]
+        cdef uint64_t slots = 2 * self.h.slots, mask = slots - 1, slot, k
+        cdef uint32_t node
+        for k in range(self.h.n):
+            slot = (self.keys[2 * k] ^ (self.keys[2 * k + 1] >> 7)) & mask
+            while new[slot]:
+                slot = (slot + 1) & mask
+            new[slot] = <uint32_t>k + 1
+        madvise(old, 4 * self.h.slots, MADV_REMOVE if self.shared else MADV_DONTNEED)
+        self.h.slots = slots
+        self.h.gen += 1
+
+    cdef Py_ssize_t intern(self, const char *key, bint *new) noexcept nogil:
+        """The node id of a 16-byte key (*new: it was unseen); -1 past max_states."""
+        cdef uint64_t k[2]
+        memcpy(k, key, 16)
+        self._lock()
+        cdef uint32_t *index = self.index[self.h.gen & 1]
+        cdef uint64_t mask = self.h.slots - 1
+        cdef uint64_t slot = (k[0] ^ (k[1] >> 7)) & mask
+        cdef uint32_t node
+        while True:
+            node = index[slot]
+            if not node:
+                break
+            node -= 1
+            if self.keys[2 * node] == k[0] and self.keys[2 * node + 1] == k[1]:
+                self._unlock()
+                new[0] = False
+                return node
+            slot = (slot + 1) & mask
+        if self.h.n >= self.max_states:
+            self._unlock()
+            return -1
+        node = <uint32_t>self.h.n
+        self.keys[2 * node] = k[0]
+        self.keys[2 * node + 1] = k[1]
+        index[slot] = node + 1
+        self.h.n += 1
+        if 2 * self.h.n >= self.h.slots and self.h.slots < self.index_max:
+            self._grow()
+        self._unlock()
+        new[0] = True
+        return node
+
+    def intern_key(self, bytes key):
+        """(node id, new) of a state key; StateBoundExceeded's caller checks -1."""
+        cdef bint new = False
+        if len(key) != 16:
+            raise ValueError("a state key is 16 bytes")
+        node = self.intern(<const char *>key, &new)
+        return node, new
+
+    def set_mask(self, Py_ssize_t node, uint64_t mask):
+        self.mask[node] = <uint8_t>mask
+
+    def mask_of(self, Py_ssize_t node):
+        return self.mask[node]
+
+    def next_unit(self):
+        return pt_fetch_add(&self.h.next_unit, 1)
+
+    def successors(self, Py_ssize_t node):
+        """[(actor, successor), ...] of a generated state (tests, debugging)."""
+        cdef uint64_t base = self.off[node]
+        return [(self.actor[base + j], self.succ[base + j]) for j in range(self.nedge[node])]
+
+
+cdef inline void _set_key(object key, uint64_t *k):
+    memcpy(k, <const char *><bytes>key, 16)
+
+
+class Deadlock(Exception):
+    """Every unfinished actor is blocked (args: the schedule from the unit's node)."""
+
+
+def generate(Graph g, machine, list units, final_key, dict terminals, on_new=None,
+             Py_ssize_t depth_limit=-1, list frontier=None):
+    """Expand, depth-first, every state reachable from each unit (node, schedule from the
+    root) that no one has interned yet; the machine starts and ends at the root.
+
+    A state is expanded by the caller that interned it, once: its enabled actors are
+    recorded, each stepped (from the state's mark when there are several), the
+    successors interned. A final state's key goes to terminals[node]. `on_new(states,
+    depth)` is called every 4096 new states. With depth_limit >= 0, states that deep
+    below the unit are not expanded but appended to `frontier` as new units.
+    Returns False if the graph was stopped (bound, deadlock, another worker's error)."""
+    cdef Py_ssize_t node, child, top, k, j, n, u, depth
+    cdef uint64_t base, slot
+    cdef bint new = False
+    cdef bytes key
+    step, state_key, save, restore = machine.step, machine.state_key, machine.save, machine.restore
+    release, all_done, enabled = machine.release, machine.all_done, machine.enabled
+    root = save()
+    # The stack: per frame its node, its mark (or None), where its edges start, how many
+    # it has, the next to take. `path` holds the actor stepped into each frame.
+    cdef list path = []
+    try:
+        for node, prefix in units:
+            for a in prefix:
+                step(a)
+            path = list(prefix)
+            frames = []  # [node, mark, base, count, next]
+            _expand(g, machine, node, frames, terminals, final_key, path, enabled, all_done,
+                    save)
+            while frames:
+                if g.h.stopped:
+                    return False
+                f = frames[len(frames) - 1]
+                node, mark, base, n, j = f
+                if j == n:
+                    frames.pop()
+                    if mark is not None:
+                        release(mark)
+                    if path:
+                        path.pop()
+                    continue
+                f[4] = j + 1
+                if j:
+                    restore(mark)
+                a = g.actor[base + j]
+                step(a)
+                key = state_key()
+                child = g.intern(<const char *>key, &new)
+                if child < 0:
+                    g.stop(STOP_BOUND)
+                    return False
+                g.succ[base + j] = <uint32_t>child
+                if not new:
+                    continue
+                g.mask[child] = <uint8_t>machine.viol_mask
+                if on_new is not None and not child % 4096:
+                    on_new(child + 1, len(path) + 1)
+                path.append(a)
+                if depth_limit >= 0 and len(path) - len(prefix) >= depth_limit:
+                    if all_done():  # (final: nothing to hand out)
+                        _expand(g, machine, child, frames, terminals, final_key, path,
+                                enabled, all_done, save)
+                    else:
+                        frontier.append((child, list(path)))
+                        path.pop()
+                    continue
+                _expand(g, machine, child, frames, terminals, final_key, path, enabled,
+                        all_done, save)
+            restore(root)
+    finally:
+        restore(root)
+        release(root)
+    return True
+
+
+cdef bint _expand(Graph g, machine, Py_ssize_t node, list frames, dict terminals, final_key,
+                  list path, enabled, all_done, save) except -1:
+    """Record `node`'s edges (the machine is in its state) and push its frame; a final
+    state is recorded as such (no frame)."""
+    cdef uint64_t base
+    cdef Py_ssize_t j, n
+    if all_done():
+        terminals[node] = final_key(machine)
+        g.off[node] = 0
+        g.nedge[node] = 0
+        if path:
+            path.pop()
+        return True
+    actors = enabled()
+    n = len(actors)
+    if not n:
+        g.stop(STOP_DEADLOCK)
+        raise Deadlock(list(path))
+    base = pt_fetch_add(&g.h.edges, n)
+    if base + n > g.max_edges:
+        g.stop(STOP_BOUND)
+        raise MemoryError("the explorer's successor array is full")
+    for j in range(n):
+        g.actor[base + j] = <uint8_t>actors[j]
+    g.off[node] = base
+    g.nedge[node] = <uint8_t>n
+    frames.append([node, save() if n > 1 else None, base, n, 0])
+    return True
+
+
+def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final, on_violation):
+    """The serial depth-first search, replayed on the generated graph: edges in each
+    state's enabled order, an edge back to a state on the current path cut (and counted),
+    a state's other edges followed only the first time. Calls on_final(node, serial id,
+    schedule) for each final state the first time it is reached and
+    on_violation(schedule) -> mask of the checks recorded so far, at each edge adding a
+    violation bit while some check (or one already violated at the root) is unrecorded.
+    Returns (cycles, post-order as array('I')); cut edges' successors become NONE."""
+    from array import array
+    cdef Py_ssize_t n = g.h.n
+    cdef uint8_t[::1] seen = bytearray(n)  # 0 unseen, 1 on the path, 2 finished
+    order = array("I", bytes(4 * n))
+    cdef uint32_t[::1] post = order
+    cdef Py_ssize_t npost = 0, serial = 1, sp = 0, node, child, j
+    cdef uint64_t cycles = 0, base, recorded = 0, gained, all_checks = 0xFF
+    # The stack: node and next edge index per frame; the schedule: the actor into each.
+    stack_node = array("I", bytes(4 * (n + 1)))
+    stack_next = array("I", bytes(4 * (n + 1)))
+    schedule = array("B", bytes(n + 1))
+    cdef uint32_t[::1] sn = stack_node, sx = stack_next
+    cdef uint8_t[::1] sched = schedule
+    if g.nedge[root] == 0:
+        on_final(root, 0, [])
+        seen[root] = 2
+        post[0] = root
+        return 0, order[:1]
+    seen[root] = 1
+    sn[0] = root
+    sx[0] = 0
+    sp = 1
+    while sp:
+        node = sn[sp - 1]
+        j = sx[sp - 1]
+        if j == g.nedge[node]:
+            seen[node] = 2
+            post[npost] = node
+            npost += 1
+            sp -= 1
+            continue
+        sx[sp - 1] = j + 1
+        base = g.off[node] + j
+        child = g.succ[base]
+        sched[sp - 1] = g.actor[base]
+        gained = g.mask[child] & ~g.mask[node]
+        if gained and (gained | root_mask) & ~recorded:
+            recorded = on_violation(list(sched[:sp]))
+        if seen[child] == 1:
+            cycles += 1
+            g.succ[base] = NONE
+            continue
+        if seen[child] == 2:
+            continue
+        if g.nedge[child] == 0:
+            on_final(child, serial, list(sched[:sp]))
+            serial += 1
+            seen[child] = 2
+            post[npost] = child
+            npost += 1
+            continue
+        serial += 1
+        seen[child] = 1
+        sn[sp] = child
+        sx[sp] = 0
+        sp += 1
+    return cycles, order
+
+
+def count(Graph g, order, Py_ssize_t root):
+    """Schedules reaching each state (reverse post-order is a topological order once the
+    cycles are cut): {final node: count}. A count is dropped once passed on."""
+    cdef uint32_t[::1] post = order
+    cdef Py_ssize_t k, node, j, child
+    cdef uint64_t base
+    paths = [None] * g.h.n
+    paths[root] = 1
+    finals = {}
+    for k in range(len(order) - 1, -1, -1):
+        node = post[k]
+        here = paths[node]
+        paths[node] = None
+        n = g.nedge[node]
+        if n == 0:
+            finals[node] = here
+            continue
+        base = g.off[node]
+        for j in range(n):
+            child = g.succ[base + j]
+            if child == NONE:
+                continue
+            was = paths[child]
+            paths[child] = here if was is None else was + here
+    return finals
