@@ -1183,7 +1183,7 @@ cdef class Machine:
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
          self.seq, self.n_events, n_undo, self.h1, self.h2, ops, self.nslots, dlog,
          self.dl_watch, self.free_pages) = self.marks[mark]
-        self.dlog.load(dlog)
+        self.dlog.restore(dlog)
         if ops is not self._ops_frozen:  # operations were injected after the mark
             self._op_texts = [list(x) for x in ops]
             self._freeze_ops()

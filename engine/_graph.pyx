@@ -16,9 +16,9 @@ past what is used) so that processes forked after the reservation share it as it
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-import os
 
 cdef extern from "sys/mman.h" nogil:
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
@@ -214,12 +214,52 @@ cdef class Graph:
         return [(self.actor[base + j], self.succ[base + j]) for j in range(self.nedge[node])]
 
 
-cdef inline void _set_key(object key, uint64_t *k):
-    memcpy(k, <const char *><bytes>key, 16)
+class Deadlock(Exception):
+    """Every unfinished actor is blocked (args: the schedule from the unit's node)."""
+
+
+cdef struct Frame:
+    uint32_t node
+    int n  # its edges
+    int next  # the next edge to take
+    Py_ssize_t mark  # the machine's mark of its state, -1 if it has one edge
+    uint64_t base  # where its edges start
+
+
+cdef class _Stack:
+    """The depth-first search's frames and the schedule into them, in C arrays."""
+    cdef Frame *frames
+    cdef uint8_t *path  # path[k]: the actor stepped into depth k + 1
+    cdef Py_ssize_t top, depth, cap
+
+    def __cinit__(self):
+        self.cap = 256
+        self.frames = <Frame *>malloc(self.cap * sizeof(Frame))
+        self.path = <uint8_t *>malloc(self.cap + 1)
+        if self.frames == NULL or self.path == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.frames)
+        free(self.path)
+
+    cdef int reserve(self) except -1:
+        if self.top < self.cap and self.depth < self.cap:
+            return 0
+        self.cap *= 2
+        cdef Frame *frames = <Frame *>realloc(self.frames, self.cap * sizeof(Frame))
+        cdef uint8_t *path = <uint8_t *>realloc(self.path, self.cap + 1)
+        if frames == NULL or path == NULL:
+            raise MemoryError()
+        self.frames, self.path = frames, path
+        return 0
+
+    cdef list schedule(self):
+        return [self.path[k] for k in range(self.depth)]
 
 
 class Deadlock(Exception):
-    """Every unfinished actor is blocked (args: the schedule from the unit's node)."""
+    """Every unfinished actor is blocked (args: the schedule from the root)."""
 
 
 def generate(Graph g, machine, list units, final_key, dict terminals, on_new=None,
@@ -233,88 +273,84 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
     depth)` is called every 4096 new states. With depth_limit >= 0, states that deep
     below the unit are not expanded but appended to `frontier` as new units.
     Returns False if the graph was stopped (bound, deadlock, another worker's error)."""
-    cdef Py_ssize_t node, child, top, k, j, n, u, depth
-    cdef uint64_t base, slot
+    cdef Py_ssize_t child, start
+    cdef Frame *f
     cdef bint new = False
     cdef bytes key
-    step, state_key, save, restore = machine.step, machine.state_key, machine.save, machine.restore
-    release, all_done, enabled = machine.release, machine.all_done, machine.enabled
-    root = save()
-    # The stack: per frame its node, its mark (or None), where its edges start, how many
-    # it has, the next to take. `path` holds the actor stepped into each frame.
-    cdef list path = []
+    cdef int a
+    cdef _Stack st = _Stack()
+    step, state_key, restore = machine.step, machine.state_key, machine.restore
+    root = machine.save()
     try:
         for node, prefix in units:
+            st.depth = 0
             for a in prefix:
                 step(a)
-            path = list(prefix)
-            frames = []  # [node, mark, base, count, next]
-            _expand(g, machine, node, frames, terminals, final_key, path, enabled, all_done,
-                    save)
-            while frames:
+                st.reserve()
+                st.path[st.depth] = a
+                st.depth += 1
+            start = st.depth
+            st.top = 0
+            _expand(g, machine, node, st, terminals, final_key)
+            while st.top:
                 if g.h.stopped:
                     return False
-                f = frames[len(frames) - 1]
-                node, mark, base, n, j = f
-                if j == n:
-                    frames.pop()
-                    if mark is not None:
-                        release(mark)
-                    if path:
-                        path.pop()
+                f = &st.frames[st.top - 1]
+                if f.next == f.n:
+                    if f.mark >= 0:
+                        machine.release(f.mark)
+                    st.top -= 1
+                    st.depth -= 1
                     continue
-                f[4] = j + 1
-                if j:
-                    restore(mark)
-                a = g.actor[base + j]
+                if f.next:
+                    restore(f.mark)
+                a = g.actor[f.base + f.next]
+                f.next += 1
                 step(a)
                 key = state_key()
                 child = g.intern(<const char *>key, &new)
                 if child < 0:
                     g.stop(STOP_BOUND)
                     return False
-                g.succ[base + j] = <uint32_t>child
+                g.succ[f.base + f.next - 1] = <uint32_t>child
                 if not new:
                     continue
                 g.mask[child] = <uint8_t>machine.viol_mask
+                st.reserve()
+                st.path[st.depth] = a
+                st.depth += 1
                 if on_new is not None and not child % 4096:
-                    on_new(child + 1, len(path) + 1)
-                path.append(a)
-                if depth_limit >= 0 and len(path) - len(prefix) >= depth_limit:
-                    if all_done():  # (final: nothing to hand out)
-                        _expand(g, machine, child, frames, terminals, final_key, path,
-                                enabled, all_done, save)
-                    else:
-                        frontier.append((child, list(path)))
-                        path.pop()
-                    continue
-                _expand(g, machine, child, frames, terminals, final_key, path, enabled,
-                        all_done, save)
+                    on_new(child + 1, st.depth)
+                if depth_limit >= 0 and st.depth - start >= depth_limit:
+                    if not machine.all_done():  # (a final state has nothing to hand out)
+                        frontier.append((child, st.schedule()))
+                        st.depth -= 1
+                        continue
+                _expand(g, machine, child, st, terminals, final_key)
             restore(root)
     finally:
         restore(root)
-        release(root)
+        machine.release(root)
     return True
 
 
-cdef bint _expand(Graph g, machine, Py_ssize_t node, list frames, dict terminals, final_key,
-                  list path, enabled, all_done, save) except -1:
+cdef int _expand(Graph g, machine, Py_ssize_t node, _Stack st, dict terminals,
+                 final_key) except -1:
     """Record `node`'s edges (the machine is in its state) and push its frame; a final
     state is recorded as such (no frame)."""
     cdef uint64_t base
     cdef Py_ssize_t j, n
-    if all_done():
-        terminals[node] = final_key(machine)
-        g.off[node] = 0
-        g.nedge[node] = 0
-        if path:
-            path.pop()
-        return True
-    actors = enabled()
+    cdef Frame *f
+    actors = machine.enabled()
     n = len(actors)
     if not n:
-        g.stop(STOP_DEADLOCK)
-        raise Deadlock(list(path))
+        if not machine.all_done():
+            g.stop(STOP_DEADLOCK)
+            raise Deadlock(st.schedule())
+        terminals[node] = final_key(machine)
+        g.nedge[node] = 0
+        st.depth -= 1
+        return 0
     base = pt_fetch_add(&g.h.edges, n)
     if base + n > g.max_edges:
         g.stop(STOP_BOUND)
@@ -323,8 +359,12 @@ cdef bint _expand(Graph g, machine, Py_ssize_t node, list frames, dict terminals
         g.actor[base + j] = <uint8_t>actors[j]
     g.off[node] = base
     g.nedge[node] = <uint8_t>n
-    frames.append([node, save() if n > 1 else None, base, n, 0])
-    return True
+    st.reserve()
+    f = &st.frames[st.top]
+    st.top += 1
+    f.node, f.n, f.next, f.base = node, n, 0, base
+    f.mark = machine.save() if n > 1 else -1
+    return 0
 
 
 def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final, on_violation):

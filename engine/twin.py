@@ -779,7 +779,7 @@ class Machine:
             dlog,
             self.free_pages,
         ) = self._marks[mark]
-        self.dlog.load(dlog)
+        self.dlog.restore(dlog)
         self.mem = list(mem)
         self.actors = [x.copy() for x in actors]
         self.pending = list(pending)
