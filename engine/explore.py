@@ -69,6 +69,8 @@ class Exploration:
     violations: dict[str, Violation] = field(default_factory=dict)
     # check name -> how many interleavings end having violated it
     violation_counts: dict[str, int] = field(default_factory=dict)
+    # CPU seconds of each process that generated states (--jobs N; none when serial)
+    worker_cpu_s: list[float] = field(default_factory=list)
 
 
 # on_progress is called after every PROGRESS_STATES new distinct states.
@@ -119,12 +121,17 @@ def _explore(machine, final_key, max_states, progress, on_progress=None, jobs=1)
         raise EngineError("deadlock: every unfinished actor is blocked")
     report = _Progress(progress, on_progress)
     graph = terminals = None
+    cpu: list[float] = []
     if jobs > 1 and hasattr(os, "fork"):
-        graph, terminals = parallel.generate_parallel(machine, final_key, max_states, jobs, report)
+        graph, terminals = parallel.generate_parallel(
+            machine, final_key, max_states, jobs, report, cpu
+        )
     if graph is None:  # serial, or a parallel search that stopped early: the serial search
         graph, terminals = _generate(machine, final_key, max_states, report)
     report.done()
-    return _results(machine, graph, terminals)
+    result = _results(machine, graph, terminals)
+    result.worker_cpu_s = cpu
+    return result
 
 
 class _Progress:

@@ -24,8 +24,9 @@ from ._graph import STOP_ERROR, Graph, generate
 UNITS_PER_JOB = 32
 
 
-def generate_parallel(machine, final_key, max_states: int, jobs: int, report):
-    """(graph, terminals), or (None, None) when the serial search must decide."""
+def generate_parallel(machine, final_key, max_states: int, jobs: int, report, cpu: list):
+    """(graph, terminals), or (None, None) when the serial search must decide; each
+    worker's CPU seconds are appended to `cpu`."""
     from .explore import new_graph
 
     graph, root = new_graph(machine, max_states, shared=True)
@@ -44,7 +45,7 @@ def generate_parallel(machine, final_key, max_states: int, jobs: int, report):
     if not units:
         return graph, terminals
     workers = [_fork(graph, machine, final_key, units) for _ in range(jobs)]
-    ok = _gather(graph, workers, terminals, report)
+    ok = _gather(graph, workers, terminals, report, cpu)
     return (graph, terminals) if ok else (None, None)
 
 
@@ -75,7 +76,7 @@ def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
         os._exit(0)
 
 
-def _gather(graph: Graph, workers, terminals: dict, report) -> bool:
+def _gather(graph: Graph, workers, terminals: dict, report, cpu: list) -> bool:
     """Read every worker's final states, reporting progress meanwhile; False if the
     generation stopped early."""
     chunks = {fd: [] for _pid, fd in workers}
@@ -96,7 +97,8 @@ def _gather(graph: Graph, workers, terminals: dict, report) -> bool:
     finally:
         for pid, fd in workers:
             os.close(fd)
-            os.waitpid(pid, 0)
+            usage = os.wait4(pid, 0)[2]
+            cpu.append(usage.ru_utime + usage.ru_stime)
     if graph.stopped:
         return False
     for parts in chunks.values():
