@@ -10,7 +10,8 @@ state's successors do not depend on who stepped them), so a parallel generation 
 several `generate` calls sharing one Graph) gives the serial results exactly.
 
 Memory, per state: 16 bytes of key, 8-16 of index (at most half full), 4 of edge offset,
-1 of edge count, 1 of violation mask; per edge: 4 bytes of successor and 1 of actor.
+1 of edge count, 1 of violation mask, and while walking 5 more; per edge: 4 bytes of
+successor and 1 of actor.
 Every array is reserved up front for max_states (virtual address space, never touched
 past what is used) so that processes forked after the reservation share it as it grows.
 """
@@ -69,7 +70,7 @@ cdef class Graph:
     cdef Header *h
     cdef uint64_t *keys
     cdef uint32_t *index[2]
-    cdef uint64_t *off
+    cdef uint32_t *off
     cdef uint8_t *nedge
     cdef uint8_t *mask
     cdef uint32_t *succ
@@ -85,7 +86,7 @@ cdef class Graph:
         if n_actors > 255:
             raise ValueError("the explorer records at most 255 actors a state")
         self.max_states = max_states
-        self.max_edges = max(1, max_states * <uint64_t>n_actors)
+        self.max_edges = min(max(1, max_states * <uint64_t>n_actors), NONE)
         self.index_max = INDEX_MIN
         while self.index_max < 2 * (max_states + 1):
             self.index_max *= 2
@@ -95,7 +96,7 @@ cdef class Graph:
         self.keys = <uint64_t *>self._reserve(16 * (max_states + 1))
         self.index[0] = <uint32_t *>self._reserve(4 * self.index_max)
         self.index[1] = <uint32_t *>self._reserve(4 * self.index_max)
-        self.off = <uint64_t *>self._reserve(8 * (max_states + 1))
+        self.off = <uint32_t *>self._reserve(4 * (max_states + 1))
         self.nedge = <uint8_t *>self._reserve(max_states + 1)
         self.mask = <uint8_t *>self._reserve(max_states + 1)
         self.succ = <uint32_t *>self._reserve(4 * self.max_edges)
@@ -357,7 +358,7 @@ cdef int _expand(Graph g, machine, Py_ssize_t node, _Stack st, dict terminals,
         raise MemoryError("the explorer's successor array is full")
     for j in range(n):
         g.actor[base + j] = <uint8_t>actors[j]
-    g.off[node] = base
+    g.off[node] = <uint32_t>base
     g.nedge[node] = <uint8_t>n
     st.reserve()
     f = &st.frames[st.top]
@@ -378,41 +379,39 @@ def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final,
     from array import array
     cdef Py_ssize_t n = g.h.n
     cdef uint8_t[::1] seen = bytearray(n)  # 0 unseen, 1 on the path, 2 finished
-    order = array("I", bytes(4 * n))
+    order = array("I", [0]) * n
     cdef uint32_t[::1] post = order
-    cdef Py_ssize_t npost = 0, serial = 1, sp = 0, node, child, j
-    cdef uint64_t cycles = 0, base, recorded = 0, gained, all_checks = 0xFF
-    # The stack: node and next edge index per frame; the schedule: the actor into each.
-    stack_node = array("I", bytes(4 * (n + 1)))
-    stack_next = array("I", bytes(4 * (n + 1)))
-    schedule = array("B", bytes(n + 1))
-    cdef uint32_t[::1] sn = stack_node, sx = stack_next
-    cdef uint8_t[::1] sched = schedule
+    cdef Py_ssize_t npost = 0, serial = 1, node, child, j
+    cdef uint64_t cycles = 0, base, recorded = 0, gained
+    cdef _Stack st = _Stack()  # frames: node, next edge; path: the actor into each
+    cdef Frame *f
     if g.nedge[root] == 0:
         on_final(root, 0, [])
         seen[root] = 2
         post[0] = root
         return 0, order[:1]
     seen[root] = 1
-    sn[0] = root
-    sx[0] = 0
-    sp = 1
-    while sp:
-        node = sn[sp - 1]
-        j = sx[sp - 1]
+    st.frames[0].node = root
+    st.frames[0].next = 0
+    st.top = 1
+    while st.top:
+        f = &st.frames[st.top - 1]
+        node = f.node
+        j = f.next
         if j == g.nedge[node]:
             seen[node] = 2
             post[npost] = node
             npost += 1
-            sp -= 1
+            st.top -= 1
             continue
-        sx[sp - 1] = j + 1
+        f.next = j + 1
         base = g.off[node] + j
         child = g.succ[base]
-        sched[sp - 1] = g.actor[base]
+        st.path[st.top - 1] = g.actor[base]
         gained = g.mask[child] & ~g.mask[node]
         if gained and (gained | root_mask) & ~recorded:
-            recorded = on_violation(list(sched[:sp]))
+            st.depth = st.top
+            recorded = on_violation(st.schedule())
         if seen[child] == 1:
             cycles += 1
             g.succ[base] = NONE
@@ -420,7 +419,8 @@ def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final,
         if seen[child] == 2:
             continue
         if g.nedge[child] == 0:
-            on_final(child, serial, list(sched[:sp]))
+            st.depth = st.top
+            on_final(child, serial, st.schedule())
             serial += 1
             seen[child] = 2
             post[npost] = child
@@ -428,9 +428,12 @@ def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final,
             continue
         serial += 1
         seen[child] = 1
-        sn[sp] = child
-        sx[sp] = 0
-        sp += 1
+        st.depth = st.top
+        st.reserve()
+        f = &st.frames[st.top]
+        f.node = child
+        f.next = 0
+        st.top += 1
     return cycles, order
 
 
