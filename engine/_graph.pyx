@@ -209,14 +209,6 @@ cdef class Graph:
     def next_unit(self):
         return pt_fetch_add(&self.h.next_unit, 1)
 
-    def successors(self, Py_ssize_t node):
-        """[(actor, successor), ...] of a generated state (tests, debugging)."""
-        cdef uint64_t base = self.off[node]
-        return [(self.actor[base + j], self.succ[base + j]) for j in range(self.nedge[node])]
-
-
-class Deadlock(Exception):
-    """Every unfinished actor is blocked (args: the schedule from the unit's node)."""
 
 
 cdef struct Frame:
@@ -259,6 +251,17 @@ cdef class _Stack:
         return [self.path[k] for k in range(self.depth)]
 
 
+cdef class _Calls:
+    """The machine's methods the search calls, bound once (a lookup per call was 5%)."""
+    cdef object machine, step, state_key, save, restore, release, enabled, all_done
+
+    def __cinit__(self, machine):
+        self.machine = machine
+        self.step, self.state_key = machine.step, machine.state_key
+        self.save, self.restore, self.release = machine.save, machine.restore, machine.release
+        self.enabled, self.all_done = machine.enabled, machine.all_done
+
+
 class Deadlock(Exception):
     """Every unfinished actor is blocked (args: the schedule from the root)."""
 
@@ -280,8 +283,9 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
     cdef bytes key
     cdef int a
     cdef _Stack st = _Stack()
-    step, state_key, restore = machine.step, machine.state_key, machine.restore
-    root = machine.save()
+    cdef _Calls m = _Calls(machine)
+    step, state_key, restore = m.step, m.state_key, m.restore
+    root = m.save()
     try:
         for node, prefix in units:
             st.depth = 0
@@ -292,14 +296,14 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
                 st.depth += 1
             start = st.depth
             st.top = 0
-            _expand(g, machine, node, st, terminals, final_key)
+            _expand(g, m, node, st, terminals, final_key)
             while st.top:
                 if g.h.stopped:
                     return False
                 f = &st.frames[st.top - 1]
                 if f.next == f.n:
                     if f.mark >= 0:
-                        machine.release(f.mark)
+                        m.release(f.mark)
                     st.top -= 1
                     st.depth -= 1
                     continue
@@ -323,32 +327,32 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
                 if on_new is not None and not child % 4096:
                     on_new(child + 1, st.depth)
                 if depth_limit >= 0 and st.depth - start >= depth_limit:
-                    if not machine.all_done():  # (a final state has nothing to hand out)
+                    if not m.all_done():  # (a final state has nothing to hand out)
                         frontier.append((child, st.schedule()))
                         st.depth -= 1
                         continue
-                _expand(g, machine, child, st, terminals, final_key)
+                _expand(g, m, child, st, terminals, final_key)
             restore(root)
     finally:
         restore(root)
-        machine.release(root)
+        m.release(root)
     return True
 
 
-cdef int _expand(Graph g, machine, Py_ssize_t node, _Stack st, dict terminals,
+cdef int _expand(Graph g, _Calls m, Py_ssize_t node, _Stack st, dict terminals,
                  final_key) except -1:
     """Record `node`'s edges (the machine is in its state) and push its frame; a final
     state is recorded as such (no frame)."""
     cdef uint64_t base
     cdef Py_ssize_t j, n
     cdef Frame *f
-    actors = machine.enabled()
+    actors = m.enabled()
     n = len(actors)
     if not n:
-        if not machine.all_done():
+        if not m.all_done():
             g.stop(STOP_DEADLOCK)
             raise Deadlock(st.schedule())
-        terminals[node] = final_key(machine)
+        terminals[node] = final_key(m.machine)
         g.nedge[node] = 0
         st.depth -= 1
         return 0
@@ -364,7 +368,7 @@ cdef int _expand(Graph g, machine, Py_ssize_t node, _Stack st, dict terminals,
     f = &st.frames[st.top]
     st.top += 1
     f.node, f.n, f.next, f.base = node, n, 0, base
-    f.mark = machine.save() if n > 1 else -1
+    f.mark = m.save() if n > 1 else -1
     return 0
 
 
