@@ -131,7 +131,25 @@ def _explore(machine, final_key, max_states, progress, on_progress=None, jobs=1)
     report.done()
     result = _results(machine, graph, terminals)
     result.worker_cpu_s = cpu
+    if cpu:  # other processes read the final states: final_key sees each here too
+        _reread_finals(machine, final_key, result.finals)
     return result
+
+
+def _reread_finals(machine, final_key, finals: list[FinalState]) -> None:
+    """final_key of each final state, here, reached by its example schedule (final_key may
+    remember what it read: report.Observer keeps each final state's leaves)."""
+    mark = machine.save()
+    try:
+        for final in finals:
+            for actor in final.schedule:
+                machine.step(actor)
+            if final_key(machine) != final.key:
+                raise EngineError("a parallel exploration's final state does not replay")
+            machine.restore(mark)
+    finally:
+        machine.restore(mark)
+        machine.release(mark)
 
 
 class _Progress:
