@@ -78,9 +78,10 @@ def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
 
 def _gather(graph: Graph, workers, terminals: dict, report, cpu: list) -> bool:
     """Read every worker's final states, reporting progress meanwhile; False if the
-    generation stopped early."""
+    generation stopped early or a worker died (killed: its states may be unexpanded)."""
     chunks = {fd: [] for _pid, fd in workers}
     open_fds = set(chunks)
+    exited = True
     try:
         while open_fds:
             ready, _, _ = select.select(list(open_fds), [], [], 0.5)
@@ -97,9 +98,10 @@ def _gather(graph: Graph, workers, terminals: dict, report, cpu: list) -> bool:
     finally:
         for pid, fd in workers:
             os.close(fd)
-            usage = os.wait4(pid, 0)[2]
+            _pid, status, usage = os.wait4(pid, 0)
             cpu.append(usage.ru_utime + usage.ru_stime)
-    if graph.stopped:
+            exited = exited and os.waitstatus_to_exitcode(status) == 0
+    if graph.stopped or not exited or not all(chunks.values()):
         return False
     for parts in chunks.values():
         terminals.update(pickle.loads(b"".join(parts)))

@@ -14,6 +14,7 @@ search at the root as well as a few levels down.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -123,3 +124,19 @@ def test_past_max_states_two_processes_fail_as_one_does():
     spec = build_spec(load_scenario(path))
     outcome = _assert_parallel_is_serial(spec, [], 1, f" ({path.name})", max_states=5_000)
     assert outcome[0] == "bound"
+
+
+def test_a_worker_that_dies_leaves_the_exploration_to_the_serial_search(monkeypatch):
+    path = next(p for p in CATALOGUE if p.stem.startswith("694d071f8d85"))
+    spec = build_spec(load_scenario(path))
+    parent, generate = os.getpid(), parallel.generate
+
+    def dying(*args, **kwargs):
+        if os.getpid() != parent:
+            os._exit(9)  # (as if killed, say by the OOM killer, before it reported)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "generate", dying)
+    serial, _ = _outcome(spec, [], 1, 32, CATALOGUE_MAX_STATES)
+    two, _ = _outcome(spec, [], 2, 32, CATALOGUE_MAX_STATES)
+    assert two == serial
