@@ -8,8 +8,8 @@ spinlock, in memory mapped before the fork). Which process expands a state chang
 nothing in the graph: its successors are its enabled actors' steps. The serial search is
 then replayed on the graph in the parent (engine/explore.py _results), so states, counts,
 cycles, final states, counterexamples and node ids are the serial ones. A generation that
-stops early (past max_states, a deadlock, a worker's error) is redone serially, so that
-the error raised is the serial one too.
+stops early (past max_states, a deadlock, a worker's error or death) is redone serially,
+so that the error raised is the serial one too.
 """
 
 from __future__ import annotations
