@@ -1441,6 +1441,11 @@ cdef class Machine:
                  self.viols[k].ipa, self.viols[k].bits) for k in range(self.n_viols)]
 
     @property
+    def n_violations(self):
+        """len(violations), without building the list (the explorer reads it per state)."""
+        return self.n_viols
+
+    @property
     def n_events_recorded(self):
         return self.n_events
 

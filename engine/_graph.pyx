@@ -216,6 +216,7 @@ cdef struct Frame:
     int n  # its edges
     int next  # the next edge to take
     Py_ssize_t mark  # the machine's mark of its state, -1 if it has one edge
+    Py_ssize_t nviol  # the machine's violations in its state (on this path)
     uint64_t base  # where its edges start
 
 
@@ -266,14 +267,15 @@ class Deadlock(Exception):
     """Every unfinished actor is blocked (args: the schedule from the root)."""
 
 
-def generate(Graph g, machine, list units, final_key, dict terminals, on_new=None,
-             Py_ssize_t depth_limit=-1, list frontier=None):
+def generate(Graph g, machine, list units, final_key, dict terminals, dict steps,
+             on_new=None, Py_ssize_t depth_limit=-1, list frontier=None):
     """Expand, depth-first, every state reachable from each unit (node, schedule from the
     root) that no one has interned yet; the machine starts and ends at the root.
 
     A state is expanded by the caller that interned it, once: its enabled actors are
     recorded, each stepped (from the state's mark when there are several), the
-    successors interned. A final state's key goes to terminals[node]. `on_new(states,
+    successors interned. A final state's key goes to terminals[node]; the checks of the
+    violations a step adds, where it adds a check to the state's, to steps[edge]. `on_new(states,
     depth)` is called every 4096 new states. With depth_limit >= 0, states that deep
     below the unit are not expanded but appended to `frontier` as new units.
     Returns False if the graph was stopped (bound, deadlock, another worker's error)."""
@@ -318,9 +320,12 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
                     g.stop(STOP_BOUND)
                     return False
                 g.succ[f.base + f.next - 1] = <uint32_t>child
+                if new:
+                    g.mask[child] = <uint8_t>machine.viol_mask
+                if g.mask[child] & ~g.mask[f.node]:
+                    steps[f.base + f.next - 1] = _checks(machine.violations[f.nviol:])
                 if not new:
                     continue
-                g.mask[child] = <uint8_t>machine.viol_mask
                 st.reserve()
                 st.path[st.depth] = a
                 st.depth += 1
@@ -337,6 +342,14 @@ def generate(Graph g, machine, list units, final_key, dict terminals, on_new=Non
         restore(root)
         m.release(root)
     return True
+
+
+cdef uint8_t _checks(list violations):
+    """The checks violated in a list of the machine's violations, as a mask."""
+    cdef uint8_t bits = 0
+    for v in violations:
+        bits |= 1 << <int>v[0]
+    return bits
 
 
 cdef int _expand(Graph g, _Calls m, Py_ssize_t node, _Stack st, dict terminals,
@@ -368,17 +381,18 @@ cdef int _expand(Graph g, _Calls m, Py_ssize_t node, _Stack st, dict terminals,
     f = &st.frames[st.top]
     st.top += 1
     f.node, f.n, f.next, f.base = node, n, 0, base
+    f.nviol = m.machine.n_violations
     f.mark = m.save() if n > 1 else -1
     return 0
 
 
-def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final, on_violation):
+def walk(Graph g, Py_ssize_t root, dict steps, on_final, on_violation):
     """The serial depth-first search, replayed on the generated graph: edges in each
     state's enabled order, an edge back to a state on the current path cut (and counted),
     a state's other edges followed only the first time. Calls on_final(node, serial id,
     schedule) for each final state the first time it is reached and
     on_violation(schedule) -> mask of the checks recorded so far, at each edge adding a
-    violation bit while some check (or one already violated at the root) is unrecorded.
+    check to the state's whose step violates a check not yet recorded (steps: generate's).
     Returns (cycles, post-order as array('I')); cut edges' successors become NONE."""
     from array import array
     cdef Py_ssize_t n = g.h.n
@@ -386,7 +400,7 @@ def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final,
     order = array("I", [0]) * n
     cdef uint32_t[::1] post = order
     cdef Py_ssize_t npost = 0, serial = 1, node, child, j
-    cdef uint64_t cycles = 0, base, recorded = 0, gained
+    cdef uint64_t cycles = 0, base, recorded = 0
     cdef _Stack st = _Stack()  # frames: node, next edge; path: the actor into each
     cdef Frame *f
     if g.nedge[root] == 0:
@@ -412,8 +426,7 @@ def walk(Graph g, Py_ssize_t root, uint64_t root_mask, dict terminals, on_final,
         base = g.off[node] + j
         child = g.succ[base]
         st.path[st.top - 1] = g.actor[base]
-        gained = g.mask[child] & ~g.mask[node]
-        if gained and (gained | root_mask) & ~recorded:
+        if g.mask[child] & ~g.mask[node] and steps[base] & ~recorded:
             st.depth = st.top
             recorded = on_violation(st.schedule())
         if seen[child] == 1:

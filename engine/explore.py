@@ -120,16 +120,14 @@ def _explore(machine, final_key, max_states, progress, on_progress=None, jobs=1)
     if not machine.enabled():
         raise EngineError("deadlock: every unfinished actor is blocked")
     report = _Progress(progress, on_progress)
-    graph = terminals = None
+    graph = found = None
     cpu: list[float] = []
     if jobs > 1 and hasattr(os, "fork"):
-        graph, terminals = parallel.generate_parallel(
-            machine, final_key, max_states, jobs, report, cpu
-        )
+        graph, found = parallel.generate_parallel(machine, final_key, max_states, jobs, report, cpu)
     if graph is None:  # serial, or a parallel search that stopped early: the serial search
-        graph, terminals = _generate(machine, final_key, max_states, report)
+        graph, found = _generate(machine, final_key, max_states, report)
     report.done()
-    result = _results(machine, graph, terminals)
+    result = _results(machine, graph, *found)
     result.worker_cpu_s = cpu
     if cpu:  # other processes read the final states: final_key sees each here too
         _reread_finals(machine, final_key, result.finals)
@@ -192,12 +190,15 @@ def bound_exceeded(max_states: int) -> StateBoundExceeded:
     )
 
 
-def _generate(machine, final_key, max_states, report) -> tuple[Graph, dict[int, bytes]]:
+def _generate(machine, final_key, max_states, report) -> tuple[Graph, tuple[dict, dict]]:
+    """The graph, and what generate records beside it: final states' keys by node and the
+    checks violated by each step adding one to the state's, by edge."""
     graph, root = new_graph(machine, max_states)
     report(1, 0)
     terminals: dict[int, bytes] = {}
+    steps: dict[int, int] = {}
     try:
-        generate(graph, machine, [(root, [])], final_key, terminals, report)
+        generate(graph, machine, [(root, [])], final_key, terminals, steps, report)
     except Deadlock as exc:
         raise EngineError(
             "deadlock: every unfinished actor is blocked, after schedule "
@@ -205,10 +206,10 @@ def _generate(machine, final_key, max_states, report) -> tuple[Graph, dict[int, 
         ) from None
     if graph.stopped == STOP_BOUND:
         raise bound_exceeded(max_states)
-    return graph, terminals
+    return graph, (terminals, steps)
 
 
-def _results(machine, graph: Graph, terminals: dict[int, bytes]) -> Exploration:
+def _results(machine, graph: Graph, terminals: dict[int, bytes], steps: dict) -> Exploration:
     """The serial search's results, replayed on the generated graph (engine/_graph.pyx
     walk): the first schedule reaching each final state and violation, in its order."""
     examples: dict[bytes, list[int]] = {}
@@ -240,7 +241,7 @@ def _results(machine, graph: Graph, terminals: dict[int, bytes]) -> Exploration:
             machine.release(mark)
         return sum(1 << I.CHECK_NAMES.index(name) for name in violations)
 
-    cycles, order = walk(graph, 0, machine.viol_mask, terminals, on_final, on_violation)
+    cycles, order = walk(graph, 0, steps, on_final, on_violation)
     paths = count(graph, order, 0)  # final node -> schedules reaching it
     counts: dict[bytes, int] = {}
     for node, n in paths.items():

@@ -25,12 +25,13 @@ UNITS_PER_JOB = 32
 
 
 def generate_parallel(machine, final_key, max_states: int, jobs: int, report, cpu: list):
-    """(graph, terminals), or (None, None) when the serial search must decide; each
-    worker's CPU seconds are appended to `cpu`."""
+    """(graph, (terminals, steps)) as explore._generate returns them, or (None, None)
+    when the serial search must decide; each worker's CPU seconds are appended to `cpu`."""
     from .explore import new_graph
 
     graph, root = new_graph(machine, max_states, shared=True)
     terminals: dict[int, bytes] = {}
+    steps: dict[int, int] = {}
     units: list[tuple[int, list[int]]] = [(root, [])]
     depth = 1
     try:
@@ -39,7 +40,7 @@ def generate_parallel(machine, final_key, max_states: int, jobs: int, report, cp
         while units and len(units) < UNITS_PER_JOB * jobs:
             frontier: list[tuple[int, list[int]]] = []
             if not generate(
-                graph, machine, units, final_key, terminals, depth_limit=depth, frontier=frontier
+                graph, machine, units, final_key, terminals, steps, None, depth, frontier
             ):
                 return None, None
             units = frontier
@@ -47,14 +48,15 @@ def generate_parallel(machine, final_key, max_states: int, jobs: int, report, cp
     except Exception:
         return None, None
     if not units:
-        return graph, terminals
+        return graph, (terminals, steps)
     workers = [_fork(graph, machine, final_key, units) for _ in range(jobs)]
-    ok = _gather(graph, workers, terminals, report, cpu)
-    return (graph, terminals) if ok else (None, None)
+    ok = _gather(graph, workers, terminals, steps, report, cpu)
+    return (graph, (terminals, steps)) if ok else (None, None)
 
 
 def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
-    """A worker process taking units until none is left; it sends back its final states."""
+    """A worker process taking units until none is left; it sends back what it recorded
+    beside the graph (final states, violating steps)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid:
@@ -62,14 +64,15 @@ def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
         return pid, read
     os.close(read)
     try:
-        mine: dict[int, bytes] = {}
+        terminals: dict[int, bytes] = {}
+        steps: dict[int, int] = {}
         while True:
             i = graph.next_unit()
             if i >= len(units) or graph.stopped:
                 break
-            if not generate(graph, machine, [units[i]], final_key, mine):
+            if not generate(graph, machine, [units[i]], final_key, terminals, steps):
                 break
-        data = pickle.dumps(mine, pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((terminals, steps), pickle.HIGHEST_PROTOCOL)
     except BaseException:
         graph.stop(STOP_ERROR)
         data = b""
@@ -80,8 +83,8 @@ def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
         os._exit(0)
 
 
-def _gather(graph: Graph, workers, terminals: dict, report, cpu: list) -> bool:
-    """Read every worker's final states, reporting progress meanwhile; False if the
+def _gather(graph: Graph, workers, terminals: dict, steps: dict, report, cpu: list) -> bool:
+    """Read what every worker recorded, reporting progress meanwhile; False if the
     generation stopped early or a worker died (killed: its states may be unexpanded)."""
     chunks = {fd: [] for _pid, fd in workers}
     open_fds = set(chunks)
@@ -108,5 +111,7 @@ def _gather(graph: Graph, workers, terminals: dict, report, cpu: list) -> bool:
     if graph.stopped or not exited or not all(chunks.values()):
         return False
     for parts in chunks.values():
-        terminals.update(pickle.loads(b"".join(parts)))
+        theirs, their_steps = pickle.loads(b"".join(parts))
+        terminals.update(theirs)
+        steps.update(their_steps)
     return True

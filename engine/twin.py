@@ -804,6 +804,10 @@ class Machine:
             self.free_pages,
         )
 
+    @property
+    def n_violations(self) -> int:
+        return len(self.violations)
+
     def state_key(self) -> bytes:
         """Identifies the machine state for de-duplication (not the sequence number)."""
         h = hashlib.blake2b(digest_size=16)
