@@ -63,6 +63,7 @@ def _fork(graph: Graph, machine, final_key, units) -> tuple[int, int]:
         os.close(write)
         return pid, read
     os.close(read)
+    graph.forked()
     try:
         terminals: dict[int, bytes] = {}
         steps: dict[int, int] = {}
