@@ -52,6 +52,11 @@ cdef extern from *:
 DEF NONE = 0xFFFFFFFF  # a cut edge's successor (walk) / an index slot's emptiness is 0
 DEF INDEX_MIN = 1024
 DEF EDGE_CHUNK = 4096  # successor slots a process takes from the shared array at a time
+# Node ids a process takes at a time: its states' offsets, counts and masks then share no
+# cache line with another process's (interleaved ids made two processes 50% slower). The
+# last block of each process may be left part-used: ids with no state, never reached.
+DEF ID_BLOCK = 1024
+DEF ID_SLACK = 64 * ID_BLOCK
 
 # Why a generation stopped early (Graph.stopped); the parent then searches serially.
 STOP_BOUND = 1  # more than max_states states
@@ -64,9 +69,10 @@ STOP_ERROR = 3  # anything else went wrong in a worker
 cdef struct Header:
     int lock
     uint64_t n  # states
+    uint64_t ids  # node ids handed out (ID_BLOCK at a time to a process)
     uint64_t slots  # index size (a power of two)
     uint64_t gen  # index region in use: gen & 1
-    char pad0[32]
+    char pad0[24]
     uint64_t edges  # successor slots handed out (EDGE_CHUNK at a time to a process)
     char pad1[56]
     int stopped
@@ -85,28 +91,31 @@ cdef class Graph:
     cdef readonly uint64_t max_states, max_edges
     cdef uint64_t index_max
     cdef uint64_t chunk_next, chunk_end  # this process's successor slots not yet used
+    cdef uint64_t id_next, id_end  # this process's node ids not yet used
+    cdef readonly uint64_t cap_ids
     cdef bint shared
     cdef list regions
 
     def __cinit__(self, uint64_t max_states, int n_actors, bint shared=False):
-        if max_states >= NONE - 1:
-            max_states = NONE - 2
+        if max_states >= NONE - 2 - ID_SLACK:
+            max_states = NONE - 2 - ID_SLACK
         if n_actors > 255:
             raise ValueError("the explorer records at most 255 actors a state")
         self.max_states = max_states
         self.max_edges = min(max(1, max_states * <uint64_t>n_actors), NONE)
+        self.cap_ids = max_states + 1 + ID_SLACK
         self.index_max = INDEX_MIN
         while self.index_max < 2 * (max_states + 1):
             self.index_max *= 2
         self.shared = shared
         self.regions = []
         self.h = <Header *>self._reserve(sizeof(Header))
-        self.keys = <uint64_t *>self._reserve(16 * (max_states + 1))
+        self.keys = <uint64_t *>self._reserve(16 * self.cap_ids)
         self.index[0] = <uint32_t *>self._reserve(4 * self.index_max)
         self.index[1] = <uint32_t *>self._reserve(4 * self.index_max)
-        self.off = <uint32_t *>self._reserve(4 * (max_states + 1))
-        self.nedge = <uint8_t *>self._reserve(max_states + 1)
-        self.mask = <uint8_t *>self._reserve(max_states + 1)
+        self.off = <uint32_t *>self._reserve(4 * self.cap_ids)
+        self.nedge = <uint8_t *>self._reserve(self.cap_ids)
+        self.mask = <uint8_t *>self._reserve(self.cap_ids)
         self.succ = <uint32_t *>self._reserve(4 * self.max_edges)
         self.actor = <uint8_t *>self._reserve(self.max_edges)
         self.h.slots = INDEX_MIN
@@ -156,13 +165,16 @@ cdef class Graph:
         """Double the index into the other region, then give the old one's pages back."""
         cdef uint32_t *old = self.index[self.h.gen & 1]
         cdef uint32_t *new = self.index[(self.h.gen + 1) & 1]
-        cdef uint64_t slots = 2 * self.h.slots, mask = slots - 1, slot, k
-        cdef uint32_t node
-        for k in range(self.h.n):
+        cdef uint64_t slots = 2 * self.h.slots, mask = slots - 1, slot, j
+        cdef uint32_t k
+        for j in range(self.h.slots):
+            if not old[j]:
+                continue
+            k = old[j] - 1
             slot = (self.keys[2 * k] ^ (self.keys[2 * k + 1] >> 7)) & mask
             while new[slot]:
                 slot = (slot + 1) & mask
-            new[slot] = <uint32_t>k + 1
+            new[slot] = k + 1
         madvise(old, 4 * self.h.slots, MADV_REMOVE if self.shared else MADV_DONTNEED)
         self.h.slots = slots
         self.h.gen += 1
@@ -189,7 +201,15 @@ cdef class Graph:
         if self.h.n >= self.max_states:
             self._unlock()
             return -1
-        node = <uint32_t>self.h.n
+        if self.id_next == self.id_end:
+            if self.h.ids + ID_BLOCK > self.cap_ids:
+                self._unlock()
+                return -1
+            self.id_next = self.h.ids
+            self.id_end = self.id_next + ID_BLOCK
+            self.h.ids = self.id_end
+        node = <uint32_t>self.id_next
+        self.id_next += 1
         self.keys[2 * node] = k[0]
         self.keys[2 * node + 1] = k[1]
         index[slot] = node + 1
@@ -225,8 +245,10 @@ cdef class Graph:
         return base
 
     def forked(self):
-        """In a process just forked: the parent's chunk of successor slots is the parent's."""
+        """In a process just forked: the parent's chunks of successor slots and ids are the
+        parent's."""
         self.chunk_next = self.chunk_end = 0
+        self.id_next = self.id_end = 0
 
     def next_unit(self):
         return pt_fetch_add(&self.h.next_unit, 1)
@@ -415,9 +437,10 @@ def walk(Graph g, Py_ssize_t root, dict steps, on_final, on_violation):
     schedule) for each final state the first time it is reached and
     on_violation(schedule) -> mask of the checks recorded so far, at each edge adding a
     check to the state's whose step violates a check not yet recorded (steps: generate's).
-    Returns (cycles, post-order as array('I')); cut edges' successors become NONE."""
+    Returns (cycles, post-order as array('I'), its length); cut edges' successors become
+    NONE."""
     from array import array
-    cdef Py_ssize_t n = g.h.n
+    cdef Py_ssize_t n = g.h.ids
     cdef uint8_t[::1] seen = bytearray(n)  # 0 unseen, 1 on the path, 2 finished
     order = array("I", [0]) * n
     cdef uint32_t[::1] post = order
@@ -429,7 +452,7 @@ def walk(Graph g, Py_ssize_t root, dict steps, on_final, on_violation):
         on_final(root, 0, [])
         seen[root] = 2
         post[0] = root
-        return 0, order[:1]
+        return 0, order, 1
     seen[root] = 1
     st.frames[0].node = root
     st.frames[0].next = 0
@@ -473,19 +496,19 @@ def walk(Graph g, Py_ssize_t root, dict steps, on_final, on_violation):
         f.node = child
         f.next = 0
         st.top += 1
-    return cycles, order
+    return cycles, order, npost  # (npost < len(order) past ids a process left unused)
 
 
-def count(Graph g, order, Py_ssize_t root):
+def count(Graph g, order, Py_ssize_t npost, Py_ssize_t root):
     """Schedules reaching each state (reverse post-order is a topological order once the
     cycles are cut): {final node: count}. A count is dropped once passed on."""
     cdef uint32_t[::1] post = order
     cdef Py_ssize_t k, node, j, child
     cdef uint64_t base
-    paths = [None] * g.h.n
+    paths = [None] * g.h.ids
     paths[root] = 1
     finals = {}
-    for k in range(len(order) - 1, -1, -1):
+    for k in range(npost - 1, -1, -1):
         node = post[k]
         here = paths[node]
         paths[node] = None

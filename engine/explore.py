@@ -241,8 +241,8 @@ def _results(machine, graph: Graph, terminals: dict[int, bytes], steps: dict) ->
             machine.release(mark)
         return sum(1 << I.CHECK_NAMES.index(name) for name in violations)
 
-    cycles, order = walk(graph, 0, steps, on_final, on_violation)
-    paths = count(graph, order, 0)  # final node -> schedules reaching it
+    cycles, order, npost = walk(graph, 0, steps, on_final, on_violation)
+    paths = count(graph, order, npost, 0)  # final node -> schedules reaching it
     counts: dict[bytes, int] = {}
     for node, n in paths.items():
         counts[terminals[node]] = counts.get(terminals[node], 0) + n
