@@ -37,8 +37,9 @@ extensions = [
         include_dirs=["engine"],
         extra_compile_args=["-O3"],
     ),
-    # The explorer's visited-state set (engine/explore.py), whichever core it drives.
-    Extension("engine._states", ["engine/_states.pyx"], extra_compile_args=["-O3"]),
+    # The explorer's state graph (engine/explore.py), whichever core it drives: generated
+    # by one or several processes, then searched.
+    Extension("engine._graph", ["engine/_graph.pyx"], extra_compile_args=["-O3"]),
     # Final states: a scenario's every leaf walked and counted (engine/report.py).
     Extension(
         "engine._leaves",

@@ -1,6 +1,6 @@
 """`make bench-explore`: the explorer's states per CPU-second and bytes per state.
 
-    python -m bench.explore [--json] [--large] [--max-states N]
+    python -m bench.explore [--json] [--large] [--max-states N] [--jobs N] [--against DIR]
 
 Each exploration runs in a process of its own (`python -m bench.explore --child ...`), so
 its peak RSS is its own; bytes per state is that peak less the peak of the same process
@@ -11,13 +11,25 @@ two leaves; bench/engine.py, explore_spec), and with `--large` the review's "fam
 scenarios with five and six actors (two old leaves A and B; vcpu0 writes A, host0
 write-protects both, vcpu1 reads B, host1 ages both, vcpu2 writes B, host2 makes B
 read-only, and for seven vcpu3 reads A): 0.15 to 14.9 million states. Baseline in the same run: the Python twin on the
-small cases (the same search over the pure-Python core).
+small cases (the same search over the pure-Python core), and with `--against DIR` the
+explorer of another built checkout (e.g. main's), run from there on the same cases.
+
+Parallel (`explore --jobs N`, default 2): wall-clock seconds of the serial explorer and of
+N processes on the PARALLEL_CASES, best of --reps each, and their CPU seconds (the
+processes' included); each exploration's results are digested (states, interleavings,
+cycles, final states with counts, example schedules and node ids, counterexamples and
+their counts) and the two digests must be equal. On a shared machine the wall-clock
+speed-up is bounded by the CPUs the other load leaves; the CPU path (the parent's own CPU
+seconds plus its busiest worker's) is what the wall time would be with a CPU each, and
+serial CPU over it the speed-up then.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -81,6 +93,10 @@ class Row:
         return (self.rss_after - self.rss_before) / self.states
 
 
+# Mid-size cases for the parallel speed-up: large enough to amortise the fork.
+PARALLEL_CASES = ["family1:v6.6:5", "family1:v4.6:5"]
+
+
 def child(case: str, engine: str, max_states: int) -> dict:
     from engine.core import new_machine
     from engine.explore import explore
@@ -96,20 +112,75 @@ def child(case: str, engine: str, max_states: int) -> dict:
     return asdict(Row(case, engine, ex.states, ex.interleavings, cpu, before, after))
 
 
-def measure(case: str, engine: str, max_states: int, reps: int) -> Row:
+def digest(ex) -> str:
+    """Everything an exploration reports, hashed (serial and parallel must agree)."""
+    parts = [
+        ex.states,
+        ex.interleavings,
+        ex.cycles,
+        [(f.key.hex(), f.count, list(f.schedule), f.node) for f in ex.finals],
+        [
+            (n, v.ipa, v.bits, v.actor, v.op_index, list(v.schedule))
+            for n, v in ex.violations.items()
+        ],
+        sorted(ex.violation_counts.items()),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def parallel_child(case: str, jobs: int, max_states: int) -> dict:
+    from engine.core import new_machine
+    from engine.explore import explore
+    from engine.report import Observer
+
+    spec = case_spec(case)
+    machine = new_machine(spec, "cython")
+    t0, c0 = time.perf_counter(), os.times()
+    ex = explore(machine, Observer(spec), max_states=max_states, progress=False, jobs=jobs)
+    wall, c1 = time.perf_counter() - t0, os.times()
+    cpu = sum(c1[:4]) - sum(c0[:4])  # (the worker processes' CPU included)
+    # The longest chain of CPU work: this process's own, plus its busiest worker's.
+    path = sum(c1[:2]) - sum(c0[:2]) + max(ex.worker_cpu_s, default=0.0)
+    return {"states": ex.states, "wall_s": wall, "cpu_s": cpu, "path_s": path, "digest": digest(ex)}
+
+
+def _child_run(args: list[str], cwd: Path = ROOT) -> dict:
+    # (another checkout is only read: no __pycache__ written into it)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1") if cwd != ROOT else None
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.explore", *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def measure(case: str, engine: str, max_states: int, reps: int, tree: Path = ROOT) -> Row:
     best = None
     for _ in range(reps):
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.explore", "--child", case, engine, str(max_states)],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        row = Row(**json.loads(out))
+        row = Row(**_child_run(["--child", case, engine, str(max_states)], tree))
         if best is None or row.cpu_s < best.cpu_s:
             best = row
+    if tree != ROOT:
+        best.engine = f"{engine} ({tree.name})"
     return best
+
+
+def measure_parallel(case: str, jobs: int, max_states: int, reps: int) -> dict:
+    """Best wall time of each, serial then parallel alternating (the load drifts)."""
+    best: dict[int, dict] = {}
+    for _ in range(reps):
+        for n in (1, jobs):
+            run = _child_run(["--parallel-child", case, str(n), str(max_states)])
+            if n not in best or run["wall_s"] < best[n]["wall_s"]:
+                best[n] = run
+    serial, par = best[1], best[jobs]
+    if serial["digest"] != par["digest"]:
+        raise SystemExit(f"{case}: --jobs {jobs} results differ from the serial ones")
+    return {"case": case, "jobs": jobs, "serial": serial, "parallel": par}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,11 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large", action="store_true", help="also five to seven actors (minutes)")
     p.add_argument("--max-states", type=int, default=30_000_000)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2, help="processes of the parallel rows")
+    p.add_argument("--against", type=Path, help="also the explorer of this built checkout")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--parallel-child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         case, engine, max_states = args.child
         print(json.dumps(child(case, engine, int(max_states))))
+        return 0
+    if args.parallel_child:
+        case, jobs, max_states = args.parallel_child
+        print(json.dumps(parallel_child(case, int(jobs), int(max_states))))
         return 0
     cases = [("bench:v4.6:1", 1), ("bench:seed:1", 1), ("bench:seed:2", 1)]
     if args.large:
@@ -134,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
     rows = []
     for case, twin in cases:
-        rows.append(measure(case, "cython", args.max_states, args.reps if not twin else args.reps))
+        rows.append(measure(case, "cython", args.max_states, args.reps))
+        if args.against:
+            rows.append(measure(case, "cython", args.max_states, args.reps, args.against.resolve()))
         if twin:
             rows.append(measure(case, "python", args.max_states, 1))
+    parallel = [measure_parallel(c, args.jobs, args.max_states, args.reps) for c in PARALLEL_CASES]
     if args.json:
-        print(json.dumps({"host": host_info(), "rows": [asdict(r) for r in rows]}, indent=1))
+        out = {"host": host_info(), "rows": [asdict(r) for r in rows], "parallel": parallel}
+        print(json.dumps(out, indent=1))
         return 0
     h = host_info()
     print(f"explorer ({h['cpu']}, {h['cpus']} CPUs, Python {h['python']}); best of {args.reps}")
@@ -157,6 +239,28 @@ def main(argv: list[str] | None = None) -> int:
     ]
     heads = ["case", "engine", "states", "interleavings", "CPU s", "states/CPU-s", "B/state"]
     print(format_table(heads + ["peak RSS MiB"], table))
+    print(
+        f"\nexplore --jobs {args.jobs} (wall-clock s, best of {args.reps}; load average "
+        f"{os.getloadavg()[0]:.1f} on {h['cpus']} CPUs; results digested and equal)"
+    )
+    table = [
+        [
+            p["case"],
+            f"{p['serial']['states']:,}",
+            f"{p['serial']['wall_s']:.2f}",
+            f"{p['parallel']['wall_s']:.2f}",
+            f"{p['serial']['wall_s'] / p['parallel']['wall_s']:.2f}x",
+            f"{p['serial']['cpu_s']:.2f}",
+            f"{p['parallel']['cpu_s']:.2f}",
+            f"{p['parallel']['path_s']:.2f}",
+            f"{p['serial']['cpu_s'] / p['parallel']['path_s']:.2f}x",
+            p["parallel"]["digest"],
+        ]
+        for p in parallel
+    ]
+    heads = ["case", "states", "serial s", f"--jobs {args.jobs} s", "speed-up", "serial CPU s"]
+    heads += [f"--jobs {args.jobs} CPU s", "CPU path s", "CPU-path speed-up", "results digest"]
+    print(format_table(heads, table))
     return 0
 
 

@@ -148,11 +148,31 @@ cdef inline uint64_t mix(uint64_t slot, uint64_t value, uint64_t seed) noexcept 
 
 cdef inline uint64_t words(uint64_t h, const uint64_t *p, Py_ssize_t n) noexcept nogil:
     """Hash n 64-bit words into h: one multiply and shift per word (a byte at a time was a
-    third of the explorer's time)."""
-    cdef Py_ssize_t k
-    for k in range(n):
+    third of the explorer's time), in four independent chains over runs of eight or more
+    (one chain's multiplies wait on each other: it was a fifth of the explorer's time)."""
+    cdef Py_ssize_t k = 0
+    cdef uint64_t b, c, d
+    if n >= 8:
+        b = h ^ <uint64_t>0x5851F42D4C957F2DULL
+        c = h ^ <uint64_t>0x14057B7EF767814FULL
+        d = h ^ <uint64_t>0xD6E8FEB86659FD93ULL
+        while k + 4 <= n:
+            h = (h ^ p[k]) * <uint64_t>0x9E3779B97F4A7C15ULL
+            b = (b ^ p[k + 1]) * <uint64_t>0x9E3779B97F4A7C15ULL
+            c = (c ^ p[k + 2]) * <uint64_t>0x9E3779B97F4A7C15ULL
+            d = (d ^ p[k + 3]) * <uint64_t>0x9E3779B97F4A7C15ULL
+            h ^= h >> 32
+            b ^= b >> 32
+            c ^= c >> 32
+            d ^= d >> 32
+            k += 4
+        h = words(h, &b, 1)
+        h = words(h, &c, 1)
+        h = words(h, &d, 1)
+    while k < n:
         h = (h ^ p[k]) * <uint64_t>0x9E3779B97F4A7C15ULL
         h ^= h >> 32
+        k += 1
     return h
 
 
@@ -1212,7 +1232,7 @@ cdef class Machine:
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
          self.seq, self.n_events, n_undo, self.h1, self.h2, ops, self.nslots, dlog,
          self.dl_watch, self.free_pages) = self.marks[mark]
-        self.dlog.load(dlog)
+        self.dlog.restore(dlog)
         if ops is not self._ops_frozen:  # operations were injected after the mark
             self._op_texts = [list(x) for x in ops]
             self._freeze_ops()
@@ -1453,6 +1473,11 @@ cdef class Machine:
         cdef Py_ssize_t k
         return [(self.viols[k].check, self.viols[k].seq, self.viols[k].actor, self.viols[k].op_i,
                  self.viols[k].ipa, self.viols[k].bits) for k in range(self.n_viols)]
+
+    @property
+    def n_violations(self):
+        """len(violations), without building the list (the explorer reads it per state)."""
+        return self.n_viols
 
     @property
     def n_events_recorded(self):

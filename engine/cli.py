@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         default=2_000_000,
         help="stop with an error past this many distinct states (default 2,000,000)",
     )
+    ex.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="generate the states in N processes (default 1); the results are the same",
+    )
     run = sub.add_parser("run", help="run one schedule")
     run.add_argument("file")
     run.add_argument(
@@ -81,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--json", action="store_true")
     bugcli.add_parsers(sub)
     return p
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return n
 
 
 def _commits_option(p: argparse.ArgumentParser) -> None:
@@ -131,7 +145,7 @@ def _header(spec) -> dict:
 
 
 def _explore(args, spec) -> int:
-    out = explore_json(spec, args.engine, args.max_states, progress=None)
+    out = explore_json(spec, args.engine, args.max_states, progress=None, jobs=args.jobs)
     if args.json:
         print(json.dumps(compact_json(out), indent=1))
     else:

@@ -81,6 +81,19 @@ class DirtyLog:
             self.used,
         )
 
+    def restore(self, state: tuple) -> None:
+        """Back to a state() of this log (its parts are tuples already: no copy; a mark's
+        restore, once per explored branch)."""
+        (
+            self.logging,
+            self.tracked,
+            self.bitmap,
+            self.harvested,
+            self.written,
+            self.hwdirty,
+            self.used,
+        ) = state
+
     def load(self, state) -> None:
         logging, tracked, bitmap, harvested, written, hwdirty, used = state
         self.logging = tuple(tuple(r) for r in logging)

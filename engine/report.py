@@ -300,7 +300,13 @@ def machine_json(spec: MachineSpec) -> dict:
 
 
 def explore_json(
-    spec, engine: str, max_states: int, machine=None, progress=False, on_progress=None
+    spec,
+    engine: str,
+    max_states: int,
+    machine=None,
+    progress=False,
+    on_progress=None,
+    jobs: int = 1,
 ) -> dict:
     """What `python -m engine explore FILE --json` prints (SCENARIOS.md); the web explorer
     sends the same object. Explores from `machine`'s state (a live session's moment:
@@ -312,7 +318,12 @@ def explore_json(
     already = {I.CHECK_NAMES[v[0]]: v for v in machine.violations}
     observer = Observer(spec)
     result = explore(
-        machine, observer, max_states=max_states, progress=progress, on_progress=on_progress
+        machine,
+        observer,
+        max_states=max_states,
+        progress=progress,
+        on_progress=on_progress,
+        jobs=jobs,
     )
     names = spec.actor_names
     ops_of = machine.ops_of

@@ -779,7 +779,7 @@ class Machine:
             dlog,
             self.free_pages,
         ) = self._marks[mark]
-        self.dlog.load(dlog)
+        self.dlog.restore(dlog)
         self.mem = list(mem)
         self.actors = [x.copy() for x in actors]
         self.pending = list(pending)
@@ -803,6 +803,10 @@ class Machine:
             self.dlog.state(),
             self.free_pages,
         )
+
+    @property
+    def n_violations(self) -> int:
+        return len(self.violations)
 
     def state_key(self) -> bytes:
         """Identifies the machine state for de-duplication (not the sequence number)."""

@@ -167,6 +167,16 @@ def test_the_python_twin_gives_the_same_exploration():
     assert outs[0] == outs[1]
 
 
+def test_explore_in_two_processes_prints_what_one_prints():
+    cycles = ROOT / "scenarios" / "bugs" / "3a0b870e3448_merge_tables_tlbi.toml"
+    for path in (V46, cycles):
+        one, two = (engine("explore", path, "--json", "--jobs", n) for n in (1, 2))
+        assert two == one and one[0] == 0
+    assert json.loads(one[1])["cycles"] > 0  # (the second file cuts livelock cycles)
+    rc, out, err = engine("explore", V46, "--jobs", "0")
+    assert rc == 2 and out == "" and "--jobs" in err
+
+
 def test_a_state_bound_stops_exploration_with_a_clear_message():
     rc, out, err = engine("explore", V46, "--max-states", "5")
     assert rc == 2 and out == ""
