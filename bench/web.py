@@ -487,11 +487,11 @@ class Throughput:
 async def _throughput(dep: Deployment, leaves: int, cfg: Config) -> Throughput:
     data = dep.create(wp_scenario(leaves))
     c = await Client.open(data["ws"], dep.url)
-    await c.start()
+    snap = await c.start()
     opened = await c.expand_down()
     rss, db = dep.engine_rss_mb(), dep.db_mb()
     await c.send("run", speed=0)
-    first = None  # (time, readonly, position)
+    first = None  # (time, readonly, position): the run's first delta, the state before it
     last = None
     events = listed = deltas = size = 0
     gaps: list[float] = []
@@ -500,8 +500,9 @@ async def _throughput(dep: Deployment, leaves: int, cfg: Config) -> Throughput:
         t, m, n = await c.until(lambda m: m["type"] == "delta", timeout=120)
         counts = (m.get("machine") or {}).get("counts")
         if first is None:
-            if m.get("running") and counts is not None:
-                first = (t, counts["readonly"], m["position"])
+            # (the run command's own delta says running: a fast run may end in the next)
+            if m.get("running"):
+                first = (t, snap["machine"]["counts"]["readonly"], snap["position"])
                 prev_t = t
             continue
         if counts is not None:

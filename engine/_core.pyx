@@ -1437,6 +1437,30 @@ cdef class Machine:
     def clear_events(self):
         self.n_events = 0
 
+    def drain_events(self, Py_ssize_t keep):
+        """Take the recorded events off the buffer, as a live session's delta needs them:
+        (the last `keep` event tuples, how many were recorded, the addresses of the
+        descriptor writes that changed a value (in order), whether a dirty-log event
+        happened, whether a write above level 3 linked or unlinked a table). One pass
+        at C speed: no tuple for an event no delta lists. twin: drain_events."""
+        cdef Py_ssize_t k, n = self.n_events
+        cdef Event *e
+        cdef bint logged = False, relinked = False
+        cdef uint64_t tbits = PT_DESC_VALID | PT_DESC_TYPE
+        written = []
+        for k in range(n):
+            e = &self.events[k]
+            if e.kind == PT_EV_MARK_DIRTY or e.kind == PT_EV_LOG or e.kind == PT_EV_HARVEST:
+                logged = True
+            elif (e.kind == PT_EV_STORE or e.kind == PT_EV_STXR_OK or e.kind == PT_EV_CAS_OK
+                  or e.kind == PT_EV_HW_UPDATE) and e.old != e.new:
+                written.append(e.addr)
+                if e.level < 3 and ((e.old & tbits) == tbits) != ((e.new & tbits) == tbits):
+                    relinked = True
+        tail = self.event_tuples(max(0, n - keep))
+        self.n_events = 0
+        return tail, n, written, logged, relinked
+
     def lock_holder(self):
         return self.lock_writer, self.lock_readers
 

@@ -938,6 +938,25 @@ class Machine:
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]
 
+    def drain_events(self, keep: int) -> tuple[list[tuple], int, list[int], bool, bool]:
+        """The recorded events taken off: (the last `keep` tuples, how many, the addresses
+        of value-changing descriptor writes, a dirty-log event?, a table linked or
+        unlinked above level 3?)."""
+        events, self.events = self.events, []
+        written: list[int] = []
+        logged = relinked = False
+        for e in events:
+            kind, level, addr, old, new = e[4], e[7], e[8], e[10], e[11]
+            if kind in I.DIRTY_LOG_KINDS:
+                logged = True
+            elif kind in I.WRITE_KINDS and old != new:
+                written.append(addr)
+                table = B.TABLE_BITS
+                if level < 3 and (old & table == table) != (new & table == table):
+                    relinked = True
+        tail = [tuple(e) for e in events[max(0, len(events) - keep) :]]
+        return tail, len(events), written, logged, relinked
+
 
 def add_run(runs: list, actor: int) -> None:
     """One more micro-step of `actor` on a run-length encoded schedule ([actor, steps] pairs)."""

@@ -250,6 +250,37 @@ def test_both_cores_step_identically_under_any_schedule(text, choices):
     pair.check_all()
 
 
+def _drained(events: list[tuple], keep: int) -> tuple:
+    """What drain_events(keep) promises, read off the event records."""
+    table = B.TABLE_BITS
+    writes = [e for e in events if e[4] in I.WRITE_KINDS and e[10] != e[11]]
+    return (
+        events[max(0, len(events) - keep) :],
+        len(events),
+        [e[8] for e in writes],
+        any(e[4] in I.DIRTY_LOG_KINDS for e in events),
+        any(e[7] < 3 and (e[10] & table == table) != (e[11] & table == table) for e in writes),
+    )
+
+
+@settings(DIFF, max_examples=150)
+@given(
+    text=st.one_of(SCENARIOS, LOGGING_SCENARIOS),
+    choices=schedules(),
+    keep=st.integers(0, 40),
+)
+def test_draining_the_events_summarises_them_alike_on_both_cores(text, choices, keep):
+    """A live session's delta takes the event buffer through drain_events: the last
+    `keep` records, how many, the value-changing descriptor writes, dirty-log news and
+    tables linked or unlinked; then the buffer is empty."""
+    pair = Pair(text)
+    pair.run(choices)
+    expected = _drained(pair.fast.event_tuples(), keep)
+    for m in (pair.fast, pair.slow):
+        assert m.drain_events(keep) == expected, pair.describe("drain_events")
+        assert m.event_tuples() == []
+
+
 @settings(DIFF, max_examples=200)
 @given(text=LOGGING_SCENARIOS, choices=schedules())
 def test_both_cores_step_identically_through_dirty_logging_and_table_lifetime(text, choices):

@@ -37,12 +37,7 @@ from ptviz.engine_worker.quotas import Quotas
 
 log = logging.getLogger("ptviz.engine")
 
-# Event kinds that write a descriptor (the table holding it, and the counters of every
-# table above it, change).
-WRITE_KINDS = frozenset((I.EV_STORE, I.EV_STXR_OK, I.EV_CAS_OK, I.EV_HW_UPDATE))
-DIRTY_LOG_KINDS = frozenset((I.EV_LOG, I.EV_MARK_DIRTY, I.EV_HARVEST))
-TABLE_BITS = B.DESC_VALID | B.DESC_TYPE
-WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in WRITE_KINDS)
+WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in I.WRITE_KINDS)
 HISTORY_MAX = 1000  # writes listed by `history` (the most recent ones)
 HISTORY_CHUNK = 50_000  # decisions replayed between two drains of the event buffer
 
@@ -168,7 +163,7 @@ class TableIndex:
                 continue
             shift = B.level_shift(info.level)
             for slot, raw in enumerate(m.table(pa, info.entries)):
-                if raw & TABLE_BITS == TABLE_BITS:
+                if raw & B.TABLE_BITS == B.TABLE_BITS:
                     child = raw & B.OA_MASK
                     if child not in self.tables:
                         self.tables[child] = TableInfo(
@@ -202,25 +197,36 @@ class TableIndex:
             pa = self.tables[pa].parent
         return out[::-1]
 
-    def touched_entries(self, addrs: Iterable[int]) -> dict[int, set[int]]:
-        """table pa -> the entries whose view changed when these descriptors were written:
-        the descriptors themselves and, above each, the table entry whose subtree
-        counters moved."""
+    def touched_entries(self, addrs: Iterable[int], tables: set[int]) -> dict[int, set[int]]:
+        """table pa -> the entries whose view changed when these descriptors were written,
+        for these tables: the descriptors themselves and, above each, the table entry
+        whose subtree counters moved. (Per written page, not per descriptor, except in
+        the tables asked for that hold written descriptors: a million writes cost a pass.)"""
         if not self.valid:
             self.build()
+        mask = ~(B.PAGE_SIZE - 1)
+        pages = {addr & mask for addr in addrs}
         out: dict[int, set[int]] = {}
-        for addr in addrs:
-            pa = self.pages.get(addr & ~(B.PAGE_SIZE - 1))
+        held: set[int] = set()  # pages of asked-for tables that hold written descriptors
+        climbed: set[int] = set()
+        for page in pages:
+            pa = self.pages.get(page)
             if pa is None:
                 continue
-            slot = (addr - pa) // 8
-            while pa is not None:
-                seen = out.setdefault(pa, set())
-                if slot in seen:
-                    break  # (so is every entry above it)
-                seen.add(slot)
+            if pa in tables:
+                held.add(page)
+            while pa not in climbed:  # (the tables above it: their entry to it)
+                climbed.add(pa)
                 info = self.tables[pa]
-                pa, slot = info.parent, info.slot
+                if info.parent is None:
+                    break
+                if info.parent in tables:
+                    out.setdefault(info.parent, set()).add(info.slot)
+                pa = info.parent
+        for addr in addrs if held else ():
+            if addr & mask in held:
+                pa = self.pages[addr & mask]
+                out.setdefault(pa, set()).add((addr - pa) >> 3)
         return out
 
 
@@ -231,6 +237,7 @@ class SessionHost:
     FLUSH_INTERVAL = 0.05
     SLICE_SECONDS = 0.002
     SLICE_STEPS = 2000
+    STEP_RUN = 500  # micro-steps of one actor per core call between two looks at the clock
     PROGRESS_INTERVAL = 0.5
     # Presence news at most this often: a burst of joins (200 viewers opening one link)
     # is one message to everyone per interval, not one per join (n^2 messages).
@@ -452,29 +459,28 @@ class SessionHost:
 
     # --- the engine's events -----------------------------------------------------------
     def _drain(self) -> None:
-        """Collect the events of what was just executed (LiveSession.events(), converted
-        to JSON only for the events a delta will list)."""
-        m = self.live.machine
-        events = m.event_tuples()
-        if not events:
+        """Collect the events of what was just executed: the core summarises them in one
+        pass (the descriptors written, dirty-log news, tables linked or unlinked) and
+        hands over as tuples only the last MAX_DELTA_EVENTS, the ones a delta lists."""
+        tail, n, written, logged, relinked = self.live.machine.drain_events(self.MAX_DELTA_EVENTS)
+        if not n:
             return
-        m.clear_events()
-        for e in events:
-            kind, level, addr, old, new = e[4], e[7], e[8], e[10], e[11]
-            if kind in DIRTY_LOG_KINDS:
-                self.wrote = True  # the machine view carries the dirty bitmap
-            if kind in WRITE_KINDS and old != new:
-                self.touched.add(addr)
-                self.wrote = True
-                if level < 3 and (old & TABLE_BITS == TABLE_BITS) != (
-                    new & TABLE_BITS == TABLE_BITS
-                ):
-                    self.index.valid = False
-        self.pending.extend(events)
-        extra = len(self.pending) - self.MAX_DELTA_EVENTS
-        if extra > 0:
-            self.omitted += extra
-            del self.pending[:extra]
+        if written:
+            self.touched.update(written)
+        if written or logged:
+            self.wrote = True  # the machine view carries the counters and dirty bitmap
+        if relinked:
+            self.index.valid = False
+        if len(tail) >= self.MAX_DELTA_EVENTS:
+            self.omitted += len(self.pending) + n - len(tail)
+            self.pending = tail
+        else:
+            self.pending.extend(tail)
+            self.omitted += n - len(tail)
+            extra = len(self.pending) - self.MAX_DELTA_EVENTS
+            if extra > 0:
+                self.omitted += extra
+                del self.pending[:extra]
 
     def _fill_recent(self, position: int, branch: int | None = None) -> None:
         """Put the head at `position` (of `branch`), re-executing enough decisions before
@@ -548,7 +554,7 @@ class SessionHost:
         events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
-        touched = self.index.touched_entries(self.touched) if self.touched else {}
+        touched = self.index.touched_entries(self.touched, subscribed) if self.touched else {}
         all_violations = live.violations()
         self.batch += 1
         msg = P.message(
@@ -1004,7 +1010,7 @@ class SessionHost:
             lens.advance(min(position, lens.position + HISTORY_CHUNK))
             events = m.event_tuples()
             m.clear_events()
-            hits = [e for e in events if e[8] == addr and e[4] in WRITE_KINDS]
+            hits = [e for e in events if e[8] == addr and e[4] in I.WRITE_KINDS]
             for j in self._events_json(lens, hits) if hits else ():
                 if "lost-update" in j.get("flags", ()) and "reverted" not in j:
                     found = reverted_by(j, reversed(writes))
@@ -1087,6 +1093,10 @@ class SessionHost:
         deadline = time.perf_counter() + self.SLICE_SECONDS
         finished = False
         n_actors = len(live.names)
+        # Round-robin with one actor left (the others finished): its steps go to the core
+        # in runs (step_n), not one Python call each. (Random mode draws for every step;
+        # until=violation stops right after one.)
+        runs = r.mode != "random" and r.until != "violation"
         done = 0
         while done < budget:
             if r.max_steps is not None and r.steps >= r.max_steps:
@@ -1096,6 +1106,23 @@ class SessionHost:
             if not enabled:
                 finished = True  # every actor finished (or the rest are blocked)
                 break
+            if (
+                runs
+                and len(enabled) == 1
+                and live.position == len(live.decisions)
+                and all(j == enabled[0] or m.done(j) for j in range(n_actors))
+            ):
+                actor = enabled[0]
+                n = min(budget - done, self.STEP_RUN)
+                if r.max_steps is not None:
+                    n = min(n, r.max_steps - r.steps)
+                taken = live.take_steps(actor, n)
+                r.turn = actor + 1
+                r.steps += taken
+                done += taken
+                if time.perf_counter() > deadline:
+                    break
+                continue
             if r.mode == "random":
                 actor = r.rng.choice(enabled)
             else:  # round-robin in file order, as LiveSession.run
