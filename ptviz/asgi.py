@@ -30,6 +30,7 @@ from ptviz.debugger.routing import websocket_urlpatterns  # noqa: E402
 from ptviz.engine_worker.embedded import embedded_mode, ensure_engine, get_engine  # noqa: E402
 
 BUNDLE_URL = settings.STATIC_URL + jsbundle.PATH
+jsbundle.app_bundle()  # (made now, not while the first page waits for it)
 
 
 class BodyLimit:
