@@ -242,7 +242,7 @@ class LiveSession:
     def _checkpoint(self) -> None:
         data = pack(self.machine.get_state())
         own = self.tree.branches[self.branch].checkpoints
-        own[self.position] = Checkpoint(self.position, data, state_hash(data))
+        own[self.position] = Checkpoint(self.position, data)
         if len(own) > MAX_CHECKPOINTS:
             # Keep the branch's first and newest; drop every other one in between.
             positions = sorted(own)

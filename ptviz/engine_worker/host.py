@@ -22,11 +22,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from engine import bits as B
 from engine import isa as I
-from engine.history import HistoryError
+from engine.history import Checkpoint, HistoryError
 from engine.report import event_json, hexs
 from engine.session import LiveSession
 from engine.twin import EngineError
@@ -230,6 +231,15 @@ class TableIndex:
         return out
 
 
+def packed(c: Checkpoint) -> tuple[bytes, str]:
+    """A checkpoint as the database stores it: compressed snapshot, state hash."""
+    return store.compress(c.snapshot), c.hash
+
+
+# One thread packs the checkpoints of every session of the worker, off the loop's thread.
+PACKER = ThreadPoolExecutor(1, thread_name_prefix="ptviz-packer")
+
+
 class SessionHost:
     RECENT_EVENTS = 500  # snapshot "events"
     PAST_EVENTS = 250  # those of a snapshot at a moment of the past (the timeline greys later ones)
@@ -237,6 +247,7 @@ class SessionHost:
     FLUSH_INTERVAL = 0.05
     SLICE_SECONDS = 0.002
     SLICE_STEPS = 2000
+    PACKED_POLL = 0.02  # after a run, how often tick looks whether its checkpoints are packed
     STEP_RUN = 500  # micro-steps of one actor per core call between two looks at the clock
     PROGRESS_INTERVAL = 0.5
     # Presence news at most this often: a burst of joins (200 viewers opening one link)
@@ -266,6 +277,8 @@ class SessionHost:
         # checkpoints.
         self.persisted = {br.id: br.end for br in live.tree.branches}
         self.stored_checkpoints = set(stored_checkpoints) | {(0, 0)}
+        # (branch, position) -> the packer's (compressed snapshot, hash), not stored yet
+        self.packing: dict[tuple[int, int], Future] = {}
         self.quotas = quotas if quotas is not None else Quotas()
         # Batch numbers only need to be consecutive; starting from the clock (ms) keeps
         # them increasing across a takeover by another worker, so a viewer never mistakes
@@ -499,24 +512,35 @@ class SessionHost:
         self.index.valid = False
         self.violations_sent = len(live.machine.violations)
 
-    def persist(self) -> None:
+    def persist(self, *, wait: bool = True) -> None:
         """Store the decisions (and checkpoints) not stored yet: the head's branch (a new
-        branch with its first decisions, moving the session's head to it)."""
+        branch with its first decisions, moving the session's head to it).
+
+        A checkpoint is compressed and hashed in the packer thread (zlib and blake2b run
+        without the GIL: 40 ms at 1M leaves, beside the run); a run (not `wait`) stores it
+        with the first append after it is ready (tick stores the last ones), anything else
+        at once. Decisions never wait: the recording is the decisions, a checkpoint only
+        shortens a replay."""
         live = self.live
         br = live.tree.branches[live.branch]
         done = self.persisted.get(br.id)
-        if not self.persist_enabled or done == br.end:
+        if not self.persist_enabled or (done == br.end and not self.packing):
             return
         new_branch = None
         if done is None:  # a branch made here: created with its first decisions
             new_branch = (br.parent, br.start)
             done = br.start
         new = br.decisions[done - br.start :]
-        checkpoints = [
-            c
-            for p, c in sorted(br.checkpoints.items())
-            if (br.id, p) not in self.stored_checkpoints and p <= br.end
-        ]
+        for key in [k for k in self.packing if k[0] != br.id]:
+            del self.packing[key]  # (the head left that branch: not stored, not needed)
+        for p, c in sorted(br.checkpoints.items()):
+            key = (br.id, p)
+            if key not in self.stored_checkpoints and key not in self.packing and p <= br.end:
+                self.packing[key] = PACKER.submit(packed, c)
+        ready = [key for key, job in self.packing.items() if wait or job.done()]
+        if done == br.end and not ready:
+            return
+        checkpoints = [(key[1], *self.packing[key].result()) for key in ready]
         try:
             store.append(
                 self.session_id,
@@ -533,7 +557,9 @@ class SessionHost:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
         self.head_moved = False
         self.persisted[br.id] = br.end
-        self.stored_checkpoints.update((br.id, c.position) for c in checkpoints)
+        for key in ready:
+            del self.packing[key]
+            self.stored_checkpoints.add(key)
 
     def save_run(self) -> None:
         """Store the run's state now (it started or stopped; appends store it too)."""
@@ -545,9 +571,9 @@ class SessionHost:
         self.run = RunState.from_json(data, time.monotonic())
         log.info("session %s: resuming its run at step %d", self.session_id, self.run.steps)
 
-    def flush(self, *, force: bool = False) -> None:
+    def flush(self, *, force: bool = False, wait: bool = True) -> None:
         """Persist, then send one delta batch with what happened since the last one."""
-        self.persist()
+        self.persist(wait=wait)
         if not (self.pending or force):
             return
         live = self.live
@@ -1079,6 +1105,10 @@ class SessionHost:
             wakes.append(self._run_slice(now))
         if self.job is not None:
             wakes.append(self._explore_tick(now))
+        if self.packing and self.run is None:  # (a run's last checkpoints)
+            self.persist(wait=False)
+            if self.packing:
+                wakes.append(now + self.PACKED_POLL)
         return min((w for w in wakes if w is not None), default=None)
 
     def _run_slice(self, now: float) -> float | None:
@@ -1147,11 +1177,11 @@ class SessionHost:
         self._drain()
         if finished:
             self.run = None
-            self.flush(force=True)
+            self.flush(force=True, wait=False)
             self.save_run()
             return None
         if self.pending and time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL:
-            self.flush()
+            self.flush(wait=False)
         if r.speed > 0:
             nxt = r.started + r.steps / r.speed
             if self.pending:
