@@ -11,7 +11,10 @@ and the embedded worker processes) run this same class through EngineLoop.
 micro-steps, fewer when `speed` paces it); the loop serves queued commands between
 slices, so `pause` is handled within a slice of arriving (DESIGN.md, "Pitfalls": a long
 engine loop inside a handler blocks control messages). A fast run is coalesced into at
-most one delta per FLUSH_INTERVAL, listing its most recent MAX_DELTA_EVENTS events.
+most one delta per FLUSH_INTERVAL, listing its most recent MAX_DELTA_EVENTS events; when
+a delta takes long to make (a loaded machine: 100 ms at 1M leaves), the next waits longer,
+so that making deltas takes at most about a third of a run's time, up to
+FLUSH_MAX_INTERVAL (flush_every).
 """
 
 from __future__ import annotations
@@ -245,6 +248,8 @@ class SessionHost:
     PAST_EVENTS = 250  # those of a snapshot at a moment of the past (the timeline greys later ones)
     MAX_DELTA_EVENTS = 1000
     FLUSH_INTERVAL = 0.05
+    FLUSH_SHARE = 3  # a run's deltas are at least this many times their making apart
+    FLUSH_MAX_INTERVAL = 0.25  # ... but never further apart than this
     SLICE_SECONDS = 0.002
     SLICE_STEPS = 2000
     PACKED_POLL = 0.02  # after a run, how often tick looks whether its checkpoints are packed
@@ -298,6 +303,7 @@ class SessionHost:
         self.wrote = False
         self.run: RunState | None = None
         self.last_flush = 0.0
+        self.flush_cost = 0.0  # how long the last delta of a run took to make (s)
         self.violations_sent = len(live.machine.violations)
         self.job: ExploreJob | None = None
         self.idle_since = time.monotonic()
@@ -877,6 +883,7 @@ class SessionHost:
             violations=len(self.live.machine.violations),
             seed=seed,
         )
+        self.flush_cost = 0.0
         self.save_run()
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
@@ -1180,14 +1187,22 @@ class SessionHost:
             self.flush(force=True, wait=False)
             self.save_run()
             return None
-        if self.pending and time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL:
+        if self.pending and time.monotonic() - self.last_flush >= self.flush_every():
+            t0 = time.perf_counter()
             self.flush(wait=False)
+            self.flush_cost = time.perf_counter() - t0
         if r.speed > 0:
             nxt = r.started + r.steps / r.speed
             if self.pending:
-                nxt = min(nxt, self.last_flush + self.FLUSH_INTERVAL)
+                nxt = min(nxt, self.last_flush + self.flush_every())
             return nxt
         return now
+
+    def flush_every(self) -> float:
+        """The time between a run's deltas: FLUSH_INTERVAL, or more when making one took
+        long (every batch is still sent, numbered in order; only fewer are made)."""
+        share = min(self.FLUSH_MAX_INTERVAL, self.FLUSH_SHARE * self.flush_cost)
+        return max(self.FLUSH_INTERVAL, share)
 
     def _explore_tick(self, now: float) -> float:
         job = self.job
