@@ -201,24 +201,34 @@ class TableIndex:
             pa = self.tables[pa].parent
         return out[::-1]
 
-    def touched_entries(self, addrs: Iterable[int], tables: set[int]) -> dict[int, set[int]]:
-        """table pa -> the entries whose view changed when these descriptors were written,
-        for these tables: the descriptors themselves and, above each, the table entry
-        whose subtree counters moved. (Per written page, not per descriptor, except in
-        the tables asked for that hold written descriptors: a million writes cost a pass.)"""
+    def pages_of(self, tables: Iterable[int]) -> set[int]:
+        """The 4K pages these tables occupy (the start level's concatenated ones: several)."""
+        out: set[int] = set()
+        for pa in tables:
+            info = self.info(pa)
+            if info is not None:
+                out.update(range(pa, pa + 8 * info.entries, B.PAGE_SIZE))
+        return out
+
+    def touched_entries(
+        self, pages: Iterable[int], addrs: Iterable[int], tables: set[int]
+    ) -> tuple[dict[int, set[int]], set[int]]:
+        """What changed in these tables when descriptors in these pages were written
+        (`addrs`: the writes within the tables' own pages, as drain_events watched them):
+        table pa -> its entries whose view changed (the descriptors themselves and, above
+        each written page, the table entry whose subtree counters moved); and the tables
+        holding written pages."""
         if not self.valid:
             self.build()
-        mask = ~(B.PAGE_SIZE - 1)
-        pages = {addr & mask for addr in addrs}
         out: dict[int, set[int]] = {}
-        held: set[int] = set()  # pages of asked-for tables that hold written descriptors
+        held: set[int] = set()
         climbed: set[int] = set()
         for page in pages:
             pa = self.pages.get(page)
             if pa is None:
                 continue
             if pa in tables:
-                held.add(page)
+                held.add(pa)
             while pa not in climbed:  # (the tables above it: their entry to it)
                 climbed.add(pa)
                 info = self.tables[pa]
@@ -227,11 +237,12 @@ class TableIndex:
                 if info.parent in tables:
                     out.setdefault(info.parent, set()).add(info.slot)
                 pa = info.parent
-        for addr in addrs if held else ():
-            if addr & mask in held:
-                pa = self.pages[addr & mask]
+        mask = ~(B.PAGE_SIZE - 1)
+        for addr in addrs:
+            pa = self.pages.get(addr & mask)
+            if pa in held:
                 out.setdefault(pa, set()).add((addr - pa) >> 3)
-        return out
+        return out, held
 
 
 def packed(c: Checkpoint) -> tuple[bytes, str]:
@@ -299,7 +310,9 @@ class SessionHost:
         self.recent: deque[dict] = deque(maxlen=self.RECENT_EVENTS)
         self.pending: list[tuple] = []
         self.omitted = 0
-        self.touched: set[int] = set()
+        self.touched: set[int] = set()  # 4K pages written since the last delta
+        self.touched_addrs: set[int] = set()  # ... descriptors written in watched tables
+        self.watched: set[int] | None = None  # tables every drain since then watched
         self.wrote = False
         self.run: RunState | None = None
         self.last_flush = 0.0
@@ -339,16 +352,19 @@ class SessionHost:
         index = index or self.index
         return {hexs(pa): self._table_view(live, index.info(pa), pa) for pa in sorted(tables)}
 
-    def table_changes(self, touched: dict[int, set[int]], subscribed: set[int]) -> dict:
+    def table_changes(
+        self, touched: dict[int, set[int]], subscribed: set[int], whole: set[int] = frozenset()
+    ) -> dict:
         """The changed entries of the subscribed tables (docs/protocol.md, "delta":
         `only` lists the entries a view carries; one of them without a row is invalid
-        now). A full view when more than half the table changed (a cheaper message)."""
+        now). A full view when more than half the table changed (a cheaper message), and
+        of the tables in `whole`."""
         out = {}
-        for pa in sorted(touched.keys() & subscribed):
+        for pa in sorted((touched.keys() | whole) & subscribed):
             info = self.index.info(pa)
-            slots = sorted(touched[pa])
-            whole = info is None or 2 * len(slots) > info.entries
-            out[hexs(pa)] = self._table_view(self.live, info, pa, None if whole else slots)
+            slots = sorted(touched.get(pa, ()))
+            whole_view = pa in whole or info is None or 2 * len(slots) > info.entries
+            out[hexs(pa)] = self._table_view(self.live, info, pa, None if whole_view else slots)
         return out
 
     @staticmethod
@@ -479,13 +495,20 @@ class SessionHost:
     # --- the engine's events -----------------------------------------------------------
     def _drain(self) -> None:
         """Collect the events of what was just executed: the core summarises them in one
-        pass (the descriptors written, dirty-log news, tables linked or unlinked) and
-        hands over as tuples only the last MAX_DELTA_EVENTS, the ones a delta lists."""
-        tail, n, written, logged, relinked = self.live.machine.drain_events(self.MAX_DELTA_EVENTS)
-        if not n:
+        pass (the pages written, and the descriptors written in the subscribed tables,
+        dirty-log news, tables linked or unlinked) and hands over as tuples only the last
+        MAX_DELTA_EVENTS, the ones a delta lists."""
+        if self.live.machine.n_events_recorded == 0:
             return
+        tables = self.subscribed()
+        # (tables some drain since the last delta did not watch: sent whole if written)
+        self.watched = tables if self.watched is None else self.watched & tables
+        tail, n, written, addrs, logged, relinked = self.live.machine.drain_events(
+            self.MAX_DELTA_EVENTS, self.index.pages_of(tables)
+        )
         if written:
             self.touched.update(written)
+            self.touched_addrs.update(addrs)
         if written or logged:
             self.wrote = True  # the machine view carries the counters and dirty bitmap
         if relinked:
@@ -514,6 +537,8 @@ class SessionHost:
         self.pending.clear()
         self.omitted = 0
         self.touched.clear()
+        self.touched_addrs.clear()
+        self.watched = None
         self.wrote = False
         self.index.valid = False
         self.violations_sent = len(live.machine.violations)
@@ -586,7 +611,12 @@ class SessionHost:
         events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
-        touched = self.index.touched_entries(self.touched, subscribed) if self.touched else {}
+        touched, held = (
+            self.index.touched_entries(self.touched, self.touched_addrs, subscribed)
+            if self.touched
+            else ({}, set())
+        )
+        unwatched = held - (self.watched if self.watched is not None else subscribed)
         all_violations = live.violations()
         self.batch += 1
         msg = P.message(
@@ -598,7 +628,7 @@ class SessionHost:
             events=events,
             actors=live.actors_view(),
             lock=live.lock_view(),
-            tables=self.table_changes(touched, subscribed),
+            tables=self.table_changes(touched, subscribed, unwatched),
             violations=all_violations[self.violations_sent :],
             head=self.head(),
         )
@@ -612,6 +642,8 @@ class SessionHost:
         self.pending = []
         self.omitted = 0
         self.touched = set()
+        self.touched_addrs = set()
+        self.watched = None
         self.wrote = False
         self.last_flush = time.monotonic()
         self.to_group_encoded(msg)

@@ -57,3 +57,65 @@ def test_a_fast_run_shows_only_stored_decisions_and_stores_every_checkpoint_by_i
     assert len(made) > 10 and sorted(p for _b, p, _s, _h in checkpoints) == sorted(made)
     for _b, p, blob, digest in checkpoints:
         assert store.decompress(blob) == made[p].snapshot and digest == state_hash(made[p].snapshot)
+
+
+def follow(model: dict, tables: dict) -> None:
+    """A page's copy of its open tables, updated as the browser does from a message's
+    `tables` (docs/protocol.md: `only` lists the entries a view carries)."""
+    for pa, view in tables.items():
+        if view is None:
+            model.pop(pa, None)
+            continue
+        rows = (
+            model.setdefault(pa, {}) if "only" in view else model.__setitem__(pa, {}) or model[pa]
+        )
+        for slot in view.get("only", ()):
+            rows.pop(slot, None)
+        rows.update({r["index"]: r for r in view["rows"]})
+
+
+def test_viewers_following_a_fast_run_by_its_deltas_end_with_every_open_table_as_it_is():
+    """Viewer a opens the start level; b registers mid-run with the tables down to the
+    level-3 table being written (as after a worker takeover: no snapshot of its own, its
+    copy as of the last delta). The deltas carry only changed entries of the tables a
+    drain watched, and whole the tables written before they were watched."""
+    session, _, _ = records.create(records.check_scenario(WP, "test"), "test")
+    models = {"a": {}, "b": {}}
+    opened = {"a": {"0x1000000000"}, "b": set()}
+    views = {}  # the tables as of the last delta
+
+    def emit(kind, target, payload):
+        msg = payload["msg"]
+        if kind == "channel" and msg["type"] in ("snapshot", "tables"):
+            follow(models[target], msg["tables"])
+        elif kind == "group" and msg["type"] == "delta":
+            tables = {k: json.loads(v) for k, v in payload["tables"].items()}
+            for viewer, mine in opened.items():
+                follow(models[viewer], {k: v for k, v in tables.items() if k in mine})
+            views.update(host.table_views(host.index.tables))  # (ten tables)
+
+    host = SessionHost.load(str(session.pk), emit)
+    host.join("a", sorted(opened["a"]), who={"role": "view"})
+    host.command({"cmd": "run", "id": 1, "speed": 0}, "a")
+    host.FLUSH_INTERVAL = 3600.0  # (slices go on; no delta until b is there)
+    for _ in range(2):
+        host.tick()
+    done = host.live.machine.subtree_counts(0x10_0000_0000, 1, 512)[2]  # (readonly)
+    ipa = 0x8000_0000 + done * 4096  # the leaf being write-protected
+    table = next(
+        pa
+        for pa, t in host.index.tables.items()
+        if t.level == 3 and t.ipa <= ipa < t.ipa + 512 * 4096
+    )
+    path = [hex(pa) for pa in host.index.path(table)]
+    opened["b"] = set(path)
+    host.heard("b", path)  # registered without a snapshot: its copy is as of before
+    for pa in path:  # (the last delta said nothing of these: its copy is from before it)
+        follow(models["b"], {pa: views[pa]})
+    host.FLUSH_INTERVAL = 0.05
+    while host.run is not None:
+        host.tick()
+    for viewer, mine in opened.items():
+        for pa in mine:
+            now = host.table_views([int(pa, 16)])[pa]
+            assert models[viewer][pa] == {r["index"]: r for r in now["rows"]}, (viewer, pa)
