@@ -452,7 +452,7 @@ async def _latency(dep: Deployment, leaves: int, cfg: Config) -> Latency:
 class Throughput:
     mode: str
     leaves: int
-    seconds: float  # from the first delta of the run to the last one counted
+    seconds: float  # from `run` sent to the last delta counted
     changes: int  # descriptor changes the client learned of (root counters)
     steps: int  # micro-steps decided (delta positions)
     events: int  # events the deltas covered (listed + omitted)
@@ -487,11 +487,11 @@ class Throughput:
 async def _throughput(dep: Deployment, leaves: int, cfg: Config) -> Throughput:
     data = dep.create(wp_scenario(leaves))
     c = await Client.open(data["ws"], dep.url)
-    await c.start()
+    snap = await c.start()
     opened = await c.expand_down()
     rss, db = dep.engine_rss_mb(), dep.db_mb()
-    await c.send("run", speed=0)
-    first = None  # (time, readonly, position)
+    _, sent = await c.send("run", speed=0)
+    first = None  # (time, readonly, position): when `run` was sent, the state before it
     last = None
     events = listed = deltas = size = 0
     gaps: list[float] = []
@@ -500,8 +500,9 @@ async def _throughput(dep: Deployment, leaves: int, cfg: Config) -> Throughput:
         t, m, n = await c.until(lambda m: m["type"] == "delta", timeout=120)
         counts = (m.get("machine") or {}).get("counts")
         if first is None:
-            if m.get("running") and counts is not None:
-                first = (t, counts["readonly"], m["position"])
+            # (the run command's own delta says running: a fast run may end in the next)
+            if m.get("running"):
+                first = (sent, snap["machine"]["counts"]["readonly"], snap["position"])
                 prev_t = t
             continue
         if counts is not None:
@@ -710,8 +711,13 @@ def _page_readonly(page) -> int:
 
 
 def _window(page, cdp, seconds: float, mode: str, leaves: int, state: str) -> MainThread:
+    """`seconds` of the page's main thread; a running window ends early when the run
+    does (a 1M-leaf run now ends in about 2 s: the window sees only the run)."""
     m0, ro0, t0 = _metrics(cdp), _page_readonly(page), time.perf_counter()
-    page.wait_for_timeout(seconds * 1000)
+    while time.perf_counter() - t0 < seconds:
+        page.wait_for_timeout(100)
+        if state == "running" and not page.evaluate("() => window.ptviz.store.running"):
+            break
     m1, ro1, t1 = _metrics(cdp), _page_readonly(page), time.perf_counter()
     rows = page.evaluate(
         "() => [...document.querySelectorAll('.tree-space .tr.row .c-lvl')]"
@@ -1118,7 +1124,8 @@ def worker_profile(leaves: int, seconds: float) -> WorkerProfile:
             spent["flush"] += time.perf_counter() - t0 - (spent["persist"] - before)
 
     h.flush = flush
-    h.join("viewer", [ROOT_TABLE], reply=False)
+    # the tables down to the first leaf open, as the throughput client has them
+    h.join("viewer", [hex(pa) for pa in h.index.path(int(first_leaf(leaves), 16))], reply=False)
     start_ro = _readonly(h.live)
     start_pos = h.live.position
     for key in spent:
@@ -1464,7 +1471,8 @@ def render_report(r: Results) -> str:
     if r.workers:
         out += [
             "   where a worker's time goes in the same run (SessionHost with its real database",
-            "   writes to a temporary SQLite file, in a child process; % of the wall time):",
+            "   writes to a temporary SQLite file, in a child process, the tables down to a leaf",
+            "   open; % of the wall time):",
             format_table(
                 [
                     "leaves",
@@ -1493,7 +1501,8 @@ def render_report(r: Results) -> str:
                 ],
             ),
             "   (persist: Decision rows (runs of steps packed in one) and compressed checkpoints in one",
-            "   transaction per delta; encode: pickle for the embedded queue + the consumer's JSON)",
+            "   transaction per delta; compress: in the packer thread, beside the run; encode:",
+            "   pickle for the embedded queue + the consumer's JSON)",
         ]
     if r.render:
         rows = render_summary(r.render)

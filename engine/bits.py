@@ -26,6 +26,7 @@ LEVEL_SHIFT_3 = 12
 # --- Stage-2 block/page/table descriptor (Arm ARM D8.3.1, D8.3.2) -----------------
 DESC_VALID = 1 << 0  # bit 0: valid
 DESC_TYPE = 1 << 1  # bit 1: table (L0-L2) / page (L3); 0 = block at L1/L2
+TABLE_BITS = DESC_VALID | DESC_TYPE  # both set above level 3: a table descriptor
 MEMATTR_SHIFT = 2  # bits 5:2: stage-2 MemAttr[3:0]
 MEMATTR_MASK = 0xF << MEMATTR_SHIFT
 S2AP_SHIFT = 6  # bits 7:6: S2AP[1:0] (HAP); bit 6 read, bit 7 write

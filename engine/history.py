@@ -21,6 +21,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from .snapshot import state_hash
+
 MOMENT_RE = re.compile(r"^(?:b(\d{1,9})-)?(\d{1,12})$")
 
 
@@ -129,9 +131,19 @@ class Runs(Sequence):
 
 @dataclass
 class Checkpoint:
+    """A packed machine state on a branch. Its hash (engine.snapshot.state_hash) is
+    computed when first asked for: hashing a million-leaf state takes about 10 ms, and
+    most checkpoints of a live session are never compared or stored."""
+
     position: int
     snapshot: bytes
-    hash: str
+    known_hash: str | None = None
+
+    @property
+    def hash(self) -> str:
+        if self.known_hash is None:
+            self.known_hash = state_hash(self.snapshot)
+        return self.known_hash
 
 
 @dataclass

@@ -145,6 +145,10 @@ EV_TLBI = 14
 EV_MARK_DIRTY = 15  # a page went into the dirty bitmap
 EV_LOG = 16  # dirty logging started (detail 1) or stopped (detail 0) on [ipa, new)
 EV_HARVEST = 17  # a dirty-bitmap word was harvested and cleared (old = the mask)
+# Kinds that write a descriptor (the table holding it, and the counters of every table
+# above it, change), and those that change the dirty log.
+WRITE_KINDS = frozenset((EV_STORE, EV_STXR_OK, EV_CAS_OK, EV_HW_UPDATE))
+DIRTY_LOG_KINDS = frozenset((EV_LOG, EV_MARK_DIRTY, EV_HARVEST))
 
 # --- Event flags ------------------------------------------------------------------------
 EVF_TLB_FILL = 1  # the step filled the vCPU's TLB

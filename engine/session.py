@@ -188,22 +188,32 @@ class LiveSession:
         if n and self.position < len(self.decisions):
             self.apply(["step", actor])  # rewound: apply drops or forks the redo tail
             n -= 1
+        if self.take_steps(actor, n) < n:
+            name = self.names[actor]
+            if self.machine.done(actor):
+                raise EngineError(f"{name} has finished its operations")
+            raise EngineError(f"{name} is blocked on kvm->mmu_lock")
+
+    def take_steps(self, actor: int, n: int) -> int:
+        """Up to n micro-steps of actor (an index) at the tip of the branch, stopping
+        early when it finishes or blocks; returns how many it took. Each is recorded
+        (one run-length-encoded run) and checkpointed as apply does."""
         m = self.machine
         record = ["step", actor]
+        total = 0
         while n:
             chunk = min(n, self.interval - self.position % self.interval)
             taken = m.step_n(actor, chunk)
             # Steps taken before a refusal are recorded: the session stays consistent.
             self.tree.branches[self.branch].decisions.add(record, taken)
             self.position += taken
+            total += taken
             if taken and self.position % self.interval == 0:
                 self._checkpoint()
             if taken < chunk:
-                name = self.names[actor]
-                if m.done(actor):
-                    raise EngineError(f"{name} has finished its operations")
-                raise EngineError(f"{name} is blocked on kvm->mmu_lock")
+                break
             n -= chunk
+        return total
 
     def inject(self, actor: int | str, op_text: str) -> None:
         self.apply(["inject", actor, op_text])
@@ -232,7 +242,7 @@ class LiveSession:
     def _checkpoint(self) -> None:
         data = pack(self.machine.get_state())
         own = self.tree.branches[self.branch].checkpoints
-        own[self.position] = Checkpoint(self.position, data, state_hash(data))
+        own[self.position] = Checkpoint(self.position, data)
         if len(own) > MAX_CHECKPOINTS:
             # Keep the branch's first and newest; drop every other one in between.
             positions = sorted(own)

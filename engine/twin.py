@@ -948,6 +948,32 @@ class Machine:
     def event_tuples(self, start: int = 0) -> list[tuple]:
         return [tuple(e) for e in self.events[start:]]
 
+    def drain_events(self, keep: int, watch=()) -> tuple:
+        """The recorded events taken off: (the last `keep` tuples, how many, the 4K pages
+        of value-changing descriptor writes (consecutive repeats once), those writes'
+        addresses within the pages in `watch`, a dirty-log event?, a table linked or
+        unlinked above level 3?)."""
+        events, self.events = self.events, []
+        watch = set(watch)
+        pages: list[int] = []
+        addrs: list[int] = []
+        logged = relinked = False
+        for e in events:
+            kind, level, addr, old, new = e[4], e[7], e[8], e[10], e[11]
+            if kind in I.DIRTY_LOG_KINDS:
+                logged = True
+            elif kind in I.WRITE_KINDS and old != new:
+                page = addr & ~(B.PAGE_SIZE - 1)
+                if not pages or pages[-1] != page:
+                    pages.append(page)
+                if page in watch:
+                    addrs.append(addr)
+                table = B.TABLE_BITS
+                if level < 3 and (old & table == table) != (new & table == table):
+                    relinked = True
+        tail = [tuple(e) for e in events[max(0, len(events) - keep) :]]
+        return tail, len(events), pages, addrs, logged, relinked
+
 
 def add_run(runs: list, actor: int) -> None:
     """One more micro-step of `actor` on a run-length encoded schedule ([actor, steps] pairs)."""

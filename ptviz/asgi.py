@@ -24,8 +24,12 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.http import Http404  # noqa: E402
 
+from ptviz import jsbundle  # noqa: E402
 from ptviz.debugger.routing import websocket_urlpatterns  # noqa: E402
 from ptviz.engine_worker.embedded import embedded_mode, ensure_engine, get_engine  # noqa: E402
+
+BUNDLE_URL = settings.STATIC_URL + jsbundle.PATH
+jsbundle.app_bundle()  # (made now, not while the first page waits for it)
 
 
 class BodyLimit:
@@ -94,6 +98,10 @@ class StaticFiles(ASGIStaticFilesHandler):
     cache: dict[str, tuple[str, int, list, bytes]] = {}  # path -> file, mtime, headers, body
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == BUNDLE_URL and scope["method"] == "GET":
+            text = jsbundle.app_bundle()
+            if text is not None:
+                return await self._bundle(text.encode(), send)
         if scope["type"] == "http" and self._should_handle(scope["path"]):
             hit = self.cache.get(scope["path"])
             if hit is not None and scope["method"] == "GET" and self._fresh(hit, scope):
@@ -102,6 +110,18 @@ class StaticFiles(ASGIStaticFilesHandler):
                 return
             return await super().__call__(scope, receive, self._keeper(scope, send))
         return await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _bundle(body: bytes, send) -> None:
+        """The session page's modules in one script (ptviz/jsbundle.py); no-cache, as
+        Django serves the modules themselves (a changed module is seen at once)."""
+        headers = [
+            (b"content-type", b"text/javascript; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     def _fresh(hit, scope) -> bool:

@@ -250,6 +250,44 @@ def test_both_cores_step_identically_under_any_schedule(text, choices):
     pair.check_all()
 
 
+def _drained(events: list[tuple], keep: int, watch: set[int]) -> tuple:
+    """What drain_events(keep, watch) promises, read off the event records."""
+    table = B.TABLE_BITS
+    writes = [e for e in events if e[4] in I.WRITE_KINDS and e[10] != e[11]]
+    pages = [e[8] & ~(B.PAGE_SIZE - 1) for e in writes]
+    return (
+        events[max(0, len(events) - keep) :],
+        len(events),
+        [p for k, p in enumerate(pages) if k == 0 or pages[k - 1] != p],
+        [e[8] for e, p in zip(writes, pages, strict=True) if p in watch],
+        any(e[4] in I.DIRTY_LOG_KINDS for e in events),
+        any(e[7] < 3 and (e[10] & table == table) != (e[11] & table == table) for e in writes),
+    )
+
+
+@settings(DIFF, max_examples=150)
+@given(
+    text=st.one_of(SCENARIOS, LOGGING_SCENARIOS),
+    choices=schedules(),
+    keep=st.integers(0, 40),
+    pick=st.integers(0, 7),
+)
+def test_draining_the_events_summarises_them_alike_on_both_cores(text, choices, keep, pick):
+    """A live session's delta takes the event buffer through drain_events: the last
+    `keep` records, how many, the pages written (a run of writes to one page once), the
+    writes within the watched pages (a viewer's open tables), dirty-log news and tables
+    linked or unlinked; then the buffer is empty."""
+    pair = Pair(text)
+    pair.run(choices)
+    events = pair.fast.event_tuples()
+    written = sorted({e[8] & ~(B.PAGE_SIZE - 1) for e in events if e[4] in I.WRITE_KINDS})
+    watch = set(written[pick % 2 :: 2]) if written else {B.TABLE_BASE}  # (some of them)
+    expected = _drained(events, keep, watch)
+    for m in (pair.fast, pair.slow):
+        assert m.drain_events(keep, watch) == expected, pair.describe("drain_events")
+        assert m.event_tuples() == []
+
+
 @settings(DIFF, max_examples=200)
 @given(text=LOGGING_SCENARIOS, choices=schedules())
 def test_both_cores_step_identically_through_dirty_logging_and_table_lifetime(text, choices):

@@ -30,6 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from engine.history import HistoryError, parse_moment
 from engine.scenario import parse_scenario
+from ptviz import jsbundle
 from ptviz import protocol as P
 from ptviz.debugger import records, scenarios
 from ptviz.debugger.models import ROLE_CONTROL, ROLES, DebugSession, ShareLink
@@ -396,7 +397,14 @@ def session_page(request, token: str):
     return render(
         request,
         "ptviz/session.html",
-        {"boot": boot, "session": session, "link": link, "modules": app_modules()},
+        {
+            "boot": boot,
+            "session": session,
+            "link": link,
+            # one script when the modules bundle (ptviz/jsbundle.py), else the modules
+            "bundle": jsbundle.PATH if jsbundle.app_bundle() is not None else None,
+            "modules": app_modules(),
+        },
     )
 
 
@@ -404,7 +412,7 @@ def session_page(request, token: str):
 def app_modules() -> list[str]:
     """The modules app.js imports, directly or not (static paths): the page preloads
     them all at once instead of discovering them one import level at a time."""
-    root = Path(settings.STATICFILES_DIRS[0]) / "js"
+    root = jsbundle.js_root()
     seen: list[str] = []
     todo = ["app.js"]
     while todo:

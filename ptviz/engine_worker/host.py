@@ -11,7 +11,10 @@ and the embedded worker processes) run this same class through EngineLoop.
 micro-steps, fewer when `speed` paces it); the loop serves queued commands between
 slices, so `pause` is handled within a slice of arriving (DESIGN.md, "Pitfalls": a long
 engine loop inside a handler blocks control messages). A fast run is coalesced into at
-most one delta per FLUSH_INTERVAL, listing its most recent MAX_DELTA_EVENTS events.
+most one delta per FLUSH_INTERVAL, listing its most recent MAX_DELTA_EVENTS events; when
+a delta takes long to make (a loaded machine: 100 ms at 1M leaves), the next waits longer,
+so that making deltas takes at most about a third of a run's time, up to
+FLUSH_MAX_INTERVAL (flush_every).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from engine import bits as B
 from engine import isa as I
-from engine.history import HistoryError
+from engine.history import Checkpoint, HistoryError
 from engine.report import event_json, hexs
 from engine.session import LiveSession
 from engine.twin import EngineError
@@ -37,12 +41,7 @@ from ptviz.engine_worker.quotas import Quotas
 
 log = logging.getLogger("ptviz.engine")
 
-# Event kinds that write a descriptor (the table holding it, and the counters of every
-# table above it, change).
-WRITE_KINDS = frozenset((I.EV_STORE, I.EV_STXR_OK, I.EV_CAS_OK, I.EV_HW_UPDATE))
-DIRTY_LOG_KINDS = frozenset((I.EV_LOG, I.EV_MARK_DIRTY, I.EV_HARVEST))
-TABLE_BITS = B.DESC_VALID | B.DESC_TYPE
-WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in WRITE_KINDS)
+WRITE_NAMES = frozenset(I.EVENT_KIND_NAMES[k] for k in I.WRITE_KINDS)
 HISTORY_MAX = 1000  # writes listed by `history` (the most recent ones)
 HISTORY_CHUNK = 50_000  # decisions replayed between two drains of the event buffer
 
@@ -168,7 +167,7 @@ class TableIndex:
                 continue
             shift = B.level_shift(info.level)
             for slot, raw in enumerate(m.table(pa, info.entries)):
-                if raw & TABLE_BITS == TABLE_BITS:
+                if raw & B.TABLE_BITS == B.TABLE_BITS:
                     child = raw & B.OA_MASK
                     if child not in self.tables:
                         self.tables[child] = TableInfo(
@@ -202,26 +201,57 @@ class TableIndex:
             pa = self.tables[pa].parent
         return out[::-1]
 
-    def touched_entries(self, addrs: Iterable[int]) -> dict[int, set[int]]:
-        """table pa -> the entries whose view changed when these descriptors were written:
-        the descriptors themselves and, above each, the table entry whose subtree
-        counters moved."""
+    def pages_of(self, tables: Iterable[int]) -> set[int]:
+        """The 4K pages these tables occupy (the start level's concatenated ones: several)."""
+        out: set[int] = set()
+        for pa in tables:
+            info = self.info(pa)
+            if info is not None:
+                out.update(range(pa, pa + 8 * info.entries, B.PAGE_SIZE))
+        return out
+
+    def touched_entries(
+        self, pages: Iterable[int], addrs: Iterable[int], tables: set[int]
+    ) -> tuple[dict[int, set[int]], set[int]]:
+        """What changed in these tables when descriptors in these pages were written
+        (`addrs`: the writes within the tables' own pages, as drain_events watched them):
+        table pa -> its entries whose view changed (the descriptors themselves and, above
+        each written page, the table entry whose subtree counters moved); and the tables
+        holding written pages."""
         if not self.valid:
             self.build()
         out: dict[int, set[int]] = {}
-        for addr in addrs:
-            pa = self.pages.get(addr & ~(B.PAGE_SIZE - 1))
+        held: set[int] = set()
+        climbed: set[int] = set()
+        for page in pages:
+            pa = self.pages.get(page)
             if pa is None:
                 continue
-            slot = (addr - pa) // 8
-            while pa is not None:
-                seen = out.setdefault(pa, set())
-                if slot in seen:
-                    break  # (so is every entry above it)
-                seen.add(slot)
+            if pa in tables:
+                held.add(pa)
+            while pa not in climbed:  # (the tables above it: their entry to it)
+                climbed.add(pa)
                 info = self.tables[pa]
-                pa, slot = info.parent, info.slot
-        return out
+                if info.parent is None:
+                    break
+                if info.parent in tables:
+                    out.setdefault(info.parent, set()).add(info.slot)
+                pa = info.parent
+        mask = ~(B.PAGE_SIZE - 1)
+        for addr in addrs:
+            pa = self.pages.get(addr & mask)
+            if pa in held:
+                out.setdefault(pa, set()).add((addr - pa) >> 3)
+        return out, held
+
+
+def packed(c: Checkpoint) -> tuple[bytes, str]:
+    """A checkpoint as the database stores it: compressed snapshot, state hash."""
+    return store.compress(c.snapshot), c.hash
+
+
+# One thread packs the checkpoints of every session of the worker, off the loop's thread.
+PACKER = ThreadPoolExecutor(1, thread_name_prefix="ptviz-packer")
 
 
 class SessionHost:
@@ -229,8 +259,12 @@ class SessionHost:
     PAST_EVENTS = 250  # those of a snapshot at a moment of the past (the timeline greys later ones)
     MAX_DELTA_EVENTS = 1000
     FLUSH_INTERVAL = 0.05
+    FLUSH_SHARE = 3  # a run's deltas are at least this many times their making apart
+    FLUSH_MAX_INTERVAL = 0.25  # ... but never further apart than this
     SLICE_SECONDS = 0.002
     SLICE_STEPS = 2000
+    PACKED_POLL = 0.02  # after a run, how often tick looks whether its checkpoints are packed
+    STEP_RUN = 500  # micro-steps of one actor per core call between two looks at the clock
     PROGRESS_INTERVAL = 0.5
     # Presence news at most this often: a burst of joins (200 viewers opening one link)
     # is one message to everyone per interval, not one per join (n^2 messages).
@@ -259,6 +293,8 @@ class SessionHost:
         # checkpoints.
         self.persisted = {br.id: br.end for br in live.tree.branches}
         self.stored_checkpoints = set(stored_checkpoints) | {(0, 0)}
+        # (branch, position) -> the packer's (compressed snapshot, hash), not stored yet
+        self.packing: dict[tuple[int, int], Future] = {}
         self.quotas = quotas if quotas is not None else Quotas()
         # Batch numbers only need to be consecutive; starting from the clock (ms) keeps
         # them increasing across a takeover by another worker, so a viewer never mistakes
@@ -274,10 +310,13 @@ class SessionHost:
         self.recent: deque[dict] = deque(maxlen=self.RECENT_EVENTS)
         self.pending: list[tuple] = []
         self.omitted = 0
-        self.touched: set[int] = set()
+        self.touched: set[int] = set()  # 4K pages written since the last delta
+        self.touched_addrs: set[int] = set()  # ... descriptors written in watched tables
+        self.watched: set[int] | None = None  # tables every drain since then watched
         self.wrote = False
         self.run: RunState | None = None
         self.last_flush = 0.0
+        self.flush_cost = 0.0  # how long the last delta of a run took to make (s)
         self.violations_sent = len(live.machine.violations)
         self.job: ExploreJob | None = None
         self.idle_since = time.monotonic()
@@ -313,16 +352,19 @@ class SessionHost:
         index = index or self.index
         return {hexs(pa): self._table_view(live, index.info(pa), pa) for pa in sorted(tables)}
 
-    def table_changes(self, touched: dict[int, set[int]], subscribed: set[int]) -> dict:
+    def table_changes(
+        self, touched: dict[int, set[int]], subscribed: set[int], whole: set[int] = frozenset()
+    ) -> dict:
         """The changed entries of the subscribed tables (docs/protocol.md, "delta":
         `only` lists the entries a view carries; one of them without a row is invalid
-        now). A full view when more than half the table changed (a cheaper message)."""
+        now). A full view when more than half the table changed (a cheaper message), and
+        of the tables in `whole`."""
         out = {}
-        for pa in sorted(touched.keys() & subscribed):
+        for pa in sorted((touched.keys() | whole) & subscribed):
             info = self.index.info(pa)
-            slots = sorted(touched[pa])
-            whole = info is None or 2 * len(slots) > info.entries
-            out[hexs(pa)] = self._table_view(self.live, info, pa, None if whole else slots)
+            slots = sorted(touched.get(pa, ()))
+            whole_view = pa in whole or info is None or 2 * len(slots) > info.entries
+            out[hexs(pa)] = self._table_view(self.live, info, pa, None if whole_view else slots)
         return out
 
     @staticmethod
@@ -452,29 +494,35 @@ class SessionHost:
 
     # --- the engine's events -----------------------------------------------------------
     def _drain(self) -> None:
-        """Collect the events of what was just executed (LiveSession.events(), converted
-        to JSON only for the events a delta will list)."""
-        m = self.live.machine
-        events = m.event_tuples()
-        if not events:
+        """Collect the events of what was just executed: the core summarises them in one
+        pass (the pages written, and the descriptors written in the subscribed tables,
+        dirty-log news, tables linked or unlinked) and hands over as tuples only the last
+        MAX_DELTA_EVENTS, the ones a delta lists."""
+        if self.live.machine.n_events_recorded == 0:
             return
-        m.clear_events()
-        for e in events:
-            kind, level, addr, old, new = e[4], e[7], e[8], e[10], e[11]
-            if kind in DIRTY_LOG_KINDS:
-                self.wrote = True  # the machine view carries the dirty bitmap
-            if kind in WRITE_KINDS and old != new:
-                self.touched.add(addr)
-                self.wrote = True
-                if level < 3 and (old & TABLE_BITS == TABLE_BITS) != (
-                    new & TABLE_BITS == TABLE_BITS
-                ):
-                    self.index.valid = False
-        self.pending.extend(events)
-        extra = len(self.pending) - self.MAX_DELTA_EVENTS
-        if extra > 0:
-            self.omitted += extra
-            del self.pending[:extra]
+        tables = self.subscribed()
+        # (tables some drain since the last delta did not watch: sent whole if written)
+        self.watched = tables if self.watched is None else self.watched & tables
+        tail, n, written, addrs, logged, relinked = self.live.machine.drain_events(
+            self.MAX_DELTA_EVENTS, self.index.pages_of(tables)
+        )
+        if written:
+            self.touched.update(written)
+            self.touched_addrs.update(addrs)
+        if written or logged:
+            self.wrote = True  # the machine view carries the counters and dirty bitmap
+        if relinked:
+            self.index.valid = False
+        if len(tail) >= self.MAX_DELTA_EVENTS:
+            self.omitted += len(self.pending) + n - len(tail)
+            self.pending = tail
+        else:
+            self.pending.extend(tail)
+            self.omitted += n - len(tail)
+            extra = len(self.pending) - self.MAX_DELTA_EVENTS
+            if extra > 0:
+                self.omitted += extra
+                del self.pending[:extra]
 
     def _fill_recent(self, position: int, branch: int | None = None) -> None:
         """Put the head at `position` (of `branch`), re-executing enough decisions before
@@ -489,28 +537,41 @@ class SessionHost:
         self.pending.clear()
         self.omitted = 0
         self.touched.clear()
+        self.touched_addrs.clear()
+        self.watched = None
         self.wrote = False
         self.index.valid = False
         self.violations_sent = len(live.machine.violations)
 
-    def persist(self) -> None:
+    def persist(self, *, wait: bool = True) -> None:
         """Store the decisions (and checkpoints) not stored yet: the head's branch (a new
-        branch with its first decisions, moving the session's head to it)."""
+        branch with its first decisions, moving the session's head to it).
+
+        A checkpoint is compressed and hashed in the packer thread (zlib and blake2b run
+        without the GIL: 40 ms at 1M leaves, beside the run); a run (not `wait`) stores it
+        with the first append after it is ready (tick stores the last ones), anything else
+        at once. Decisions never wait: the recording is the decisions, a checkpoint only
+        shortens a replay."""
         live = self.live
         br = live.tree.branches[live.branch]
         done = self.persisted.get(br.id)
-        if not self.persist_enabled or done == br.end:
+        if not self.persist_enabled or (done == br.end and not self.packing):
             return
         new_branch = None
         if done is None:  # a branch made here: created with its first decisions
             new_branch = (br.parent, br.start)
             done = br.start
         new = br.decisions[done - br.start :]
-        checkpoints = [
-            c
-            for p, c in sorted(br.checkpoints.items())
-            if (br.id, p) not in self.stored_checkpoints and p <= br.end
-        ]
+        for key in [k for k in self.packing if k[0] != br.id]:
+            del self.packing[key]  # (the head left that branch: not stored, not needed)
+        for p, c in sorted(br.checkpoints.items()):
+            key = (br.id, p)
+            if key not in self.stored_checkpoints and key not in self.packing and p <= br.end:
+                self.packing[key] = PACKER.submit(packed, c)
+        ready = [key for key, job in self.packing.items() if wait or job.done()]
+        if done == br.end and not ready:
+            return
+        checkpoints = [(key[1], *self.packing[key].result()) for key in ready]
         try:
             store.append(
                 self.session_id,
@@ -527,7 +588,9 @@ class SessionHost:
             raise HostLost(f"{type(exc).__name__}: {exc}") from None
         self.head_moved = False
         self.persisted[br.id] = br.end
-        self.stored_checkpoints.update((br.id, c.position) for c in checkpoints)
+        for key in ready:
+            del self.packing[key]
+            self.stored_checkpoints.add(key)
 
     def save_run(self) -> None:
         """Store the run's state now (it started or stopped; appends store it too)."""
@@ -539,16 +602,21 @@ class SessionHost:
         self.run = RunState.from_json(data, time.monotonic())
         log.info("session %s: resuming its run at step %d", self.session_id, self.run.steps)
 
-    def flush(self, *, force: bool = False) -> None:
+    def flush(self, *, force: bool = False, wait: bool = True) -> None:
         """Persist, then send one delta batch with what happened since the last one."""
-        self.persist()
+        self.persist(wait=wait)
         if not (self.pending or force):
             return
         live = self.live
         events = self._events_json(live, self.pending)
         self.recent.extend(events)
         subscribed = self.subscribed()
-        touched = self.index.touched_entries(self.touched) if self.touched else {}
+        touched, held = (
+            self.index.touched_entries(self.touched, self.touched_addrs, subscribed)
+            if self.touched
+            else ({}, set())
+        )
+        unwatched = held - (self.watched if self.watched is not None else subscribed)
         all_violations = live.violations()
         self.batch += 1
         msg = P.message(
@@ -560,7 +628,7 @@ class SessionHost:
             events=events,
             actors=live.actors_view(),
             lock=live.lock_view(),
-            tables=self.table_changes(touched, subscribed),
+            tables=self.table_changes(touched, subscribed, unwatched),
             violations=all_violations[self.violations_sent :],
             head=self.head(),
         )
@@ -574,6 +642,8 @@ class SessionHost:
         self.pending = []
         self.omitted = 0
         self.touched = set()
+        self.touched_addrs = set()
+        self.watched = None
         self.wrote = False
         self.last_flush = time.monotonic()
         self.to_group_encoded(msg)
@@ -845,6 +915,7 @@ class SessionHost:
             violations=len(self.live.machine.violations),
             seed=seed,
         )
+        self.flush_cost = 0.0
         self.save_run()
         self._ack(viewer, msg)
         self.flush(force=True)  # running: true
@@ -1004,7 +1075,7 @@ class SessionHost:
             lens.advance(min(position, lens.position + HISTORY_CHUNK))
             events = m.event_tuples()
             m.clear_events()
-            hits = [e for e in events if e[8] == addr and e[4] in WRITE_KINDS]
+            hits = [e for e in events if e[8] == addr and e[4] in I.WRITE_KINDS]
             for j in self._events_json(lens, hits) if hits else ():
                 if "lost-update" in j.get("flags", ()) and "reverted" not in j:
                     found = reverted_by(j, reversed(writes))
@@ -1073,6 +1144,10 @@ class SessionHost:
             wakes.append(self._run_slice(now))
         if self.job is not None:
             wakes.append(self._explore_tick(now))
+        if self.packing and self.run is None:  # (a run's last checkpoints)
+            self.persist(wait=False)
+            if self.packing:
+                wakes.append(now + self.PACKED_POLL)
         return min((w for w in wakes if w is not None), default=None)
 
     def _run_slice(self, now: float) -> float | None:
@@ -1087,6 +1162,10 @@ class SessionHost:
         deadline = time.perf_counter() + self.SLICE_SECONDS
         finished = False
         n_actors = len(live.names)
+        # Round-robin with one actor left (the others finished): its steps go to the core
+        # in runs (step_n), not one Python call each. (Random mode draws for every step;
+        # until=violation stops right after one.)
+        runs = r.mode != "random" and r.until != "violation"
         done = 0
         while done < budget:
             if r.max_steps is not None and r.steps >= r.max_steps:
@@ -1096,6 +1175,23 @@ class SessionHost:
             if not enabled:
                 finished = True  # every actor finished (or the rest are blocked)
                 break
+            if (
+                runs
+                and len(enabled) == 1
+                and live.position == len(live.decisions)
+                and all(j == enabled[0] or m.done(j) for j in range(n_actors))
+            ):
+                actor = enabled[0]
+                n = min(budget - done, self.STEP_RUN)
+                if r.max_steps is not None:
+                    n = min(n, r.max_steps - r.steps)
+                taken = live.take_steps(actor, n)
+                r.turn = actor + 1
+                r.steps += taken
+                done += taken
+                if time.perf_counter() > deadline:
+                    break
+                continue
             if r.mode == "random":
                 actor = r.rng.choice(enabled)
             else:  # round-robin in file order, as LiveSession.run
@@ -1120,17 +1216,25 @@ class SessionHost:
         self._drain()
         if finished:
             self.run = None
-            self.flush(force=True)
+            self.flush(force=True, wait=False)
             self.save_run()
             return None
-        if self.pending and time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL:
-            self.flush()
+        if self.pending and time.monotonic() - self.last_flush >= self.flush_every():
+            t0 = time.perf_counter()
+            self.flush(wait=False)
+            self.flush_cost = time.perf_counter() - t0
         if r.speed > 0:
             nxt = r.started + r.steps / r.speed
             if self.pending:
-                nxt = min(nxt, self.last_flush + self.FLUSH_INTERVAL)
+                nxt = min(nxt, self.last_flush + self.flush_every())
             return nxt
         return now
+
+    def flush_every(self) -> float:
+        """The time between a run's deltas: FLUSH_INTERVAL, or more when making one took
+        long (every batch is still sent, numbered in order; only fewer are made)."""
+        share = min(self.FLUSH_MAX_INTERVAL, self.FLUSH_SHARE * self.flush_cost)
+        return max(self.FLUSH_INTERVAL, share)
 
     def _explore_tick(self, now: float) -> float:
         job = self.job

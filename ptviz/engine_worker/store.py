@@ -144,7 +144,7 @@ def append(
     session_id: str,
     start: int,
     decisions: list[list],
-    checkpoints: list[LiveCheckpoint],
+    checkpoints: list[tuple[int, bytes, str]],
     worker: str | None = None,
     branch: int = 0,
     new_branch: tuple[int, int] | None = None,
@@ -155,19 +155,14 @@ def append(
     `worker` still holds the session's lease (a worker that lost it, say after a stall
     long enough for another to take over, must not write). The unique (session, branch,
     index) constraint is the second fence. `new_branch` (parent, start): the branch is
-    created here; `head`: the session's head moves to that branch. `run` (the running
+    created here; `head`: the session's head moves to that branch. `checkpoints`:
+    (position, compressed snapshot, state hash) on `branch`. `run` (the running
     run's state after these decisions, or None) goes to the lease in the same
     transaction: a takeover resumes exactly there."""
     rows = Decision.rows_for(session_id, start, decisions, branch)
     snaps = [
-        Checkpoint(
-            session_id=session_id,
-            branch=branch,
-            position=c.position,
-            snapshot=compress(c.snapshot),
-            state_hash=c.hash,
-        )
-        for c in checkpoints
+        Checkpoint(session_id=session_id, branch=branch, position=p, snapshot=blob, state_hash=h)
+        for p, blob, h in checkpoints
     ]
     try:
         with transaction.atomic():

@@ -66,12 +66,10 @@ def test_create_from_an_example_and_open_the_session_page(client):
     assert response["Location"].endswith(f"/s/{control.token}/")
     page = client.get(f"/s/{control.token}/?at=3")
     html = page.content.decode()
-    assert '<script type="module" src="/static/js/app.js"></script>' in html
+    # app.js and every module it imports in one script (ptviz/jsbundle.py)
+    assert '<script type="module" src="/static/js/app.bundle.js"></script>' in html
     assert 'href="/static/css/app.css"' in html and 'id="app"' in html
-    # every module app.js imports is preloaded (not found one import level at a time)
-    for module in ("tree.js", "store.js", "conn.js", "fmt.js", "explain.js"):
-        assert f'<link rel="modulepreload" href="/static/js/{module}">' in html
-    assert "/static/js/builder.js" not in html  # (the gallery's)
+    assert "modulepreload" not in html and "/static/js/builder.js" not in html
     boot = bootstrap(html)
     assert boot["session"] == str(session.id) and boot["token"] == control.token
     assert boot["role"] == "control" and boot["protocol"] == 1 and boot["at"] == "3"
@@ -585,6 +583,15 @@ def test_static_files_are_served_by_the_asgi_app(settings, tmp_path):
     os.utime(probe, ns=(probe.stat().st_atime_ns, probe.stat().st_mtime_ns + 10**9))
     assert arun(get("/static/js/probe.js")) == (200, b"export const probe = 22;\n")
     assert arun(get("/static/js/nope.js"))[0] == 404
+    # the session page's bundle: app.js and what it imports, as they are now
+    (tmp_path / "js" / "app.js").write_text(
+        'import { probe as p } from "./probe.js";\nexport const app = p;\n'
+    )
+    status, body = arun(get("/static/js/app.bundle.js"))
+    assert status == 200 and b"export" not in body
+    assert body.index(b"const probe = 22;") < body.index(b"const { probe: p } = __module_probe;")
+    (tmp_path / "js" / "app.js").write_text("export default 1;\n")  # (not bundlable)
+    assert arun(get("/static/js/app.bundle.js"))[0] == 404
     status, body = arun(get("/"))
     assert status == 200 and b"Start a debug session" in body
 
