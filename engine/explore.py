@@ -84,8 +84,10 @@ def explore(
     progress: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     jobs: int = 1,
+    disposable: bool = False,
 ) -> Exploration:
-    """Explore every interleaving from `machine`'s current state (left as it was found).
+    """Explore every interleaving from `machine`'s current state (left as it was found,
+    unless `disposable`: the machine is fresh from its spec and nobody uses it after).
 
     `on_progress(states, depth)` (distinct states so far, never above max_states; the
     current schedule's length) is called every PROGRESS_STATES new states; an exception
@@ -101,17 +103,19 @@ def explore(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _explore(machine, final_key, max_states, progress, on_progress, jobs)
+        return _explore(machine, final_key, max_states, progress, on_progress, jobs, disposable)
     finally:
         machine.recording = recording
         if collecting:
             gc.enable()
 
 
-def _explore(machine, final_key, max_states, progress, on_progress=None, jobs=1) -> Exploration:
+def _explore(
+    machine, final_key, max_states, progress, on_progress=None, jobs=1, disposable=False
+) -> Exploration:
     unfinished = [i for i in range(len(machine.actors)) if not machine.done(i)]
     if len(unfinished) == 1 and machine.enabled():
-        solo = _solo(machine, final_key, unfinished[0])
+        solo = _solo(machine, final_key, unfinished[0], disposable)
         if solo is not None:
             return solo
     if machine.all_done():
@@ -284,13 +288,17 @@ def _complete(machine) -> list[int]:
     return extra
 
 
-def _solo(machine, final_key, actor: int) -> Exploration | None:
+def _solo(machine, final_key, actor: int, disposable: bool = False) -> Exploration | None:
     """One unfinished actor: a single schedule, run (not searched) and kept as nothing but
     its length. Its states are all distinct unless the actor loops forever, which is
     checked at every SOLO_CHUNK steps (Brent's cycle detection on those states); then None,
-    and the search proper (which cuts the cycle) takes over."""
+    and the search proper (which cuts the cycle) takes over, from the start again.
+
+    The machine comes back by a mark, whose undo log keeps 16 bytes per descriptor write
+    (32 MB for a million-leaf wp + age: three times the tables); a disposable machine
+    needs none, and is put back at its spec's start only if the search takes over."""
     mask, nviol = machine.viol_mask, len(machine.violations)
-    mark = machine.save()
+    mark = None if disposable else machine.save()
     try:
         runs: list[list[int]] = []
         saved, power, since = machine.state_key(), 1, 0
@@ -300,6 +308,8 @@ def _solo(machine, final_key, actor: int) -> Exploration | None:
                 break
             key = machine.state_key()
             if key == saved:
+                if mark is None:
+                    machine.set_state(type(machine)(machine.spec).get_state())
                 return None
             since += 1
             if since == power:
@@ -319,8 +329,9 @@ def _solo(machine, final_key, actor: int) -> Exploration | None:
                 mask |= 1 << v[0]
         key = final_key(machine)
     finally:
-        machine.restore(mark)
-        machine.release(mark)
+        if mark is not None:
+            machine.restore(mark)
+            machine.release(mark)
     return Exploration(steps + 1, 1, 0, [FinalState(key, 1, schedule, steps)], violations)
 
 

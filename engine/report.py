@@ -324,6 +324,7 @@ def explore_json(
         progress=progress,
         on_progress=on_progress,
         jobs=jobs,
+        disposable=start is None,  # (our own machine: explored from the scenario's start)
     )
     names = spec.actor_names
     ops_of = machine.ops_of
