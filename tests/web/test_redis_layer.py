@@ -5,6 +5,7 @@ import asyncio
 import uuid
 
 import pytest
+from webhelpers import arun
 
 from ptviz import layers
 from ptviz.localservices import REDIS_URL, flush_redis_prefix, free_port, redis_up
@@ -36,7 +37,7 @@ def test_every_viewer_channel_of_a_process_gets_each_group_message_once_in_order
         await layer.close_pools()
 
     try:
-        asyncio.run(body())
+        arun(body())
     finally:
         flush_redis_prefix(prefix)
 
@@ -57,7 +58,7 @@ def test_a_message_to_one_channel_reaches_that_channel_alone():
         await layer.close_pools()
 
     try:
-        asyncio.run(body())
+        arun(body())
     finally:
         flush_redis_prefix(prefix)
 
@@ -79,4 +80,4 @@ def test_a_read_that_fails_reaches_every_waiting_viewer_and_the_next_receive_rea
         assert layer._reader is not first
         await layer.close_pools()
 
-    asyncio.run(body())
+    arun(body())

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from webhelpers import arun
 
 from ptviz.debugger.shared_lookup import SharedLookup
 
@@ -32,7 +33,7 @@ def test_viewers_asking_at_once_share_one_lookup():
         assert await shared.get("s", fetch) == "w1"  # and later ones within the ttl
         assert fetch.calls == 1
 
-    asyncio.run(body())
+    arun(body())
 
 
 def test_an_answer_older_than_the_ttl_is_looked_up_again():
@@ -43,7 +44,7 @@ def test_an_answer_older_than_the_ttl_is_looked_up_again():
         await shared.get("s", fetch)
         assert fetch.calls == 2
 
-    asyncio.run(body())
+    arun(body())
 
 
 def test_an_answer_it_must_not_keep_is_shared_in_flight_only():
@@ -55,7 +56,7 @@ def test_an_answer_it_must_not_keep_is_shared_in_flight_only():
         await shared.get("s", fetch)  # no owner: asked again, someone is taking it over
         assert fetch.calls == 2
 
-    asyncio.run(body())
+    arun(body())
 
 
 def test_one_asker_cancelled_does_not_cancel_the_others():
@@ -68,7 +69,7 @@ def test_one_asker_cancelled_does_not_cancel_the_others():
         assert await second == "w1"
         assert fetch.calls == 1
 
-    asyncio.run(body())
+    arun(body())
 
 
 def test_a_failed_lookup_reaches_every_asker_and_is_not_kept():
@@ -82,7 +83,7 @@ def test_a_failed_lookup_reaches_every_asker_and_is_not_kept():
             await shared.get("s", fetch)
         assert fetch.calls == 2
 
-    asyncio.run(body())
+    arun(body())
 
 
 def test_a_lookup_left_in_flight_by_a_closed_event_loop_is_not_awaited():
@@ -92,9 +93,9 @@ def test_a_lookup_left_in_flight_by_a_closed_event_loop_is_not_awaited():
         asyncio.ensure_future(shared.get("s", Counted("old", delay=10)))
         await asyncio.sleep(0)
 
-    asyncio.run(leave_in_flight())  # (asyncio.run cancels it: nothing kept)
+    arun(leave_in_flight())  # (asyncio.run cancels it: nothing kept)
 
     async def body():
         return await shared.get("s", Counted("new", delay=0))
 
-    assert asyncio.run(body()) == "new"
+    assert arun(body()) == "new"

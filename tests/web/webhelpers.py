@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from channels.testing import WebsocketCommunicator
@@ -25,7 +26,15 @@ VIEWER_EXPIRY = 2.0  # the engine forgets a viewer silent this long (consumers b
 
 
 def arun(coro, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Run `coro` to the end in an event loop of its own: in a thread of its own when this
+    one has a loop running (Playwright's sync API leaves its loop set as running in the
+    main thread once a browser test has started it, for the rest of the session)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(asyncio.wait_for(coro, timeout))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
 async def engine_stats(session_id) -> dict:
