@@ -26,18 +26,54 @@ cdef extern from "_bits.h":
     uint64_t PT_LEVEL_SHIFT_2, PT_NREGS, PT_TLB_ENTRIES
     uint64_t PT_R0, PT_PTR, PT_IPA, PT_END, PT_CUR, PT_LEVEL, PT_WLEVEL, PT_WT0, PT_RET
     uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA, PT_FAULTS, PT_FAULTS_MAX
-    uint64_t PT_OP_MOV, PT_OP_MOVK, PT_OP_AND, PT_OP_ANDN, PT_OP_ORR, PT_OP_BZ, PT_OP_BNZ
-    uint64_t PT_OP_BEQ, PT_OP_B, PT_OP_BLT, PT_OP_ADDK, PT_OP_MEMSLOT, PT_OP_END
-    uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
-    uint64_t PT_OP_LOCK, PT_OP_UNLOCK, PT_OP_LOAD, PT_OP_STORE, PT_OP_LDXR, PT_OP_STXR
-    uint64_t PT_OP_CAS, PT_OP_TLBI_IPA, PT_OP_TLBI_ALL, PT_OP_SWALK, PT_OP_RWALK
-    uint64_t PT_OP_HW_ACCESS, PT_OP_TLB_EVICT, PT_RWALK_VISIT_INVALID, PT_RWALK_TABLE_POST, PT_RWALK_TABLE_PRE
-    uint64_t PT_OP_ALLOC, PT_OP_DESCEND, PT_OP_TABLE_EMPTY, PT_OP_LOG_TRACK, PT_OP_FREE
-    uint64_t PT_OP_MARK_DIRTY, PT_OP_LOG, PT_OP_HARVEST, PT_DIRTY_WORD_PAGES
+    uint64_t PT_RWALK_VISIT_INVALID, PT_RWALK_TABLE_POST, PT_RWALK_TABLE_PRE
+    uint64_t PT_DIRTY_WORD_PAGES
     uint64_t PT_FLEVEL, PT_LOG, PT_TLEVEL, PT_VISIT, PT_AUX, PT_R2, PT_PEND
     uint64_t PT_VISIT_LEAF, PT_VISIT_TABLE_POST, PT_VISIT_TABLE_PRE
     uint64_t PT_EV_MARK_DIRTY, PT_EV_LOG, PT_EV_HARVEST, PT_CHECK_NO_LOST_DIRTY, PT_S2AP_RW
     uint64_t PT_LOCK_READ
+    # opcodes as an enum: Cython compiles an if/elif chain over them to one C switch
+    enum:
+        PT_OP_MOV
+        PT_OP_MOVK
+        PT_OP_AND
+        PT_OP_ANDN
+        PT_OP_ORR
+        PT_OP_BZ
+        PT_OP_BNZ
+        PT_OP_BEQ
+        PT_OP_B
+        PT_OP_BLT
+        PT_OP_ADDK
+        PT_OP_MEMSLOT
+        PT_OP_END
+        PT_OP_WALK_INIT
+        PT_OP_TLB_IPA_LOCAL
+        PT_OP_BEQK
+        PT_OP_BNEK
+        PT_OP_EOR
+        PT_OP_ORRR
+        PT_OP_LOCK
+        PT_OP_UNLOCK
+        PT_OP_LOAD
+        PT_OP_STORE
+        PT_OP_LDXR
+        PT_OP_STXR
+        PT_OP_CAS
+        PT_OP_TLBI_IPA
+        PT_OP_TLBI_ALL
+        PT_OP_SWALK
+        PT_OP_RWALK
+        PT_OP_HW_ACCESS
+        PT_OP_TLB_EVICT
+        PT_OP_ALLOC
+        PT_OP_DESCEND
+        PT_OP_TABLE_EMPTY
+        PT_OP_LOG_TRACK
+        PT_OP_FREE
+        PT_OP_MARK_DIRTY
+        PT_OP_LOG
+        PT_OP_HARVEST
     uint64_t PT_FAULT_NONE, PT_FAULT_TRANSLATION, PT_FAULT_ACCESS_FLAG, PT_FAULT_PERMISSION
     uint64_t PT_EV_LOAD, PT_EV_STORE, PT_EV_LDXR, PT_EV_STXR_OK, PT_EV_STXR_FAIL, PT_EV_CAS_OK
     uint64_t PT_EV_CAS_FAIL, PT_EV_WALK, PT_EV_HW_UPDATE, PT_EV_HW_UPDATE_FAIL, PT_EV_FAULT
@@ -185,8 +221,9 @@ cdef class Machine:
     cdef readonly int64_t seq
     cdef Event *events
     cdef Py_ssize_t n_events, cap_events
+    cdef Py_ssize_t room  # records _event writes before asking _event_room (0: ask now)
     cdef public bint recording
-    cdef public Py_ssize_t record_limit  # recording stops for good past this many (-1: none)
+    cdef Py_ssize_t _record_limit  # recording stops for good past this many (-1: none)
     cdef uint64_t h1, h2
     cdef bint hash_valid
     # exploration marks: an undo log of descriptor writes and saved small state
@@ -290,7 +327,8 @@ cdef class Machine:
         self.events = <Event *>malloc(self.cap_events * sizeof(Event))
         self.n_events = 0
         self.recording = True
-        self.record_limit = -1
+        self._record_limit = -1
+        self.room = 0
         self.cap_undo = 0
         self.n_undo = 0
         self.marks = []
@@ -321,11 +359,20 @@ cdef class Machine:
             raise IndexError(f"no table memory at {addr:#x}")
         return self.mem[slot]
 
-    cdef int _write(self, int actor, uint64_t addr, uint64_t value) except -1:
+    cdef inline int _write(self, int actor, uint64_t addr, uint64_t value) except -1:
         """twin: _write (clears every other CPU's exclusive monitor on the address)."""
         cdef uint64_t slot = (addr - PT_TABLE_BASE) >> 3
         cdef uint64_t old = self.mem[slot]
         cdef int j
+        if self.hash_valid:  # exploring: marks undo-log writes, the hash follows them
+            self._explore_write(slot, old, value)
+        self.mem[slot] = value
+        for j in range(self.n_actors):
+            if j != actor and self.act[j].mon == addr:
+                self.act[j].mon = 0
+        return 0
+
+    cdef int _explore_write(self, uint64_t slot, uint64_t old, uint64_t value) except -1:
         if self.marks:
             if self.n_undo + 2 > self.cap_undo:
                 self.cap_undo = max(1024, self.cap_undo * 2)
@@ -333,13 +380,9 @@ cdef class Machine:
             self.undo[self.n_undo] = slot
             self.undo[self.n_undo + 1] = old
             self.n_undo += 2
-        if self.hash_valid:  # kept up to date only while exploring (see state_key)
-            self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
-            self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
-        self.mem[slot] = value
-        for j in range(self.n_actors):
-            if j != actor and self.act[j].mon == addr:
-                self.act[j].mon = 0
+        # the memory hash is kept up to date only while exploring (see state_key)
+        self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
+        self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
         return 0
 
     cdef uint64_t _alloc_table(self) except 0:
@@ -369,18 +412,12 @@ cdef class Machine:
         return table + 8 * index
 
     # --- events ------------------------------------------------------------------------
-    cdef int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
-                    uint64_t old, uint64_t new, int detail, int flags) except -1:
+    cdef inline int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
+                           uint64_t old, uint64_t new, int detail, int flags) except -1:
+        """twin: _event. Inline: one record per micro-step is the core's hot path; the
+        buffer's growth and the record limit are checked on one compare (_event_room)."""
         cdef Event *e
-        if self.recording and self.n_events == self.record_limit:
-            self.recording = False  # nobody will list these events: stop keeping them
-        if self.recording:
-            if self.n_events == self.cap_events:
-                self.cap_events *= 2
-                e = <Event *>realloc(self.events, self.cap_events * sizeof(Event))
-                if e == NULL:
-                    raise MemoryError("event buffer")
-                self.events = e
+        if self.recording and (self.n_events < self.room or self._event_room()):
             e = &self.events[self.n_events]
             e.seq = self.seq
             e.actor = actor
@@ -398,8 +435,27 @@ cdef class Machine:
         self.seq += 1
         return 0
 
+    cdef bint _event_room(self) except -1:
+        """Room for one more record (n_events reached `room`): stop recording at the
+        record limit (nobody will list these events), else grow the buffer. `room` is
+        min(cap_events, record_limit), so the fast path needs one compare."""
+        cdef Event *e
+        if self.n_events == self._record_limit:
+            self.recording = False
+            return False
+        if self.n_events >= self.cap_events:
+            e = <Event *>realloc(self.events, 2 * self.cap_events * sizeof(Event))
+            if e == NULL:
+                raise MemoryError("event buffer")
+            self.events = e
+            self.cap_events *= 2
+        self.room = self.cap_events
+        if self.n_events < self._record_limit < self.room:
+            self.room = self._record_limit
+        return True
+
     # --- checks ------------------------------------------------------------------------
-    cdef int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
+    cdef inline int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
                           uint64_t meant, int level, uint64_t ipa) except -1:
         """twin: _check_store (no_lost_update, break_before_make)."""
         cdef int flags = 0
@@ -564,23 +620,120 @@ cdef class Machine:
         return self._run(i, False)
 
     cdef int _run(self, int i, bint shared_done) except -1:
+        """Actor i's instructions: through one shared instruction (a micro-step) and the
+        local ones after it, stopping before the next shared one; with shared_done, only
+        the local ones up to it. One C switch (Cython compiles this if/elif chain over the
+        opcode enum to one): the register-only instructions and the descriptor accesses of
+        the bulk paths are inline here, the rest in _local and _shared (twin: _run,
+        _local, _shared, the same rules)."""
         cdef Actor *a = &self.act[i]
+        cdef uint64_t *r = a.regs
+        cdef uint64_t *k = self.consts
         cdef Instr *ins
+        cdef uint64_t value, addr
+        cdef int op
         while a.op_i < a.n_ops:
             ins = &self.code[a.pc]
-            if ins.op >= PT_OP_LOCK:
-                if shared_done:
-                    return 0
-                shared_done = self._shared(i, a, ins)
-            elif ins.op == PT_OP_END:
+            op = ins.op
+            if op == PT_OP_MOV:
+                r[ins.a] = r[ins.b]
+                a.pc += 1
+            elif op == PT_OP_MOVK:
+                r[ins.a] = k[ins.b]
+                a.pc += 1
+            elif op == PT_OP_AND:
+                r[ins.a] = r[ins.b] & k[ins.c]
+                a.pc += 1
+            elif op == PT_OP_ANDN:
+                r[ins.a] = r[ins.b] & ~k[ins.c]
+                a.pc += 1
+            elif op == PT_OP_ORR:
+                r[ins.a] = r[ins.b] | k[ins.c]
+                a.pc += 1
+            elif op == PT_OP_EOR:
+                r[ins.a] = r[ins.b] ^ r[ins.c]
+                a.pc += 1
+            elif op == PT_OP_ORRR:
+                r[ins.a] = r[ins.b] | r[ins.c]
+                a.pc += 1
+            elif op == PT_OP_ADDK:
+                r[ins.a] = r[ins.b] + k[ins.c]
+                a.pc += 1
+            elif op == PT_OP_BZ:
+                a.pc = a.pc + 1 if r[ins.a] & k[ins.b] else ins.c
+            elif op == PT_OP_BNZ:
+                a.pc = ins.c if r[ins.a] & k[ins.b] else a.pc + 1
+            elif op == PT_OP_BEQ:
+                a.pc = ins.c if r[ins.a] == r[ins.b] else a.pc + 1
+            elif op == PT_OP_BEQK:
+                a.pc = ins.c if r[ins.a] == k[ins.b] else a.pc + 1
+            elif op == PT_OP_BNEK:
+                a.pc = ins.c if r[ins.a] != k[ins.b] else a.pc + 1
+            elif op == PT_OP_BLT:
+                a.pc = ins.c if r[ins.a] < r[ins.b] else a.pc + 1
+            elif op == PT_OP_B:
+                a.pc = ins.a
+            elif op == PT_OP_WALK_INIT:
+                r[PT_WLEVEL] = self.start_level
+                r[PT_WT0 + self.start_level] = PT_TABLE_BASE
+                if ins.a == 1:
+                    r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
+                a.pc += 1
+            elif op == PT_OP_END:
                 a.op_i += 1
                 if self.recording and self.n_events:
                     self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
                 self._start_op(i)
                 if self.dl_watch and self.dlog.written and self.all_done():
                     self._final_checks(i)
-            else:
-                self._local(a, ins)
+            elif op == PT_OP_LOAD or op == PT_OP_LDXR:
+                if shared_done:
+                    return 0
+                value = self._read(r[PT_PTR])
+                r[ins.a] = value
+                if op == PT_OP_LDXR:
+                    a.mon = r[PT_PTR]
+                self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
+                            r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
+                a.pc += 1
+                shared_done = True
+            elif op == PT_OP_STORE:
+                if shared_done:
+                    return 0
+                self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
+                a.pc += 1
+                shared_done = True
+            elif op == PT_OP_STXR:
+                if shared_done:
+                    return 0
+                addr = r[PT_PTR]
+                if a.mon == addr:
+                    a.mon = 0
+                    self._software_write(i, a, r[ins.b], k[ins.c], PT_EV_STXR_OK)
+                    r[ins.a] = 0
+                else:
+                    a.mon = 0
+                    value = self._read(addr)
+                    self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value,
+                                r[ins.b], 0, 0)
+                    r[ins.a] = 1
+                a.pc += 1
+                shared_done = True
+            elif op == PT_OP_SWALK:
+                if shared_done:
+                    return 0
+                shared_done = self._swalk(i, a, ins)
+            elif op == PT_OP_RWALK:
+                if shared_done:
+                    return 0
+                shared_done = self._rwalk(i, a, ins)
+            else:  # the switch's default
+                if op < PT_OP_LOCK:
+                    self._local(a, ins)
+                    continue
+                if shared_done:
+                    return 0
+                shared_done = self._shared(i, a, ins)
         return 0
 
     cdef int _final_checks(self, int i) except -1:
@@ -653,48 +806,7 @@ cdef class Machine:
         cdef uint64_t ipa, base
         cdef Memslot *slot
         a.pc += 1
-        if op == PT_OP_MOV:
-            r[x] = r[y]
-        elif op == PT_OP_MOVK:
-            r[x] = k[y]
-        elif op == PT_OP_AND:
-            r[x] = r[y] & k[z]
-        elif op == PT_OP_ANDN:
-            r[x] = r[y] & ~k[z]
-        elif op == PT_OP_ORR:
-            r[x] = r[y] | k[z]
-        elif op == PT_OP_EOR:
-            r[x] = r[y] ^ r[z]
-        elif op == PT_OP_ORRR:
-            r[x] = r[y] | r[z]
-        elif op == PT_OP_ADDK:
-            r[x] = r[y] + k[z]
-        elif op == PT_OP_BZ:
-            if not (r[x] & k[y]):
-                a.pc = z
-        elif op == PT_OP_BNZ:
-            if r[x] & k[y]:
-                a.pc = z
-        elif op == PT_OP_BEQ:
-            if r[x] == r[y]:
-                a.pc = z
-        elif op == PT_OP_BEQK:
-            if r[x] == k[y]:
-                a.pc = z
-        elif op == PT_OP_BNEK:
-            if r[x] != k[y]:
-                a.pc = z
-        elif op == PT_OP_BLT:
-            if r[x] < r[y]:
-                a.pc = z
-        elif op == PT_OP_B:
-            a.pc = x
-        elif op == PT_OP_WALK_INIT:
-            r[PT_WLEVEL] = self.start_level
-            r[PT_WT0 + self.start_level] = PT_TABLE_BASE
-            if x == 1:
-                r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
-        elif op == PT_OP_MEMSLOT:
+        if op == PT_OP_MEMSLOT:
             r[x] = 0
             ipa = r[PT_IPA]
             for t in range(self.n_memslots):
@@ -774,32 +886,6 @@ cdef class Machine:
                 self.lock_writer = -1
             self._event(i, PT_EV_UNLOCK, 0, 0, 0, 0, 0, x, 0)
             a.pc += 1
-        elif op == PT_OP_LOAD:
-            value = self._read(r[PT_PTR])
-            r[x] = value
-            self._event(i, PT_EV_LOAD, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-            a.pc += 1
-        elif op == PT_OP_LDXR:
-            value = self._read(r[PT_PTR])
-            r[x] = value
-            a.mon = r[PT_PTR]
-            self._event(i, PT_EV_LDXR, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-            a.pc += 1
-        elif op == PT_OP_STORE:
-            self._software_write(i, a, r[x], k[y], PT_EV_STORE)
-            a.pc += 1
-        elif op == PT_OP_STXR:
-            addr = r[PT_PTR]
-            if a.mon == addr:
-                a.mon = 0
-                self._software_write(i, a, r[y], k[z], PT_EV_STXR_OK)
-                r[x] = 0
-            else:
-                a.mon = 0
-                value = self._read(addr)
-                self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value, r[y], 0, 0)
-                r[x] = 1
-            a.pc += 1
         elif op == PT_OP_CAS:
             addr = r[PT_PTR]
             cur = self._read(addr)
@@ -857,7 +943,8 @@ cdef class Machine:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
 
-    cdef int _software_write(self, int i, Actor *a, uint64_t value, uint64_t meant, int kind) except -1:
+    cdef inline int _software_write(self, int i, Actor *a, uint64_t value, uint64_t meant,
+                                    int kind) except -1:
         cdef uint64_t *r = a.regs
         cdef uint64_t addr = r[PT_PTR]
         cdef uint64_t cur = self._read(addr)
@@ -865,11 +952,18 @@ cdef class Machine:
         cdef int flags
         self._write(i, addr, value)
         flags = self._check_store(i, addr, cur, value, meant, r[PT_LEVEL], ipa)
-        if self.hd and (cur & PT_S2AP_W) and not (value & PT_S2AP_W) and self.dlog.hwdirty:
-            page = self.dlog.sw_cleared(addr)
-            if page is not None:  # no_lost_dirty (b) (twin: _software_write)
-                self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W)
+        if self.hd and (cur & PT_S2AP_W) and not (value & PT_S2AP_W):
+            self._sw_cleared(i, addr)
         self._event(i, kind, r[PT_LEVEL], addr, ipa, cur, value, 0, flags)
+        return 0
+
+    cdef int _sw_cleared(self, int i, uint64_t addr) except -1:
+        """Software cleared a dirty state the hardware set: no_lost_dirty (b) (twin:
+        _software_write)."""
+        if self.dlog.hwdirty:
+            page = self.dlog.sw_cleared(addr)
+            if page is not None:
+                self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W)
         return 0
 
     cdef void _tlbi(self, uint64_t ipa, bint everything) noexcept nogil:
@@ -1419,6 +1513,16 @@ cdef class Machine:
         cdef Py_ssize_t k
         return [(self.viols[k].check, self.viols[k].seq, self.viols[k].actor, self.viols[k].op_i,
                  self.viols[k].ipa, self.viols[k].bits) for k in range(self.n_viols)]
+
+    @property
+    def record_limit(self):
+        """Recording stops for good once this many events are kept (-1: never)."""
+        return self._record_limit
+
+    @record_limit.setter
+    def record_limit(self, Py_ssize_t limit):
+        self._record_limit = limit
+        self.room = 0  # _event_room recomputes it on the next record
 
     @property
     def n_events_recorded(self):
