@@ -13,6 +13,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
 
@@ -189,6 +190,18 @@ cdef inline uint64_t words(uint64_t h, const uint64_t *p, Py_ssize_t n) noexcept
     return h
 
 
+cdef (int, long long) _extend(list runs, int last, long long count, int i, long long n) except *:
+    """A schedule's run-length encoding (runs, then the open pair last, count) after n
+    more steps of actor i: the open pair grows, or is closed and another opens."""
+    if runs is None or not n:
+        return last, count
+    if i == last:
+        return last, count + n
+    if count:
+        runs.append([last, count])
+    return i, n
+
+
 @cython.final
 cdef class Machine:
     """One stage-2 regime with its actors (engine/twin.py's Machine, in C)."""
@@ -223,6 +236,7 @@ cdef class Machine:
     cdef Py_ssize_t n_events, cap_events
     cdef Py_ssize_t room  # records _event writes before asking _event_room (0: ask now)
     cdef public bint recording
+    cdef long long ran  # micro-steps the current _run call has completed (if it raises)
     cdef Py_ssize_t _record_limit  # recording stops for good past this many (-1: none)
     cdef uint64_t h1, h2
     cdef bint hash_valid
@@ -335,7 +349,7 @@ cdef class Machine:
         self.hash_valid = False
         for k in range(self.n_actors):
             self._start_op(k)
-            self._run(k, True)
+            self._run(k, 0)
 
     def __dealloc__(self):
         free(self.mem)
@@ -603,38 +617,45 @@ cdef class Machine:
             raise EngineError(f"actor {i} has finished")
         if self._blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
-        self._run(i, False)
+        self._run(i, 1)
 
     def step_n(self, int i, long long n):
         """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
         returns how many it took (a run-length-encoded run of one actor's steps)."""
-        cdef long long taken = 0
         if not 0 <= i < self.n_actors:
             raise EngineError(f"no actor {i}")
-        while taken < n and not self._done(i) and not self._blocked(i):
-            self._run(i, False)
-            taken += 1
-        return taken
+        if n <= 0 or self._done(i) or self._blocked(i):
+            return 0
+        return self._run(i, n)
 
-    cdef int _step(self, int i) except -1:
-        return self._run(i, False)
-
-    cdef int _run(self, int i, bint shared_done) except -1:
-        """Actor i's instructions: through one shared instruction (a micro-step) and the
-        local ones after it, stopping before the next shared one; with shared_done, only
-        the local ones up to it. One C switch (Cython compiles this if/elif chain over the
-        opcode enum to one): the register-only instructions and the descriptor accesses of
-        the bulk paths are inline here, the rest in _local and _shared (twin: _run,
-        _local, _shared, the same rules)."""
+    cdef long long _run(self, int i, long long n) except -1:
+        """Up to n micro-steps of actor i (n > 0: it is neither finished nor blocked),
+        stopping early when it finishes or blocks: returns how many it took. A micro-step
+        is one shared instruction and the local ones after it, up to the next shared one;
+        n = 0 runs only the local ones up to the first. One loop over the steps, one C
+        switch over the opcodes (Cython compiles this if/elif chain over the opcode enum
+        to one): the register-only instructions and the descriptor accesses of the bulk
+        paths are inline here, the rest in _local and _shared (twin: _run, _local,
+        _shared, the same rules; stepping one micro-step at a time is the same)."""
         cdef Actor *a = &self.act[i]
         cdef uint64_t *r = a.regs
         cdef uint64_t *k = self.consts
         cdef Instr *ins
         cdef uint64_t value, addr
         cdef int op
+        cdef long long taken = 1 if n > 0 else 0
+        cdef bint shared_done = n == 0  # this step has made its shared access
+        self.ran = 0
         while a.op_i < a.n_ops:
             ins = &self.code[a.pc]
             op = ins.op
+            if op >= PT_OP_LOCK:
+                if shared_done:  # a step ends here; the next one begins, unless blocked
+                    if taken == n or (op == PT_OP_LOCK and not self._lock_free(ins.a)):
+                        return taken
+                    self.ran = taken
+                    taken += 1
+                shared_done = True  # (a walk that reached its level without a load: False)
             if op == PT_OP_MOV:
                 r[ins.a] = r[ins.b]
                 a.pc += 1
@@ -687,8 +708,6 @@ cdef class Machine:
                 if self.dl_watch and self.dlog.written and self.all_done():
                     self._final_checks(i)
             elif op == PT_OP_LOAD or op == PT_OP_LDXR:
-                if shared_done:
-                    return 0
                 value = self._read(r[PT_PTR])
                 r[ins.a] = value
                 if op == PT_OP_LDXR:
@@ -696,16 +715,10 @@ cdef class Machine:
                 self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
                             r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
                 a.pc += 1
-                shared_done = True
             elif op == PT_OP_STORE:
-                if shared_done:
-                    return 0
                 self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
                 a.pc += 1
-                shared_done = True
             elif op == PT_OP_STXR:
-                if shared_done:
-                    return 0
                 addr = r[PT_PTR]
                 if a.mon == addr:
                     a.mon = 0
@@ -718,23 +731,16 @@ cdef class Machine:
                                 r[ins.b], 0, 0)
                     r[ins.a] = 1
                 a.pc += 1
-                shared_done = True
             elif op == PT_OP_SWALK:
-                if shared_done:
-                    return 0
                 shared_done = self._swalk(i, a, ins)
             elif op == PT_OP_RWALK:
-                if shared_done:
-                    return 0
                 shared_done = self._rwalk(i, a, ins)
-            else:  # the switch's default
+            else:  # the switch's default (Cython makes no switch of a chain with a `<`)
                 if op < PT_OP_LOCK:
                     self._local(a, ins)
-                    continue
-                if shared_done:
-                    return 0
-                shared_done = self._shared(i, a, ins)
-        return 0
+                else:
+                    shared_done = self._shared(i, a, ins)
+        return taken
 
     cdef int _final_checks(self, int i) except -1:
         """twin: _final_checks (no_lost_dirty part a, once every actor has finished)."""
@@ -765,9 +771,10 @@ cdef class Machine:
     def run_round_robin(self, long long max_steps=-1, list runs=None):
         """Round-robin in file order, one micro-step each, skipping finished and blocked actors.
         `runs`, if given, receives the schedule run-length encoded: [actor, steps] pairs,
-        the last pair extended while the same actor steps again."""
-        cdef long long steps = 0
-        cdef int i, last = -1
+        the last pair extended while the same actor steps again. Once a single actor is
+        unfinished, every round is one step of it: its steps run in one _run call."""
+        cdef long long steps = 0, n, limit
+        cdef int i, alone, last = -1, running = -1
         cdef long long count = 0
         cdef bint progressed
         if runs:
@@ -775,18 +782,18 @@ cdef class Machine:
         try:
             while steps != max_steps:
                 progressed = False
+                alone = self._alone()
                 for i in range(self.n_actors):
                     if not self._done(i) and not self._blocked(i):
-                        self._run(i, False)
-                        steps += 1
+                        limit = 1
+                        if alone >= 0:
+                            limit = max_steps - steps if max_steps >= 0 else LLONG_MAX
+                        running = i
+                        n = self._run(i, limit)
+                        running = -1
+                        steps += n
                         progressed = True
-                        if runs is not None:
-                            if i == last:
-                                count += 1
-                            else:
-                                if count:
-                                    runs.append([last, count])
-                                last, count = i, 1
+                        last, count = _extend(runs, last, count, i, n)
                         if steps == max_steps:
                             break
                 if not progressed:
@@ -794,9 +801,21 @@ cdef class Machine:
                         break
                     raise EngineError("deadlock: every unfinished actor is blocked")
         finally:
+            if running >= 0:  # _run raised: the steps it completed are in the schedule
+                last, count = _extend(runs, last, count, running, self.ran)
             if runs is not None and count:
                 runs.append([last, count])
         return steps
+
+    cdef int _alone(self) noexcept nogil:
+        """The only unfinished actor, or -1 (none, or more than one)."""
+        cdef int i, found = -1
+        for i in range(self.n_actors):
+            if not self._done(i):
+                if found >= 0:
+                    return -1
+                found = i
+        return found
 
     # --- register-only instructions ----------------------------------------------------
     cdef int _local(self, Actor *a, Instr *ins) except -1:
@@ -1366,7 +1385,7 @@ cdef class Machine:
         self._freeze_ops()
         if was_done:
             self._start_op(i)
-            self._run(i, True)
+            self._run(i, 0)
 
     def get_state(self):
         """Everything that determines the future (engine/snapshot.py packs it); the same
