@@ -429,11 +429,14 @@ cdef class Machine:
     cdef inline int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
                            uint64_t old, uint64_t new, int detail, int flags) except -1:
         """twin: _event. Inline: one record per micro-step is the core's hot path; the
-        buffer's growth and the record limit are checked on one compare (_event_room)."""
+        buffer's growth and the record limit are checked on one compare (_event_room).
+        The counters are read once (a record's stores could alias them)."""
         cdef Event *e
-        if self.recording and (self.n_events < self.room or self._event_room()):
-            e = &self.events[self.n_events]
-            e.seq = self.seq
+        cdef Py_ssize_t n = self.n_events
+        cdef int64_t seq = self.seq
+        if self.recording and (n < self.room or self._event_room()):
+            e = &self.events[n]
+            e.seq = seq
             e.actor = actor
             e.op_i = self.act[actor].op_i
             e.pc = self.act[actor].pc
@@ -445,8 +448,8 @@ cdef class Machine:
             e.ipa = ipa
             e.old = old
             e.new = new
-            self.n_events += 1
-        self.seq += 1
+            self.n_events = n + 1
+        self.seq = seq + 1
         return 0
 
     cdef bint _event_room(self) except -1:
@@ -470,47 +473,50 @@ cdef class Machine:
 
     # --- checks ------------------------------------------------------------------------
     cdef inline int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
-                          uint64_t meant, int level, uint64_t ipa) except -1:
+                                 uint64_t meant, int level, uint64_t ipa) except -1:
         """twin: _check_store (no_lost_update, break_before_make)."""
         cdef int flags = 0
         cdef uint64_t lost = (cur ^ new) & ~meant
-        cdef uint64_t size = (<uint64_t>1) << level_shift(level)
-        cdef uint64_t before = 0, changed = 0
-        cdef bint have = False
-        cdef Py_ssize_t k, w
+        cdef uint64_t changed = 0
         if lost:
             flags |= PT_EVF_LOST_UPDATE
             self._violation(PT_CHECK_NO_LOST_UPDATE, actor, ipa, lost)
         if new & PT_DESC_VALID:
             if leaf_kind(cur, level):
-                before = cur
-                have = True
-            for k in range(self.n_pending):
-                if self.pending[k].addr == addr:
-                    before = self.pending[k].old
-                    have = True
-            if have:
-                changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
-            # twin: leaves of another size under a removed table, not invalidated yet
-            if leaf_kind(new, level):
-                for k in range(self.n_pending):
-                    if self._stale_under(&self.pending[k], addr, ipa, size):
-                        changed |= PT_DESC_TYPE
+                changed = (cur ^ new) & PT_BBM_MASK  # R_WHZWS
+            if self.n_pending:
+                changed = self._pending_made(addr, new, level, ipa, changed)
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
-            w = 0
-            for k in range(self.n_pending):
-                if self.pending[k].addr != addr and not (
-                        leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
-                    self.pending[w] = self.pending[k]
-                    w += 1
-            self.n_pending = w
         elif leaf_kind(cur, level):
-            self._pend(addr, cur, ipa, size)
+            self._pend(addr, cur, ipa, (<uint64_t>1) << level_shift(level))
         elif level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
             self._pend_leaves_below(cur & PT_OA_MASK, level + 1, ipa)
         return flags
+
+    cdef uint64_t _pending_made(self, uint64_t addr, uint64_t new, int level, uint64_t ipa,
+                                uint64_t changed) noexcept nogil:
+        """_check_store's valid store while invalidated entries await a TLBI: the changed
+        bits against the entry's value before its break (replacing `changed`, those
+        against the current leaf), and the entries it makes are no longer pending."""
+        cdef uint64_t size = (<uint64_t>1) << level_shift(level)
+        cdef Py_ssize_t k, w = 0
+        for k in range(self.n_pending):
+            if self.pending[k].addr == addr:
+                changed = (self.pending[k].old ^ new) & PT_BBM_MASK
+        # twin: leaves of another size under a removed table, not invalidated yet
+        if leaf_kind(new, level):
+            for k in range(self.n_pending):
+                if self._stale_under(&self.pending[k], addr, ipa, size):
+                    changed |= PT_DESC_TYPE
+        for k in range(self.n_pending):
+            if self.pending[k].addr != addr and not (
+                    leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
+                self.pending[w] = self.pending[k]
+                w += 1
+        self.n_pending = w
+        return changed
 
     cdef inline bint _stale_under(self, Pending *p, uint64_t addr, uint64_t ipa,
                                   uint64_t size) noexcept nogil:
@@ -1003,7 +1009,7 @@ cdef class Machine:
                 w += 1
         self.n_pending = w
 
-    cdef bint _swalk(self, int i, Actor *a, Instr *ins) except -1:
+    cdef inline bint _swalk(self, int i, Actor *a, Instr *ins) except -1:
         """twin: _swalk."""
         cdef uint64_t *r = a.regs
         cdef uint64_t ipa = r[PT_IPA]
@@ -1037,7 +1043,7 @@ cdef class Machine:
         a.pc = a.pc + 1 if leaf_kind(desc, level) else ins.b
         return True
 
-    cdef bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
+    cdef inline bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
         """twin: _rwalk (with the TABLE_PRE / TABLE_POST visits)."""
         cdef uint64_t *r = a.regs
         cdef uint64_t cur = r[PT_CUR], end = r[ins.c >> 4]
