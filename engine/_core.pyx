@@ -642,20 +642,26 @@ cdef class Machine:
         switch over the opcodes (Cython compiles this if/elif chain over the opcode enum
         to one): the register-only instructions and the descriptor accesses of the bulk
         paths are inline here, the rest in _local and _shared (twin: _run, _local,
-        _shared, the same rules; stepping one micro-step at a time is the same)."""
+        _shared, the same rules; stepping one micro-step at a time is the same). The pc
+        lives in a local between shared instructions; a.pc is current whenever anything
+        else can see it (events, the other handlers, on return)."""
         cdef Actor *a = &self.act[i]
         cdef uint64_t *r = a.regs
         cdef uint64_t *k = self.consts
+        cdef Instr *code = self.code
         cdef Instr *ins
         cdef uint64_t value, addr
-        cdef int op
+        cdef int op, pc = a.pc
         cdef long long taken = 1 if n > 0 else 0
         cdef bint shared_done = n == 0  # this step has made its shared access
         self.ran = 0
-        while a.op_i < a.n_ops:
-            ins = &self.code[a.pc]
+        if a.op_i >= a.n_ops:
+            return taken
+        while True:
+            ins = &code[pc]
             op = ins.op
             if op >= PT_OP_LOCK:
+                a.pc = pc
                 if shared_done:  # a step ends here; the next one begins, unless blocked
                     if taken == n or (op == PT_OP_LOCK and not self._lock_free(ins.a)):
                         return taken
@@ -664,55 +670,59 @@ cdef class Machine:
                 shared_done = True  # (a walk that reached its level without a load: False)
             if op == PT_OP_MOV:
                 r[ins.a] = r[ins.b]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_MOVK:
                 r[ins.a] = k[ins.b]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_AND:
                 r[ins.a] = r[ins.b] & k[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_ANDN:
                 r[ins.a] = r[ins.b] & ~k[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_ORR:
                 r[ins.a] = r[ins.b] | k[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_EOR:
                 r[ins.a] = r[ins.b] ^ r[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_ORRR:
                 r[ins.a] = r[ins.b] | r[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_ADDK:
                 r[ins.a] = r[ins.b] + k[ins.c]
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_BZ:
-                a.pc = a.pc + 1 if r[ins.a] & k[ins.b] else ins.c
+                pc = pc + 1 if r[ins.a] & k[ins.b] else ins.c
             elif op == PT_OP_BNZ:
-                a.pc = ins.c if r[ins.a] & k[ins.b] else a.pc + 1
+                pc = ins.c if r[ins.a] & k[ins.b] else pc + 1
             elif op == PT_OP_BEQ:
-                a.pc = ins.c if r[ins.a] == r[ins.b] else a.pc + 1
+                pc = ins.c if r[ins.a] == r[ins.b] else pc + 1
             elif op == PT_OP_BEQK:
-                a.pc = ins.c if r[ins.a] == k[ins.b] else a.pc + 1
+                pc = ins.c if r[ins.a] == k[ins.b] else pc + 1
             elif op == PT_OP_BNEK:
-                a.pc = ins.c if r[ins.a] != k[ins.b] else a.pc + 1
+                pc = ins.c if r[ins.a] != k[ins.b] else pc + 1
             elif op == PT_OP_BLT:
-                a.pc = ins.c if r[ins.a] < r[ins.b] else a.pc + 1
+                pc = ins.c if r[ins.a] < r[ins.b] else pc + 1
             elif op == PT_OP_B:
-                a.pc = ins.a
+                pc = ins.a
             elif op == PT_OP_WALK_INIT:
                 r[PT_WLEVEL] = self.start_level
                 r[PT_WT0 + self.start_level] = PT_TABLE_BASE
                 if ins.a == 1:
                     r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_END:
+                a.pc = pc
                 a.op_i += 1
                 if self.recording and self.n_events:
                     self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
                 self._start_op(i)
                 if self.dl_watch and self.dlog.written and self.all_done():
                     self._final_checks(i)
+                if a.op_i >= a.n_ops:
+                    return taken
+                pc = a.pc
             elif op == PT_OP_LOAD or op == PT_OP_LDXR:
                 value = self._read(r[PT_PTR])
                 r[ins.a] = value
@@ -720,10 +730,10 @@ cdef class Machine:
                     a.mon = r[PT_PTR]
                 self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
                             r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_STORE:
                 self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_STXR:
                 addr = r[PT_PTR]
                 if a.mon == addr:
@@ -736,17 +746,20 @@ cdef class Machine:
                     self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value,
                                 r[ins.b], 0, 0)
                     r[ins.a] = 1
-                a.pc += 1
+                pc += 1
             elif op == PT_OP_SWALK:
                 shared_done = self._swalk(i, a, ins)
+                pc = a.pc
             elif op == PT_OP_RWALK:
                 shared_done = self._rwalk(i, a, ins)
+                pc = a.pc
             else:  # the switch's default (Cython makes no switch of a chain with a `<`)
+                a.pc = pc
                 if op < PT_OP_LOCK:
                     self._local(a, ins)
                 else:
                     shared_done = self._shared(i, a, ins)
-        return taken
+                pc = a.pc
 
     cdef int _final_checks(self, int i) except -1:
         """twin: _final_checks (no_lost_dirty part a, once every actor has finished)."""
