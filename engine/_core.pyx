@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The Cython core: the same machine as engine/twin.py, in typed memory.
 
-Table memory is one uint64_t array, actors are C structs, events go to a growable C
-array of records; a micro-step allocates no Python object. The twin is the oracle: every
+Table memory is one uint64_t array, actors are C structs, events go to C arrays of
+records; a micro-step allocates no Python object. The twin is the oracle: every
 rule here mirrors a method there (same names), and tests/test_differential.py checks
 that both produce identical traces and final states on random scenarios.
 """
@@ -84,6 +84,8 @@ cdef extern from "_bits.h":
 
 DEF NR = 28  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
+DEF EV_SHIFT = 12
+DEF EV_CHUNK = 4096  # event records per chunk (1 << EV_SHIFT; 224 KiB)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
     raise ImportError("engine/_core.pyx: NR/NTLB disagree with engine/isa.py; update them")
@@ -232,8 +234,13 @@ cdef class Machine:
     cdef Violation *viols
     cdef Py_ssize_t n_viols, cap_viols
     cdef readonly int64_t seq
-    cdef Event *events
-    cdef Py_ssize_t n_events, cap_events
+    # Event records, in chunks of EV_CHUNK that never move: growing copies nothing (a
+    # realloc'd buffer copied every record once more, and touched twice the memory).
+    cdef Event **chunks
+    cdef Py_ssize_t n_chunks, cap_chunks
+    cdef Event *events  # the chunk records n_events.. go to: record ev_base + j is events[j]
+    cdef Py_ssize_t ev_base
+    cdef Py_ssize_t n_events
     cdef Py_ssize_t room  # records _event writes before asking _event_room (0: ask now)
     cdef public bint recording
     cdef long long ran  # micro-steps the current _run call has completed (if it raises)
@@ -259,6 +266,7 @@ cdef class Machine:
         self.memslots = NULL
         self.pending = NULL
         self.viols = NULL
+        self.chunks = NULL
         self.events = NULL
         self.undo = NULL
 
@@ -337,8 +345,8 @@ cdef class Machine:
         self.n_viols = 0
         self.viol_mask = 0
         self.seq = 0
-        self.cap_events = 1024
-        self.events = <Event *>malloc(self.cap_events * sizeof(Event))
+        self.n_chunks = self.cap_chunks = 0
+        self.ev_base = 0
         self.n_events = 0
         self.recording = True
         self._record_limit = -1
@@ -360,7 +368,10 @@ cdef class Machine:
         free(self.memslots)
         free(self.pending)
         free(self.viols)
-        free(self.events)
+        cdef Py_ssize_t c
+        for c in range(self.n_chunks):
+            free(self.chunks[c])
+        free(self.chunks)
         free(self.undo)
 
     # --- memory ------------------------------------------------------------------------
@@ -435,7 +446,7 @@ cdef class Machine:
         cdef Py_ssize_t n = self.n_events
         cdef int64_t seq = self.seq
         if self.recording and (n < self.room or self._event_room()):
-            e = &self.events[n]
+            e = &self.events[n - self.ev_base]
             e.seq = seq
             e.actor = actor
             e.op_i = self.act[actor].op_i
@@ -454,22 +465,35 @@ cdef class Machine:
 
     cdef bint _event_room(self) except -1:
         """Room for one more record (n_events reached `room`): stop recording at the
-        record limit (nobody will list these events), else grow the buffer. `room` is
-        min(cap_events, record_limit), so the fast path needs one compare."""
-        cdef Event *e
-        if self.n_events == self._record_limit:
+        record limit (nobody will list these events), else find (or add) the chunk record
+        n_events goes to. `room` is min(the chunk's end, record_limit), so the fast path
+        needs one compare; 0 sends the next record here (n_events went back)."""
+        cdef Py_ssize_t n = self.n_events, c = n >> EV_SHIFT
+        cdef Event **grown
+        if n == self._record_limit:
             self.recording = False
             return False
-        if self.n_events >= self.cap_events:
-            e = <Event *>realloc(self.events, 2 * self.cap_events * sizeof(Event))
-            if e == NULL:
-                raise MemoryError("event buffer")
-            self.events = e
-            self.cap_events *= 2
-        self.room = self.cap_events
-        if self.n_events < self._record_limit < self.room:
+        if c >= self.n_chunks:
+            if c >= self.cap_chunks:
+                grown = <Event **>realloc(self.chunks, (c + 16) * sizeof(Event *))
+                if grown == NULL:
+                    raise MemoryError("event records")
+                self.chunks = grown
+                self.cap_chunks = c + 16
+            while self.n_chunks <= c:
+                self.chunks[self.n_chunks] = <Event *>malloc(EV_CHUNK * sizeof(Event))
+                if self.chunks[self.n_chunks] == NULL:
+                    raise MemoryError("event records")
+                self.n_chunks += 1
+        self.events = self.chunks[c]
+        self.ev_base = c << EV_SHIFT
+        self.room = self.ev_base + EV_CHUNK
+        if n < self._record_limit < self.room:
             self.room = self._record_limit
         return True
+
+    cdef inline Event *_event_at(self, Py_ssize_t k) noexcept nogil:
+        return &self.chunks[k >> EV_SHIFT][k & (EV_CHUNK - 1)]
 
     # --- checks ------------------------------------------------------------------------
     cdef inline int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
@@ -716,7 +740,7 @@ cdef class Machine:
                 a.pc = pc
                 a.op_i += 1
                 if self.recording and self.n_events:
-                    self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
+                    self._event_at(self.n_events - 1).flags |= PT_EVF_OP_DONE
                 self._start_op(i)
                 if self.dl_watch and self.dlog.written and self.all_done():
                     self._final_checks(i)
@@ -1315,6 +1339,7 @@ cdef class Machine:
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
          self.seq, self.n_events, n_undo, self.h1, self.h2, ops, self.nslots, dlog,
          self.dl_watch, self.free_pages) = self.marks[mark]
+        self.room = 0  # the records after n_events are dropped
         self.dlog.load(dlog)
         if ops is not self._ops_frozen:  # operations were injected after the mark
             self._op_texts = [list(x) for x in ops]
@@ -1497,6 +1522,7 @@ cdef class Machine:
             self.n_viols += 1
         self.seq = state["seq"]
         self.n_events = 0
+        self.room = 0
         self.marks = []
         self.n_undo = 0
 
@@ -1571,13 +1597,14 @@ cdef class Machine:
         cdef Event *e
         out = []
         for k in range(max(0, start), self.n_events):
-            e = &self.events[k]
+            e = self._event_at(k)
             out.append((e.seq, e.actor, e.op_i, e.pc, e.kind, e.detail, e.flags, e.level,
                         e.addr, e.ipa, e.old, e.new))
         return out
 
     def clear_events(self):
         self.n_events = 0
+        self.room = 0
 
     def lock_holder(self):
         return self.lock_writer, self.lock_readers
