@@ -17,6 +17,7 @@ from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
 
+from . import isa
 from .dirtylog import DirtyLog
 from .spec import OpSpec
 from .twin import EngineError
@@ -82,6 +83,24 @@ cdef extern from "_bits.h":
     uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
     uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
 
+# Superinstructions: two register-only instructions, at pc and pc + 1, in one dispatch
+# (the pairs the bulk paths run most). Only the first's opcode is replaced, in the core's
+# copy of the program: pc + 1 keeps its own, for the branches that go there, and the pair
+# does exactly what the two do one after the other (no event, no step between them).
+# Their opcodes are local ones (below OP_LOCK) that engine/isa.py leaves free.
+cdef enum:
+    FUSE_ANDN_ORR = 20  # bit clear then set (kvm_set_s2pte_readonly, stage2_attr_walker)
+    FUSE_AND_BEQK = 21  # test a masked field (if (!kvm_s2pte_readonly(pte)))
+    FUSE_ADDK_BLT = 22  # the gfn loop (for (; gfn < gfn_end; ++gfn))
+    FUSE_BZ_BZ = 23  # two bit tests, each may leave (pte_none, pte_young)
+
+FUSED = {
+    (PT_OP_ANDN, PT_OP_ORR): FUSE_ANDN_ORR,
+    (PT_OP_AND, PT_OP_BEQK): FUSE_AND_BEQK,
+    (PT_OP_ADDK, PT_OP_BLT): FUSE_ADDK_BLT,
+    (PT_OP_BZ, PT_OP_BZ): FUSE_BZ_BZ,
+}
+
 DEF NR = 28  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
 DEF EV_SHIFT = 12
@@ -89,6 +108,9 @@ DEF EV_CHUNK = 4096  # event records per chunk (1 << EV_SHIFT; 224 KiB)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
     raise ImportError("engine/_core.pyx: NR/NTLB disagree with engine/isa.py; update them")
+if set(FUSED.values()) & {v for n, v in vars(isa).items() if n.startswith("OP_")} or max(
+        FUSED.values()) >= PT_OP_LOCK:
+    raise ImportError("engine/_core.pyx: a superinstruction's opcode is taken in engine/isa.py")
 
 ctypedef struct Instr:
     int32_t op
@@ -296,6 +318,8 @@ cdef class Machine:
         self.code = <Instr *>malloc(len(code) * sizeof(Instr))
         for k, (op, a, b, c) in enumerate(code):
             self.code[k].op, self.code[k].a, self.code[k].b, self.code[k].c = op, a, b, c
+        for k in range(len(code) - 1):
+            self.code[k].op = FUSED.get((code[k][0], code[k + 1][0]), code[k][0])
         consts = spec.program.consts
         self.consts = <uint64_t *>malloc(len(consts) * 8)
         for k, value in enumerate(consts):
@@ -392,9 +416,10 @@ cdef class Machine:
         if self.hash_valid:  # exploring: marks undo-log writes, the hash follows them
             self._explore_write(slot, old, value)
         self.mem[slot] = value
-        for j in range(self.n_actors):
-            if j != actor and self.act[j].mon == addr:
-                self.act[j].mon = 0
+        if self.n_actors > 1:  # (a lone actor has no other monitor to clear)
+            for j in range(self.n_actors):
+                if j != actor and self.act[j].mon == addr:
+                    self.act[j].mon = 0
         return 0
 
     cdef int _explore_write(self, uint64_t slot, uint64_t old, uint64_t value) except -1:
@@ -730,6 +755,25 @@ cdef class Machine:
                 pc = ins.c if r[ins.a] < r[ins.b] else pc + 1
             elif op == PT_OP_B:
                 pc = ins.a
+            elif op == FUSE_ANDN_ORR:
+                r[ins.a] = r[ins.b] & ~k[ins.c]
+                ins += 1
+                r[ins.a] = r[ins.b] | k[ins.c]
+                pc += 2
+            elif op == FUSE_AND_BEQK:
+                r[ins.a] = r[ins.b] & k[ins.c]
+                ins += 1
+                pc = ins.c if r[ins.a] == k[ins.b] else pc + 2
+            elif op == FUSE_ADDK_BLT:
+                r[ins.a] = r[ins.b] + k[ins.c]
+                ins += 1
+                pc = ins.c if r[ins.a] < r[ins.b] else pc + 2
+            elif op == FUSE_BZ_BZ:
+                if not (r[ins.a] & k[ins.b]):
+                    pc = ins.c
+                else:
+                    ins += 1
+                    pc = pc + 2 if r[ins.a] & k[ins.b] else ins.c
             elif op == PT_OP_WALK_INIT:
                 r[PT_WLEVEL] = self.start_level
                 r[PT_WT0 + self.start_level] = PT_TABLE_BASE
