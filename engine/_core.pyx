@@ -93,12 +93,16 @@ cdef enum:
     FUSE_AND_BEQK = 21  # test a masked field (if (!kvm_s2pte_readonly(pte)))
     FUSE_ADDK_BLT = 22  # the gfn loop (for (; gfn < gfn_end; ++gfn))
     FUSE_BZ_BZ = 23  # two bit tests, each may leave (pte_none, pte_young)
+    FUSE_ORR_ADDK_BLT = 24  # young |= ...; the gfn loop (three instructions)
+    FUSE_ORRR_ADDK_BLT = 25
 
 FUSED = {
     (PT_OP_ANDN, PT_OP_ORR): FUSE_ANDN_ORR,
     (PT_OP_AND, PT_OP_BEQK): FUSE_AND_BEQK,
     (PT_OP_ADDK, PT_OP_BLT): FUSE_ADDK_BLT,
     (PT_OP_BZ, PT_OP_BZ): FUSE_BZ_BZ,
+    (PT_OP_ORR, PT_OP_ADDK, PT_OP_BLT): FUSE_ORR_ADDK_BLT,
+    (PT_OP_ORRR, PT_OP_ADDK, PT_OP_BLT): FUSE_ORRR_ADDK_BLT,
 }
 
 DEF NR = 28  # isa.NREGS (checked at import)
@@ -318,8 +322,14 @@ cdef class Machine:
         self.code = <Instr *>malloc(len(code) * sizeof(Instr))
         for k, (op, a, b, c) in enumerate(code):
             self.code[k].op, self.code[k].a, self.code[k].b, self.code[k].c = op, a, b, c
-        for k in range(len(code) - 1):
-            self.code[k].op = FUSED.get((code[k][0], code[k + 1][0]), code[k][0])
+        for k in range(len(code)):
+            ops = tuple(x[0] for x in code[k:k + 3])
+            self.code[k].op = FUSED.get(ops, FUSED.get(ops[:2], ops[0]))
+            if ops[0] in (PT_OP_LOAD, PT_OP_LDXR, PT_OP_STORE):
+                # where the step goes on after them, in their unused c: past a `b`
+                if code[k][3]:
+                    raise AssertionError(f"pc {k}: the core keeps the next pc in c")
+                self.code[k].c = code[k + 1][1] if ops[1:2] == (PT_OP_B,) else k + 1
         consts = spec.program.consts
         self.consts = <uint64_t *>malloc(len(consts) * 8)
         for k, value in enumerate(consts):
@@ -768,6 +778,12 @@ cdef class Machine:
                 r[ins.a] = r[ins.b] + k[ins.c]
                 ins += 1
                 pc = ins.c if r[ins.a] < r[ins.b] else pc + 2
+            elif op == FUSE_ORR_ADDK_BLT or op == FUSE_ORRR_ADDK_BLT:
+                r[ins.a] = r[ins.b] | (k[ins.c] if op == FUSE_ORR_ADDK_BLT else r[ins.c])
+                ins += 1
+                r[ins.a] = r[ins.b] + k[ins.c]
+                ins += 1
+                pc = ins.c if r[ins.a] < r[ins.b] else pc + 3
             elif op == FUSE_BZ_BZ:
                 if not (r[ins.a] & k[ins.b]):
                     pc = ins.c
@@ -798,10 +814,10 @@ cdef class Machine:
                     a.mon = r[PT_PTR]
                 self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
                             r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-                pc += 1
+                pc = ins.c  # pc + 1, or past the `b` there (see __init__)
             elif op == PT_OP_STORE:
                 self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
-                pc += 1
+                pc = ins.c
             elif op == PT_OP_STXR:
                 addr = r[PT_PTR]
                 if a.mon == addr:
