@@ -713,137 +713,138 @@ cdef class Machine:
         cdef int op, pc = a.pc
         cdef long long taken = 1 if n > 0 else 0
         cdef bint shared_done = n == 0  # this step has made its shared access
-        self.ran = 0
         if a.op_i >= a.n_ops:
             return taken
-        while True:
-            ins = &code[pc]
-            op = ins.op
-            if op >= PT_OP_LOCK:
-                a.pc = pc
-                if shared_done:  # a step ends here; the next one begins, unless blocked
-                    if taken == n or (op == PT_OP_LOCK and not self._lock_free(ins.a)):
-                        return taken
-                    self.ran = taken
-                    taken += 1
-                shared_done = True  # (a walk that reached its level without a load: False)
-            if op == PT_OP_MOV:
-                r[ins.a] = r[ins.b]
-                pc += 1
-            elif op == PT_OP_MOVK:
-                r[ins.a] = k[ins.b]
-                pc += 1
-            elif op == PT_OP_AND:
-                r[ins.a] = r[ins.b] & k[ins.c]
-                pc += 1
-            elif op == PT_OP_ANDN:
-                r[ins.a] = r[ins.b] & ~k[ins.c]
-                pc += 1
-            elif op == PT_OP_ORR:
-                r[ins.a] = r[ins.b] | k[ins.c]
-                pc += 1
-            elif op == PT_OP_EOR:
-                r[ins.a] = r[ins.b] ^ r[ins.c]
-                pc += 1
-            elif op == PT_OP_ORRR:
-                r[ins.a] = r[ins.b] | r[ins.c]
-                pc += 1
-            elif op == PT_OP_ADDK:
-                r[ins.a] = r[ins.b] + k[ins.c]
-                pc += 1
-            elif op == PT_OP_BZ:
-                pc = pc + 1 if r[ins.a] & k[ins.b] else ins.c
-            elif op == PT_OP_BNZ:
-                pc = ins.c if r[ins.a] & k[ins.b] else pc + 1
-            elif op == PT_OP_BEQ:
-                pc = ins.c if r[ins.a] == r[ins.b] else pc + 1
-            elif op == PT_OP_BEQK:
-                pc = ins.c if r[ins.a] == k[ins.b] else pc + 1
-            elif op == PT_OP_BNEK:
-                pc = ins.c if r[ins.a] != k[ins.b] else pc + 1
-            elif op == PT_OP_BLT:
-                pc = ins.c if r[ins.a] < r[ins.b] else pc + 1
-            elif op == PT_OP_B:
-                pc = ins.a
-            elif op == FUSE_ANDN_ORR:
-                r[ins.a] = r[ins.b] & ~k[ins.c]
-                ins += 1
-                r[ins.a] = r[ins.b] | k[ins.c]
-                pc += 2
-            elif op == FUSE_AND_BEQK:
-                r[ins.a] = r[ins.b] & k[ins.c]
-                ins += 1
-                pc = ins.c if r[ins.a] == k[ins.b] else pc + 2
-            elif op == FUSE_ADDK_BLT:
-                r[ins.a] = r[ins.b] + k[ins.c]
-                ins += 1
-                pc = ins.c if r[ins.a] < r[ins.b] else pc + 2
-            elif op == FUSE_ORR_ADDK_BLT or op == FUSE_ORRR_ADDK_BLT:
-                r[ins.a] = r[ins.b] | (k[ins.c] if op == FUSE_ORR_ADDK_BLT else r[ins.c])
-                ins += 1
-                r[ins.a] = r[ins.b] + k[ins.c]
-                ins += 1
-                pc = ins.c if r[ins.a] < r[ins.b] else pc + 3
-            elif op == FUSE_BZ_BZ:
-                if not (r[ins.a] & k[ins.b]):
-                    pc = ins.c
-                else:
+        try:
+            while True:
+                ins = &code[pc]
+                op = ins.op
+                if op >= PT_OP_LOCK:
+                    a.pc = pc
+                    if shared_done:  # a step ends here; the next one begins, unless blocked
+                        if taken == n or (op == PT_OP_LOCK and not self._lock_free(ins.a)):
+                            return taken
+                        taken += 1
+                    shared_done = True  # (a walk that reached its level without a load: False)
+                if op == PT_OP_MOV:
+                    r[ins.a] = r[ins.b]
+                    pc += 1
+                elif op == PT_OP_MOVK:
+                    r[ins.a] = k[ins.b]
+                    pc += 1
+                elif op == PT_OP_AND:
+                    r[ins.a] = r[ins.b] & k[ins.c]
+                    pc += 1
+                elif op == PT_OP_ANDN:
+                    r[ins.a] = r[ins.b] & ~k[ins.c]
+                    pc += 1
+                elif op == PT_OP_ORR:
+                    r[ins.a] = r[ins.b] | k[ins.c]
+                    pc += 1
+                elif op == PT_OP_EOR:
+                    r[ins.a] = r[ins.b] ^ r[ins.c]
+                    pc += 1
+                elif op == PT_OP_ORRR:
+                    r[ins.a] = r[ins.b] | r[ins.c]
+                    pc += 1
+                elif op == PT_OP_ADDK:
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    pc += 1
+                elif op == PT_OP_BZ:
+                    pc = pc + 1 if r[ins.a] & k[ins.b] else ins.c
+                elif op == PT_OP_BNZ:
+                    pc = ins.c if r[ins.a] & k[ins.b] else pc + 1
+                elif op == PT_OP_BEQ:
+                    pc = ins.c if r[ins.a] == r[ins.b] else pc + 1
+                elif op == PT_OP_BEQK:
+                    pc = ins.c if r[ins.a] == k[ins.b] else pc + 1
+                elif op == PT_OP_BNEK:
+                    pc = ins.c if r[ins.a] != k[ins.b] else pc + 1
+                elif op == PT_OP_BLT:
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 1
+                elif op == PT_OP_B:
+                    pc = ins.a
+                elif op == FUSE_ANDN_ORR:
+                    r[ins.a] = r[ins.b] & ~k[ins.c]
                     ins += 1
-                    pc = pc + 2 if r[ins.a] & k[ins.b] else ins.c
-            elif op == PT_OP_WALK_INIT:
-                r[PT_WLEVEL] = self.start_level
-                r[PT_WT0 + self.start_level] = PT_TABLE_BASE
-                if ins.a == 1:
-                    r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
-                pc += 1
-            elif op == PT_OP_END:
-                a.pc = pc
-                a.op_i += 1
-                if self.recording and self.n_events:
-                    self._event_at(self.n_events - 1).flags |= PT_EVF_OP_DONE
-                self._start_op(i)
-                if self.dl_watch and self.dlog.written and self.all_done():
-                    self._final_checks(i)
-                if a.op_i >= a.n_ops:
-                    return taken
-                pc = a.pc
-            elif op == PT_OP_LOAD or op == PT_OP_LDXR:
-                value = self._read(r[PT_PTR])
-                r[ins.a] = value
-                if op == PT_OP_LDXR:
-                    a.mon = r[PT_PTR]
-                self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
-                            r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-                pc = ins.c  # pc + 1, or past the `b` there (see __init__)
-            elif op == PT_OP_STORE:
-                self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
-                pc = ins.c
-            elif op == PT_OP_STXR:
-                addr = r[PT_PTR]
-                if a.mon == addr:
-                    a.mon = 0
-                    self._software_write(i, a, r[ins.b], k[ins.c], PT_EV_STXR_OK)
-                    r[ins.a] = 0
-                else:
-                    a.mon = 0
-                    value = self._read(addr)
-                    self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value,
-                                r[ins.b], 0, 0)
-                    r[ins.a] = 1
-                pc += 1
-            elif op == PT_OP_SWALK:
-                shared_done = self._swalk(i, a, ins)
-                pc = a.pc
-            elif op == PT_OP_RWALK:
-                shared_done = self._rwalk(i, a, ins)
-                pc = a.pc
-            else:  # the switch's default (Cython makes no switch of a chain with a `<`)
-                a.pc = pc
-                if op < PT_OP_LOCK:
-                    self._local(a, ins)
-                else:
-                    shared_done = self._shared(i, a, ins)
-                pc = a.pc
+                    r[ins.a] = r[ins.b] | k[ins.c]
+                    pc += 2
+                elif op == FUSE_AND_BEQK:
+                    r[ins.a] = r[ins.b] & k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] == k[ins.b] else pc + 2
+                elif op == FUSE_ADDK_BLT:
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 2
+                elif op == FUSE_ORR_ADDK_BLT or op == FUSE_ORRR_ADDK_BLT:
+                    r[ins.a] = r[ins.b] | (k[ins.c] if op == FUSE_ORR_ADDK_BLT else r[ins.c])
+                    ins += 1
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 3
+                elif op == FUSE_BZ_BZ:
+                    if not (r[ins.a] & k[ins.b]):
+                        pc = ins.c
+                    else:
+                        ins += 1
+                        pc = pc + 2 if r[ins.a] & k[ins.b] else ins.c
+                elif op == PT_OP_WALK_INIT:
+                    r[PT_WLEVEL] = self.start_level
+                    r[PT_WT0 + self.start_level] = PT_TABLE_BASE
+                    if ins.a == 1:
+                        r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
+                    pc += 1
+                elif op == PT_OP_END:
+                    a.pc = pc
+                    a.op_i += 1
+                    if self.recording and self.n_events:
+                        self._event_at(self.n_events - 1).flags |= PT_EVF_OP_DONE
+                    self._start_op(i)
+                    if self.dl_watch and self.dlog.written and self.all_done():
+                        self._final_checks(i)
+                    if a.op_i >= a.n_ops:
+                        return taken
+                    pc = a.pc
+                elif op == PT_OP_LOAD or op == PT_OP_LDXR:
+                    value = self._read(r[PT_PTR])
+                    r[ins.a] = value
+                    if op == PT_OP_LDXR:
+                        a.mon = r[PT_PTR]
+                    self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
+                                r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
+                    pc = ins.c  # pc + 1, or past the `b` there (see __init__)
+                elif op == PT_OP_STORE:
+                    self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
+                    pc = ins.c
+                elif op == PT_OP_STXR:
+                    addr = r[PT_PTR]
+                    if a.mon == addr:
+                        a.mon = 0
+                        self._software_write(i, a, r[ins.b], k[ins.c], PT_EV_STXR_OK)
+                        r[ins.a] = 0
+                    else:
+                        a.mon = 0
+                        value = self._read(addr)
+                        self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value,
+                                    r[ins.b], 0, 0)
+                        r[ins.a] = 1
+                    pc += 1
+                elif op == PT_OP_SWALK:
+                    shared_done = self._swalk(i, a, ins)
+                    pc = a.pc
+                elif op == PT_OP_RWALK:
+                    shared_done = self._rwalk(i, a, ins)
+                    pc = a.pc
+                else:  # the switch's default (Cython makes no switch of a chain with a `<`)
+                    a.pc = pc
+                    if op < PT_OP_LOCK:
+                        self._local(a, ins)
+                    else:
+                        shared_done = self._shared(i, a, ins)
+                    pc = a.pc
+        finally:  # (only read when _run raised: the steps before the one that failed)
+            self.ran = taken - 1 if taken else 0
 
     cdef int _final_checks(self, int i) except -1:
         """twin: _final_checks (no_lost_dirty part a, once every actor has finished)."""
