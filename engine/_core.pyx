@@ -250,6 +250,7 @@ cdef class Machine:
     cdef int n_memslots
     cdef int start_level
     cdef uint64_t start_entries
+    cdef uint64_t index_mask[4]  # per level: entries - 1 (the start level's may be more)
     cdef bint ha, hd, tlb_on, count_faults
     cdef bint af_on_perm, af_dirty_separate, tlbi_vmalle1  # [machine] what-ifs
     cdef int lock_writer
@@ -302,6 +303,9 @@ cdef class Machine:
         g = spec.geometry
         self.start_level = g.start_level
         self.start_entries = g.start_entries
+        for k in range(4):
+            self.index_mask[k] = PT_PTRS_PER_TABLE - 1
+        self.index_mask[self.start_level] = self.start_entries - 1
         self.ha = spec.ha
         self.hd = spec.hd
         self.tlb_on = spec.tlb
@@ -464,12 +468,7 @@ cdef class Machine:
         return pa
 
     cdef inline uint64_t _entry(self, uint64_t table, int level, uint64_t ipa) noexcept nogil:
-        cdef uint64_t index = ipa >> level_shift(level)
-        if level == self.start_level:
-            index &= self.start_entries - 1
-        else:
-            index &= PT_PTRS_PER_TABLE - 1
-        return table + 8 * index
+        return table + 8 * ((ipa >> level_shift(level)) & self.index_mask[level])
 
     # --- events ------------------------------------------------------------------------
     cdef inline int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
