@@ -23,12 +23,15 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.web import Client, Deployment, Dist, wp_scenario
-from ptviz.localservices import redis_up
+from ptviz.localservices import free_port, haproxy_config, redis_up
 
 ROOT_TABLE = "0x1000000000"
 
@@ -43,8 +46,51 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def serve_pid(dep: Deployment) -> int:
-    return next(proc.pid for name, proc, _ in dep.procs if name == "serve")
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (what latency on a shared machine
+    does not show: the fan-out's own cost)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve_pids(dep: Deployment) -> list[int]:
+    return [proc.pid for name, proc, _ in dep.procs if name.startswith("serve")]
+
+
+def scale_out(dep: Deployment, servers: int) -> None:
+    """README, "Deployment": `servers` web servers on the one Redis layer and database,
+    behind haproxy (round robin); the deployment's URL becomes the balancer's."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.path.exists(haproxy):
+        raise SystemExit("--servers needs haproxy (apt-get install haproxy)")
+    ports = [dep.port] + [free_port() for _ in range(servers - 1)]
+    for k, port in enumerate(ports[1:], 1):
+        dep._spawn(f"serve{k}", ["serve", "--no-migrate", "--port", str(port)])
+    for port in ports[1:]:
+        wait_http(f"http://127.0.0.1:{port}/")
+    lb = free_port()
+    cfg = dep.dir / "haproxy.cfg"
+    cfg.write_text(haproxy_config(lb, ports))
+    with open(dep.dir / "haproxy.log", "w") as out:
+        proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=out, stderr=out)
+    dep.procs.append(("haproxy", proc, dep.dir / "haproxy.log"))
+    dep.port, dep.url = lb, f"http://127.0.0.1:{lb}"
+    wait_http(dep.url + "/")
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout} s") from None
+            time.sleep(0.1)
 
 
 class Gaps:
@@ -92,14 +138,15 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
     )
     control = await Client.open(data["ws"], dep.url)
     await control.start()
-    server0 = rss_mb(serve_pid(dep))
+    server0 = sum(map(rss_mb, serve_pids(dep)))
     workers0 = dep.engine_rss_mb()
     clients = await open_viewers(dep, view_url, viewers)
     await subscribe(clients)
-    server1 = rss_mb(serve_pid(dep))
+    server1 = sum(map(rss_mb, serve_pids(dep)))
     workers1 = dep.engine_rss_mb()
     gaps = [Gaps() for _ in clients]
     lat: list[float] = []
+    cpu0 = sum(map(cpu_s, serve_pids(dep)))
 
     async def wait_delta(c: Client, g: Gaps, decisions: int) -> float:
         while True:
@@ -116,6 +163,7 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
         lat.extend(t - t0 for t in arrivals)
         await control.until(lambda m: m["type"] == "delta")
         await asyncio.sleep(0.05)
+    cpu1 = sum(map(cpu_s, serve_pids(dep)))
     for c in [control, *clients]:
         await c.close()
     return {
@@ -123,6 +171,8 @@ async def fan_out(dep: Deployment, viewers: int, steps: int) -> dict:
         "steps": steps,
         "delta": Dist.of(lat).__dict__,
         "gaps": sum(g.gaps for g in gaps),
+        # (with the viewers' heartbeats and checks meanwhile: part of what each costs)
+        "server_cpu_us_per_viewer_delta": 1e6 * (cpu1 - cpu0) / (steps * max(1, viewers)),
         "server_mb_per_viewer": (server1 - server0) / max(1, viewers),
         "workers_mb_per_viewer": (workers1 - workers0) / max(1, viewers),
     }
@@ -203,12 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--mode", choices=("redis", "embedded"), help="default: redis when it answers")
+    ap.add_argument(
+        "--servers", type=int, default=1, help="web servers behind haproxy (Redis mode only)"
+    )
     args = ap.parse_args(argv)
     mode = args.mode or ("redis" if redis_up() else "embedded")
+    if args.servers > 1 and mode != "redis":
+        ap.error("--servers needs the Redis deployment (embedded is one process)")
     os.environ.setdefault("PTVIZ_RATE_BURST", "1000")
     dep = Deployment(mode).start()
     try:
-        out = {"mode": mode}
+        if args.servers > 1:
+            scale_out(dep, args.servers)
+        out = {"mode": mode, "servers": args.servers}
         out["baseline"] = asyncio.run(fan_out(dep, 1, args.steps))
         out["fan_out"] = asyncio.run(fan_out(dep, args.viewers, args.steps))
         out["sessions"] = asyncio.run(many_sessions(dep, args.sessions, 100.0, 400))
@@ -218,12 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
         return 0
     b, f, s = out["baseline"], out["fan_out"], out["sessions"]
-    print(f"ptviz load ({mode} deployment, {os.cpu_count()} CPUs; clients in this process)")
+    print(
+        f"ptviz load ({mode} deployment, {args.servers} web server(s), {os.cpu_count()} CPUs; "
+        "clients in this process)"
+    )
     for row in (b, f):
         d = row["delta"]
         print(
             f"  {row['viewers']:>4} viewer(s), one session: step -> delta p50 "
             f"{d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, max {d['max_ms']:.1f} ms; "
+            f"server CPU {row['server_cpu_us_per_viewer_delta']:.0f} us per viewer per delta; "
             f"gaps {row['gaps']}; server {row['server_mb_per_viewer']:.2f} MB/viewer, "
             f"workers {row['workers_mb_per_viewer']:.2f} MB/viewer"
         )

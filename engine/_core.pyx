@@ -7,7 +7,7 @@ rule here mirrors a method there (same names), and tests/test_differential.py ch
 that both produce identical traces and final states on random scenarios.
 """
 
-from array import array
+from cpython.array cimport array
 
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -18,9 +18,12 @@ from libc.string cimport memcpy, memset
 
 
 from . import isa
+from ._leaves import walk_maps
 from .dirtylog import DirtyLog
 from .spec import OpSpec
 from .twin import EngineError
+
+_EMPTY_SLOTS = array("Q")  # (walk_leaves of a machine without tables)
 
 cdef extern from "_bits.h":
     uint64_t PT_TABLE_BASE, PT_PAGE_SIZE, PT_PTRS_PER_TABLE, PT_OA_MASK, PT_BBM_MASK
@@ -305,13 +308,14 @@ cdef class Machine:
     cdef uint64_t *undo
     cdef Py_ssize_t n_undo, cap_undo
     cdef list marks
+    cdef object mem_owner  # the spec's image, when this machine took it over (not malloc'd)
     cdef list _op_texts  # per actor: the OpSpec objects (names and texts for views)
     cdef tuple _ops_frozen  # the same, immutable: what a mark remembers
 
 
     engine = "cython"
 
-    def __cinit__(self, spec):
+    def __cinit__(self, spec, take_image=False):
         self.mem = NULL
         self.act = NULL
         self.ops = NULL
@@ -324,8 +328,13 @@ cdef class Machine:
         self.events = NULL
         self.undo = NULL
 
-    def __init__(self, spec):
+    def __init__(self, spec, bint take_image=False):
+        """take_image: table memory is the spec's image itself, not a copy (`run`, which
+        never needs the initial image again: the copy was the peak's second 8 MB at a
+        million leaves); the image is then the machine's until it first grows."""
         cdef Py_ssize_t k, j, nops
+        cdef array image
+        cdef const uint64_t[::1] src
         self.spec = spec
         g = spec.geometry
         self.start_level = g.start_level
@@ -342,13 +351,19 @@ cdef class Machine:
         self.tlbi_vmalle1 = spec.tlbi_vmalle1
         self.nslots = len(spec.mem)
         self.cap_slots = max(512, self.nslots)
-        self.mem = <uint64_t *>malloc(self.cap_slots * 8)
+        if take_image and self.nslots and isinstance(spec.mem, array) and spec.mem.typecode == "Q":
+            image = spec.mem
+            self.mem_owner = image
+            self.mem = <uint64_t *>image.data.as_ulonglongs
+            self.cap_slots = self.nslots
+        else:
+            self.mem = <uint64_t *>malloc(self.cap_slots * 8)
+            if self.nslots:
+                src = spec.mem  # (read in place: a tobytes() copy was 8 MB more at the peak)
+                memcpy(self.mem, &src[0], self.nslots * 8)
         self.dlog = DirtyLog((m.ipa, m.end) for m in spec.memslots)
         self.dl_watch = False
         self.free_pages = ()
-        cdef const unsigned char[:] raw = spec.mem.tobytes()
-        if self.nslots:
-            memcpy(self.mem, &raw[0], self.nslots * 8)
         code = spec.program.code
         self.code = <Instr *>malloc(len(code) * sizeof(Instr))
         for k, (op, a, b, c) in enumerate(code):
@@ -425,7 +440,8 @@ cdef class Machine:
             self._run(k, 0)
 
     def __dealloc__(self):
-        free(self.mem)
+        if self.mem_owner is None:
+            free(self.mem)
         free(self.act)
         free(self.ops)
         free(self.code)
@@ -476,6 +492,23 @@ cdef class Machine:
         self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
         return 0
 
+    cdef int _resize_mem(self, Py_ssize_t cap) except -1:
+        """Table memory of `cap` slots, the first nslots kept; an image taken over from the
+        spec is copied into memory of the machine's own."""
+        cdef uint64_t *grown
+        if self.mem_owner is None:
+            grown = <uint64_t *>realloc(self.mem, cap * 8)
+        else:
+            grown = <uint64_t *>malloc(cap * 8)
+            if grown != NULL and self.nslots:
+                memcpy(grown, self.mem, self.nslots * 8)
+        if grown == NULL:
+            raise MemoryError("table memory")
+        self.mem = grown
+        self.mem_owner = None
+        self.cap_slots = cap
+        return 0
+
     cdef uint64_t _alloc_table(self) except 0:
         """twin: OP_ALLOC (a fresh zeroed page at the end of table memory, never reused)."""
         cdef uint64_t *grown
@@ -485,11 +518,7 @@ cdef class Machine:
             self.free_pages = self.free_pages[1:]
             return pa
         if self.nslots + 512 > self.cap_slots:
-            grown = <uint64_t *>realloc(self.mem, 2 * self.cap_slots * 8)
-            if grown == NULL:
-                raise MemoryError("table memory")
-            self.mem = grown
-            self.cap_slots *= 2
+            self._resize_mem(max(2 * self.cap_slots, self.nslots + 512))
         memset(&self.mem[self.nslots], 0, 512 * 8)
         self.nslots += 512
         return pa
@@ -1560,11 +1589,7 @@ cdef class Machine:
         if len(state["actors"]) != self.n_actors:
             raise EngineError("snapshot actors do not match this scenario")
         if slots > self.cap_slots:
-            grown = <uint64_t *>realloc(self.mem, slots * 8)
-            if grown == NULL:
-                raise MemoryError("table memory")
-            self.mem = grown
-            self.cap_slots = slots
+            self._resize_mem(slots)
         self.nslots = slots
         if self.nslots:
             memcpy(self.mem, &mem[0], self.nslots * 8)
@@ -1649,6 +1674,15 @@ cdef class Machine:
         return [self.mem[first + k] for k in range(entries)]
 
     # --- views -------------------------------------------------------------------------
+    def walk_leaves(self, maps):
+        """(descriptors array("Q"), levels array("B")) of the leaves of `maps` ((ipa, count,
+        size) runs): the entry translating each IPA and its level, read in table memory
+        itself (mem_array's copy was 8 MB at a million leaves)."""
+        cdef uint64_t[::1] view = _EMPTY_SLOTS
+        if self.nslots:
+            view = <uint64_t[:self.nslots]> self.mem
+        return walk_maps(view, self.start_level, self.start_entries, maps)
+
     def mem_array(self):
         """A copy of table memory (one copy: a million-leaf image is 8 MB)."""
         out = array("Q", bytes(0))

@@ -190,7 +190,7 @@ def play_runs(spec, machine, schedule_text: str | None, seed: int | None) -> lis
 
 def _run(args, spec) -> int:
     names = spec.actor_names
-    machine = new_machine(spec, args.engine)
+    machine = new_machine(spec, args.engine, take_image=True)  # (one machine, one run)
     if not args.trace:  # a trace longer than this is not listed: don't keep its events
         machine.record_limit = TRACE_LISTED_MAX + 1
     runs = play_runs(spec, machine, args.schedule, args.random)

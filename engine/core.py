@@ -25,8 +25,10 @@ def machine_class(engine: str):
     raise EngineError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
 
 
-def new_machine(spec: MachineSpec, engine: str = "cython"):
-    return machine_class(engine)(spec)
+def new_machine(spec: MachineSpec, engine: str = "cython", take_image: bool = False):
+    """take_image: the machine's table memory may be the spec's image itself (whoever
+    asks never reads spec.mem again, nor runs another machine of this spec)."""
+    return machine_class(engine)(spec, take_image=take_image)
 
 
 def load(scenario: Scenario, engine: str = "cython"):

@@ -8,16 +8,36 @@ from collections.abc import Callable
 
 from . import bits as B
 from . import isa as I
-from ._leaves import summary_counts, walk_maps
+from ._leaves import summary_counts
 from .commits import commits_json, reverted
 from .core import new_machine
 from .explore import explore
 from .scenario import WHAT_IF_KEYS, Scenario
 from .schedules import RunLength, compact_schedule
 from .sizes import size_name
-from .spec import MachineSpec, walk_image
+from .spec import MachineSpec
 
 LEAVES_LISTED_MAX = 4096
+# Leaves read at a time to tell final states apart: a million leaves' descriptors and
+# levels at once were 9 MB more at `run`'s peak than the tables themselves.
+CHUNK_LEAVES = 1 << 16
+
+
+def chunked_runs(runs, size: int = CHUNK_LEAVES) -> list[list[tuple[int, int, int]]]:
+    """(ipa, count, size) runs of leaves, split into groups of at most `size` leaves."""
+    out: list[list[tuple[int, int, int]]] = [[]]
+    room = size
+    for ipa, count, step in runs:
+        while count:
+            if not room:
+                out.append([])
+                room = size
+            take = min(count, room)
+            out[-1].append((ipa, take, step))
+            ipa, count, room = ipa + take * step, count - take, room - take
+    return out
+
+
 EVF_NAMES = (
     (I.EVF_TLB_FILL, "tlb-fill"),
     (I.EVF_OP_DONE, "op-done"),
@@ -65,20 +85,29 @@ class Observer:
         self.spec = spec
         sc = spec.scenario
         # (ipa, count, size) of each map: its leaves, walked at C speed (_leaves.pyx)
-        self.map_runs = [(m.ipa, m.count, m.size) for m in sc.maps]
+        self.chunks = chunked_runs((m.ipa, m.count, m.size) for m in sc.maps)
         self.leaves_count = sum(m.count for m in sc.maps)
         ex = sc.expect
         preds = (ex.always + ex.sometimes + ex.never) if ex else ()
         self.pred_ipas = sorted({p.ipa for p in preds if p.actor is None})
+        self.pred_runs = [(ipa, 1, B.PAGE_SIZE) for ipa in self.pred_ipas]
         # Actors that predicates read: their values are part of what tells states apart.
         names = spec.actor_names
         self.pred_actors = sorted({names.index(p.actor) for p in preds if p.actor})
         self.info: dict[bytes, dict] = {}
 
     def __call__(self, machine) -> bytes:
-        mem = machine.mem_array()
-        g = self.spec.geometry
-        values, levels = walk_maps(mem, g.start_level, g.start_entries, self.map_runs)
+        h = hashlib.blake2b(digest_size=16)
+        h_levels = hashlib.blake2b(digest_size=16)
+        one = len(self.chunks) == 1
+        counts: dict = {}
+        for runs in self.chunks:
+            values, levels = machine.walk_leaves(runs)
+            h.update(values)
+            h_levels.update(levels)
+            if not one:  # (a state seen before needs no summary: one chunk waits for that)
+                for row, n in summary_counts(values, levels).items():
+                    counts[row] = counts.get(row, 0) + n
         actors = {}
         for i in self.pred_actors:
             regs = machine.actor_view(i)["regs"]
@@ -88,42 +117,44 @@ class Observer:
             )
         # The leaves the predicates name (a split block's pages are not map leaves), the
         # levels of the leaves and the dirty log are part of what a final state is.
-        extra = array("Q", (walk_image(mem, g, ipa)[0] for ipa in self.pred_ipas))
+        pred_values, pred_levels = machine.walk_leaves(self.pred_runs)
+        extra = array("Q", pred_values)
         extra.extend(v for a in actors.values() for v in a.values())
         dirty = machine.dirty_log()
-        h = hashlib.blake2b(values, digest_size=16)
-        h.update(levels)
+        h.update(h_levels.digest())
         h.update(extra.tobytes())
         h.update(repr(dirty).encode())
         key = h.digest()
         if key not in self.info:
-            self.info[key] = self._describe(mem, values, levels, dirty)
+            if one:
+                counts = summary_counts(values, levels)
+            listed = (values, levels) if self.leaves_count <= LEAVES_LISTED_MAX else None
+            self.info[key] = self._describe(counts, listed, pred_values, pred_levels, dirty)
             self.info[key]["actors"] = actors
         return key
 
-    def _describe(self, mem, values, levels, dirty) -> dict:
-        g = self.spec.geometry
+    def _describe(self, counts, listed, pred_values, pred_levels, dirty) -> dict:
+        """`listed`: (descriptors, levels) of every leaf, when there are few enough to list
+        (they are then one chunk)."""
         rows = {
             (v, af, B.s2ap_name(s2ap << B.S2AP_SHIFT), dbm): n
-            for (v, af, s2ap, dbm), n in summary_counts(values, levels).items()
+            for (v, af, s2ap, dbm), n in counts.items()
         }
         leaves = {}
-        listed = self.leaves_count <= LEAVES_LISTED_MAX
-        if listed:
+        if listed is not None:
             ipas = (ipa for m in self.spec.scenario.maps for ipa, _pa in m.leaves())
-            for ipa, desc, level in zip(ipas, values, levels, strict=True):
+            for ipa, desc, level in zip(ipas, *listed, strict=True):
                 leaves[hexs(ipa)] = leaf_fields(desc, level)
         recorded = set(dirty["bitmap"]) | set(dirty["harvested"]) if dirty else set()
         preds = {}
-        for ipa in self.pred_ipas:
-            desc, level, _ = walk_image(mem, g, ipa)
+        for ipa, desc, level in zip(self.pred_ipas, pred_values, pred_levels, strict=True):
             preds[ipa] = leaf_fields(desc, level)
             preds[ipa]["dirty"] = int(ipa & ~(B.PAGE_SIZE - 1) in recorded)
         summary = [
             {"valid": v, "af": af, "s2ap": s2ap, "dbm": dbm, "count": n}
             for (v, af, s2ap, dbm), n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
-        out = {"leaves": leaves if listed else None, "summary": summary, "preds": preds}
+        out = {"leaves": leaves if listed is not None else None, "summary": summary, "preds": preds}
         if dirty is not None:
             out["dirty_log"] = {
                 "bitmap": [hexs(p) for p in dirty["bitmap"]],
@@ -275,8 +306,9 @@ def explore_json(
     sends the same object. Explores from `machine`'s state (a live session's moment:
     injected operations included) or from the scenario's start; a violation that had
     already happened there is listed with an empty schedule and "before": true."""
+    # (from the scenario's start, a replay needs no copy of it: 8 MB at a million leaves)
+    start = machine.get_state() if machine is not None else None
     machine = machine if machine is not None else new_machine(spec, engine)
-    start = machine.get_state()
     already = {I.CHECK_NAMES[v[0]]: v for v in machine.violations}
     observer = Observer(spec)
     result = explore(
@@ -287,7 +319,8 @@ def explore_json(
 
     def replay_trace(schedule: list[int]) -> list[dict]:
         m = new_machine(spec, engine)
-        m.set_state(start)
+        if start is not None:
+            m.set_state(start)
         for actor in schedule:
             m.step(actor)
         return [event_json(spec, e, ops_of) for e in m.event_tuples()]

@@ -59,8 +59,8 @@ class Machine:
 
     engine = "python"
 
-    def __init__(self, spec: MachineSpec):
-        self.spec = spec
+    def __init__(self, spec: MachineSpec, take_image: bool = False):
+        self.spec = spec  # (take_image: the core's; the twin keeps a list of its own anyway)
         g = spec.geometry
         self.start_level = g.start_level
         self.start_entries = g.start_entries
@@ -825,6 +825,12 @@ class Machine:
 
     def mem_array(self):
         return array("Q", self.mem)
+
+    def walk_leaves(self, maps):
+        """The core's walk_leaves: (descriptors, levels) of the leaves of `maps`."""
+        from ._leaves import walk_maps  # (the C-speed reader both engines' callers use)
+
+        return walk_maps(self.mem_array(), self.start_level, self.start_entries, maps)
 
     def lock_holder(self):
         return self.lock_writer, self.lock_readers

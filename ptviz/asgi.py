@@ -16,7 +16,6 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()  # sets Django up before the consumers import
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -173,9 +172,9 @@ application = EmbeddedEngineMiddleware(
     ProtocolTypeRouter(
         {
             "http": BodyLimit(StaticFiles(django_asgi_app), settings.PTVIZ_MAX_BODY_MB << 20),
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            # (no AuthMiddlewareStack: a websocket is authorized by its share link's
+            # token, never by a Django user; the stack wrapped every frame sent)
+            "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
         }
     )
 )

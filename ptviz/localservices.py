@@ -1,5 +1,6 @@
 """The machine-local services the tests and the web benchmark use: Redis on
-127.0.0.1:6379, free ports, and Debian's Chromium (never a downloaded browser)."""
+127.0.0.1:6379, free ports, Debian's Chromium (never a downloaded browser) and haproxy in
+front of several web servers (README, "Deployment")."""
 
 from __future__ import annotations
 
@@ -17,6 +18,36 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+HAPROXY = """
+global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    option redispatch
+    retries 2
+frontend ptviz
+    bind 127.0.0.1:{port}
+    default_backend servers
+backend servers
+    balance roundrobin
+{servers}
+"""
+
+
+def haproxy_config(port: int, servers: list[int]) -> str:
+    """haproxy on 127.0.0.1:`port`, round robin over the web servers on those ports, each
+    checked every 300 ms (a killed one is out of the rotation within one check)."""
+    lines = (
+        f"    server s{k} 127.0.0.1:{p} check inter 300 fall 1 rise 1"
+        for k, p in enumerate(servers, 1)
+    )
+    return HAPROXY.format(port=port, servers="\n".join(lines))
 
 
 def free_port() -> int:

@@ -180,6 +180,3 @@ LOGGING = {
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
-
-# channels' AuthMiddlewareStack reads a session; signed cookies need no session table.
-SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"

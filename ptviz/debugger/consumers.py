@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from ptviz import protocol as P
 from ptviz.debugger.models import EngineLease, ShareLink
+from ptviz.debugger.shared_lookup import SharedLookup
 
 log = logging.getLogger("ptviz.web")
 
@@ -50,11 +51,14 @@ CLOSE_LAYER = 1011  # the channel layer failed; the page reconnects
 RETRY_SAFE = frozenset(("pause", "seek", "subscribe", "unsubscribe", "resync"))
 WRITE_BUFFER_LIMIT = 256 * 1024  # bytes waiting in the socket before the sender waits
 RESYNC_INTERVAL = 0.5  # at most one resync snapshot per viewer per this many seconds
-# Who serves a session, as this server last looked it up: (when, worker, channel). Its
-# viewers share one query per LEASE_CACHE seconds (200 viewers each checking every
-# PTVIZ_LEASE_CHECK seconds were 100 queries a second on Django's one sync thread).
+# Who serves a session, (worker, channel), and whether a link was revoked, as this server
+# last looked them up: the viewers of a session (of a link) share one query per LEASE_CACHE
+# (LINK_CACHE) seconds. A session without a live owner is looked up again at once: a
+# worker is taking it over.
 LEASE_CACHE = 0.25
-_leases: dict[str, tuple[float, str | None, str]] = {}
+LINK_CACHE = 1.0
+_leases = SharedLookup(LEASE_CACHE, keep=lambda route: route[0] is not None)
+_links = SharedLookup(LINK_CACHE)
 
 
 def write_buffer_of(scope) -> callable | None:
@@ -142,7 +146,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.following_head = self.at is None
         self.outq: deque = deque()  # dicts, or ("delta" | "text", text) already encoded
         self.wake = asyncio.Event()
+        self.poke = asyncio.Event()  # _watch has something new to time
         self.queued_deltas = 0
+        self.sending = False
         self.awaiting_snapshot = True
         self.snapshot_asked = time.monotonic()
         self.last_batch: int | None = None
@@ -251,6 +257,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 # Coalesced: the snapshot on its way (or the one _watch asks for at the end
                 # of the interval) answers this one too.
                 self.resync_due = not self.awaiting_snapshot
+                self._poke()
                 if id_ is not None:
                     self._enqueue(P.ack(id_))
                 return
@@ -265,22 +272,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _route(self) -> tuple[str | None, str]:
         """(the worker that owns the session, its channel), or (None, the shared one).
         One lookup per LEASE_CACHE seconds serves every viewer of the session here."""
-        now = time.monotonic()
-        hit = _leases.get(self.session_id)
-        if hit is not None and now - hit[0] < LEASE_CACHE:
-            return hit[1], hit[2]
+        return await _leases.get(self.session_id, self._look_up_lease)
+
+    async def _look_up_lease(self) -> tuple[str | None, str]:
         lease = await EngineLease.objects.filter(session_id=self.session_id).afirst()
         fresh = timezone.now() - timedelta(seconds=settings.PTVIZ_LEASE_TIMEOUT)
-        route = (
-            (lease.worker, lease.channel)
-            if lease is not None and lease.heartbeat >= fresh
-            else (None, P.ENGINE_CHANNEL)
-        )
-        if len(_leases) > 10_000:  # (sessions come and go: forget the stale ones)
-            for sid in [k for k, v in _leases.items() if now - v[0] >= LEASE_CACHE]:
-                del _leases[sid]
-        _leases[self.session_id] = (now, *route)
-        return route
+        if lease is not None and lease.heartbeat >= fresh:
+            return lease.worker, lease.channel
+        return None, P.ENGINE_CHANNEL
 
     async def _to_engine(self, message: dict, quiet: bool = False) -> str | None:
         """Send to the session's worker; the channel it went to (None: it failed)."""
@@ -318,6 +317,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         id_ = cmd["id"]
         if id_ is not None:
             self.pending[id_] = (time.monotonic() + self.timeout, cmd, None)
+            self._poke()
         channel = await self._to_engine({"type": P.COMMAND, "msg": cmd})
         if id_ in self.pending and channel is not None:
             self.pending[id_] = (time.monotonic() + self.timeout, cmd, channel)
@@ -325,6 +325,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     def _ask_snapshot(self) -> None:
         self.awaiting_snapshot = True
         self.snapshot_asked = time.monotonic()
+        self._poke()
         self._drop_deltas()
 
     async def _join(self) -> None:
@@ -355,9 +356,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self._join()
                 return
             self.last_batch = batch
-            self.queued_deltas += 1
             if "text" in event:  # encoded once by the engine for every viewer
-                self._enqueue(("delta", self._own_tables_text(event)))
+                await self._deliver(("delta", self._own_tables_text(event)))
                 return
             msg = self._own_tables(msg)
         elif kind == "tables":
@@ -381,7 +381,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.last_batch = msg.get("batch")
             self._drop_deltas()
             msg = self._own_tables(msg)
-        self._enqueue(msg)
+        await self._deliver(msg)
 
     def _own_tables_text(self, event) -> str:
         """The delta's JSON with only the tables this viewer subscribed (each table's JSON
@@ -420,8 +420,25 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.queued_deltas = 0
 
     def _enqueue(self, msg) -> None:
+        if self._is_delta(msg):
+            self.queued_deltas += 1
         self.outq.append(msg)
         self.wake.set()
+
+    def _socket_full(self) -> bool:
+        return self.write_buffer is not None and self.write_buffer() > WRITE_BUFFER_LIMIT
+
+    async def _deliver(self, msg) -> None:
+        """Send at once when nothing waits before it and the socket takes it, else queue
+        it for _sender: a delta to 200 viewers was 200 more task switches through it."""
+        if self.outq or self.sending or self._socket_full():
+            self._enqueue(msg)
+        else:
+            await self._send_one(msg)
+
+    async def _send_one(self, item) -> None:
+        text = item[1] if isinstance(item, tuple) else json.dumps(item, separators=(",", ":"))
+        await self.send(text_data=text)
 
     async def _sender(self) -> None:
         while True:
@@ -430,13 +447,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self.wake.wait()
             # Backpressure: while the socket still holds more than WRITE_BUFFER_LIMIT
             # bytes, deltas wait in outq (and collapse into a snapshot past the backlog).
-            while self.write_buffer is not None and self.write_buffer() > WRITE_BUFFER_LIMIT:
+            while self._socket_full():
                 await asyncio.sleep(0.02)
             item = self.outq.popleft()
             if self._is_delta(item):
                 self.queued_deltas -= 1
-            text = item[1] if isinstance(item, tuple) else json.dumps(item, separators=(",", ":"))
-            await self.send(text_data=text)
+            self.sending = True  # (_deliver must not overtake the item in hand)
+            try:
+                await self._send_one(item)
+            finally:
+                self.sending = False
 
     # --- the link's life -----------------------------------------------------------------
     async def ptviz_revoked(self, event):
@@ -459,13 +479,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.expires is not None and timezone.now() >= self.expires:
             await self._end_link("expired")
             return
+        if await _links.get(self.token, self._look_up_revoked):
+            await self._end_link("revoked")
+
+    async def _look_up_revoked(self) -> bool:
         revoked = (
             await ShareLink.objects.filter(token=self.token)
             .values_list("revoked", flat=True)
             .afirst()
         )
-        if revoked is not None:
-            await self._end_link("revoked")
+        return revoked is not None
 
     # --- the engine's health -----------------------------------------------------------
     async def _watch(self) -> None:
@@ -480,7 +503,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         next_seen = start + settings.PTVIZ_VIEWER_HEARTBEAT * random.uniform(0.5, 1)
         next_link_check = start + LINK_CHECK * random.uniform(0.5, 1)
         while True:
-            await asyncio.sleep(0.25)
+            # Asleep until the next thing falls due (or _poke: a command, a resync or a
+            # snapshot asked for): a fixed tick was 4 wake-ups a second per viewer.
+            due = min(next_link_check, next_seen, next_lease_check, self._next_due())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.poke.wait(), max(0.0, due - time.monotonic()))
+            self.poke.clear()
             now = time.monotonic()
             if now >= next_link_check or (
                 self.expires is not None and timezone.now() >= self.expires
@@ -490,7 +518,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 if self.closing:
                     return
             for id_, (deadline, _cmd, _sent) in list(self.pending.items()):
-                if now > deadline:
+                if now >= deadline:
                     del self.pending[id_]
                     self._enqueue(
                         P.error(
@@ -504,7 +532,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 self.last_resync = now
                 self._ask_snapshot()
                 await self._command({"cmd": "resync", "id": None})
-            if self.awaiting_snapshot and now - self.snapshot_asked > self.timeout:
+            if self.awaiting_snapshot and now - self.snapshot_asked >= self.timeout:
                 self._enqueue(
                     P.error(P.UNAVAILABLE, "no engine worker sent the session's state; retrying")
                 )
@@ -519,6 +547,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     await self._check_owner()
             except Exception as exc:  # the layer or the database is away: try again later
                 log.warning("viewer %s: health check failed: %r", self.channel_name, exc)
+
+    def _next_due(self) -> float:
+        """When _watch must next look at this viewer's commands, resync and snapshot."""
+        due = [deadline for deadline, _cmd, _sent in self.pending.values()]
+        if self.resync_due:
+            due.append(self.last_resync + RESYNC_INTERVAL)
+        if self.awaiting_snapshot:
+            due.append(self.snapshot_asked + self.timeout)
+        if self.expires is not None:
+            due.append(time.monotonic() + (self.expires - timezone.now()).total_seconds())
+        return min(due, default=float("inf"))
+
+    def _poke(self) -> None:
+        self.poke.set()
 
     async def _check_owner(self) -> None:
         before = self.owner
