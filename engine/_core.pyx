@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The Cython core: the same machine as engine/twin.py, in typed memory.
 
-Table memory is one uint64_t array, actors are C structs, events go to a growable C
-array of records; a micro-step allocates no Python object. The twin is the oracle: every
+Table memory is one uint64_t array, actors are C structs, events go to C arrays of
+records; a micro-step allocates no Python object. The twin is the oracle: every
 rule here mirrors a method there (same names), and tests/test_differential.py checks
 that both produce identical traces and final states on random scenarios.
 """
@@ -13,9 +13,11 @@ cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
 
+from . import isa
 from ._leaves import walk_maps
 from .dirtylog import DirtyLog
 from .spec import OpSpec
@@ -29,18 +31,54 @@ cdef extern from "_bits.h":
     uint64_t PT_LEVEL_SHIFT_2, PT_NREGS, PT_TLB_ENTRIES
     uint64_t PT_R0, PT_PTR, PT_IPA, PT_END, PT_CUR, PT_LEVEL, PT_WLEVEL, PT_WT0, PT_RET
     uint64_t PT_STATUS, PT_PHASE, PT_HWOLD, PT_HWNEW, PT_WRITE, PT_EIPA, PT_FAULTS, PT_FAULTS_MAX
-    uint64_t PT_OP_MOV, PT_OP_MOVK, PT_OP_AND, PT_OP_ANDN, PT_OP_ORR, PT_OP_BZ, PT_OP_BNZ
-    uint64_t PT_OP_BEQ, PT_OP_B, PT_OP_BLT, PT_OP_ADDK, PT_OP_MEMSLOT, PT_OP_END
-    uint64_t PT_OP_WALK_INIT, PT_OP_TLB_IPA_LOCAL, PT_OP_BEQK, PT_OP_BNEK, PT_OP_EOR, PT_OP_ORRR
-    uint64_t PT_OP_LOCK, PT_OP_UNLOCK, PT_OP_LOAD, PT_OP_STORE, PT_OP_LDXR, PT_OP_STXR
-    uint64_t PT_OP_CAS, PT_OP_TLBI_IPA, PT_OP_TLBI_ALL, PT_OP_SWALK, PT_OP_RWALK
-    uint64_t PT_OP_HW_ACCESS, PT_OP_TLB_EVICT, PT_RWALK_VISIT_INVALID, PT_RWALK_TABLE_POST, PT_RWALK_TABLE_PRE
-    uint64_t PT_OP_ALLOC, PT_OP_DESCEND, PT_OP_TABLE_EMPTY, PT_OP_LOG_TRACK, PT_OP_FREE
-    uint64_t PT_OP_MARK_DIRTY, PT_OP_LOG, PT_OP_HARVEST, PT_DIRTY_WORD_PAGES
+    uint64_t PT_RWALK_VISIT_INVALID, PT_RWALK_TABLE_POST, PT_RWALK_TABLE_PRE
+    uint64_t PT_DIRTY_WORD_PAGES
     uint64_t PT_FLEVEL, PT_LOG, PT_TLEVEL, PT_VISIT, PT_AUX, PT_R2, PT_PEND
     uint64_t PT_VISIT_LEAF, PT_VISIT_TABLE_POST, PT_VISIT_TABLE_PRE
     uint64_t PT_EV_MARK_DIRTY, PT_EV_LOG, PT_EV_HARVEST, PT_CHECK_NO_LOST_DIRTY, PT_S2AP_RW
     uint64_t PT_LOCK_READ
+    # opcodes as an enum: Cython compiles an if/elif chain over them to one C switch
+    enum:
+        PT_OP_MOV
+        PT_OP_MOVK
+        PT_OP_AND
+        PT_OP_ANDN
+        PT_OP_ORR
+        PT_OP_BZ
+        PT_OP_BNZ
+        PT_OP_BEQ
+        PT_OP_B
+        PT_OP_BLT
+        PT_OP_ADDK
+        PT_OP_MEMSLOT
+        PT_OP_END
+        PT_OP_WALK_INIT
+        PT_OP_TLB_IPA_LOCAL
+        PT_OP_BEQK
+        PT_OP_BNEK
+        PT_OP_EOR
+        PT_OP_ORRR
+        PT_OP_LOCK
+        PT_OP_UNLOCK
+        PT_OP_LOAD
+        PT_OP_STORE
+        PT_OP_LDXR
+        PT_OP_STXR
+        PT_OP_CAS
+        PT_OP_TLBI_IPA
+        PT_OP_TLBI_ALL
+        PT_OP_SWALK
+        PT_OP_RWALK
+        PT_OP_HW_ACCESS
+        PT_OP_TLB_EVICT
+        PT_OP_ALLOC
+        PT_OP_DESCEND
+        PT_OP_TABLE_EMPTY
+        PT_OP_LOG_TRACK
+        PT_OP_FREE
+        PT_OP_MARK_DIRTY
+        PT_OP_LOG
+        PT_OP_HARVEST
     uint64_t PT_FAULT_NONE, PT_FAULT_TRANSLATION, PT_FAULT_ACCESS_FLAG, PT_FAULT_PERMISSION
     uint64_t PT_EV_LOAD, PT_EV_STORE, PT_EV_LDXR, PT_EV_STXR_OK, PT_EV_STXR_FAIL, PT_EV_CAS_OK
     uint64_t PT_EV_CAS_FAIL, PT_EV_WALK, PT_EV_HW_UPDATE, PT_EV_HW_UPDATE_FAIL, PT_EV_FAULT
@@ -48,11 +86,38 @@ cdef extern from "_bits.h":
     uint64_t PT_EVF_TLB_FILL, PT_EVF_OP_DONE, PT_EVF_LOST_UPDATE, PT_EVF_BBM
     uint64_t PT_CHECK_NO_LOST_UPDATE, PT_CHECK_BREAK_BEFORE_MAKE
 
+# Superinstructions: two register-only instructions, at pc and pc + 1, in one dispatch
+# (the pairs the bulk paths run most). Only the first's opcode is replaced, in the core's
+# copy of the program: pc + 1 keeps its own, for the branches that go there, and the pair
+# does exactly what the two do one after the other (no event, no step between them).
+# Their opcodes are local ones (below OP_LOCK) that engine/isa.py leaves free.
+cdef enum:
+    FUSE_ANDN_ORR = 20  # bit clear then set (kvm_set_s2pte_readonly, stage2_attr_walker)
+    FUSE_AND_BEQK = 21  # test a masked field (if (!kvm_s2pte_readonly(pte)))
+    FUSE_ADDK_BLT = 22  # the gfn loop (for (; gfn < gfn_end; ++gfn))
+    FUSE_BZ_BZ = 23  # two bit tests, each may leave (pte_none, pte_young)
+    FUSE_ORR_ADDK_BLT = 24  # young |= ...; the gfn loop (three instructions)
+    FUSE_ORRR_ADDK_BLT = 25
+
+FUSED = {
+    (PT_OP_ANDN, PT_OP_ORR): FUSE_ANDN_ORR,
+    (PT_OP_AND, PT_OP_BEQK): FUSE_AND_BEQK,
+    (PT_OP_ADDK, PT_OP_BLT): FUSE_ADDK_BLT,
+    (PT_OP_BZ, PT_OP_BZ): FUSE_BZ_BZ,
+    (PT_OP_ORR, PT_OP_ADDK, PT_OP_BLT): FUSE_ORR_ADDK_BLT,
+    (PT_OP_ORRR, PT_OP_ADDK, PT_OP_BLT): FUSE_ORRR_ADDK_BLT,
+}
+
 DEF NR = 28  # isa.NREGS (checked at import)
 DEF NTLB = 64  # isa.TLB_ENTRIES (checked at import)
+DEF EV_SHIFT = 12
+DEF EV_CHUNK = 4096  # event records per chunk (1 << EV_SHIFT; 224 KiB)
 
 if NR != PT_NREGS or NTLB != PT_TLB_ENTRIES:
     raise ImportError("engine/_core.pyx: NR/NTLB disagree with engine/isa.py; update them")
+if set(FUSED.values()) & {v for n, v in vars(isa).items() if n.startswith("OP_")} or max(
+        FUSED.values()) >= PT_OP_LOCK:
+    raise ImportError("engine/_core.pyx: a superinstruction's opcode is taken in engine/isa.py")
 
 ctypedef struct Instr:
     int32_t op
@@ -176,6 +241,45 @@ cdef inline uint64_t words(uint64_t h, const uint64_t *p, Py_ssize_t n) noexcept
     return h
 
 
+# Event chunks of machines gone, kept for the next ones (up to SPARE_MAX, 28 MiB): their
+# pages are already touched, so a fresh machine's records cost no page faults (one per 4
+# KiB: 4,009 for a 311,492-step run, a third of its time here). The GIL guards them.
+DEF SPARE_MAX = 128
+cdef Event **_spare = NULL
+cdef Py_ssize_t _n_spare = 0
+
+
+cdef Event *_chunk_get() noexcept nogil:
+    global _n_spare
+    if _n_spare:
+        _n_spare -= 1
+        return _spare[_n_spare]
+    return <Event *>malloc(EV_CHUNK * sizeof(Event))
+
+
+cdef void _chunk_put(Event *chunk) noexcept nogil:
+    global _spare, _n_spare
+    if _spare == NULL:
+        _spare = <Event **>malloc(SPARE_MAX * sizeof(Event *))
+    if _spare != NULL and _n_spare < SPARE_MAX:
+        _spare[_n_spare] = chunk
+        _n_spare += 1
+    else:
+        free(chunk)
+
+
+cdef (int, long long) _extend(list runs, int last, long long count, int i, long long n) except *:
+    """A schedule's run-length encoding (runs, then the open pair last, count) after n
+    more steps of actor i: the open pair grows, or is closed and another opens."""
+    if runs is None or not n:
+        return last, count
+    if i == last:
+        return last, count + n
+    if count:
+        runs.append([last, count])
+    return i, n
+
+
 @cython.final
 cdef class Machine:
     """One stage-2 regime with its actors (engine/twin.py's Machine, in C)."""
@@ -196,6 +300,7 @@ cdef class Machine:
     cdef int n_memslots
     cdef int start_level
     cdef uint64_t start_entries
+    cdef uint64_t index_mask[4]  # per level: entries - 1 (the start level's may be more)
     cdef bint ha, hd, tlb_on, count_faults
     cdef bint af_on_perm, af_dirty_separate, tlbi_vmalle1  # [machine] what-ifs
     cdef int lock_writer
@@ -206,10 +311,17 @@ cdef class Machine:
     cdef Violation *viols
     cdef Py_ssize_t n_viols, cap_viols
     cdef readonly int64_t seq
-    cdef Event *events
-    cdef Py_ssize_t n_events, cap_events
+    # Event records, in chunks of EV_CHUNK that never move: growing copies nothing (a
+    # realloc'd buffer copied every record once more, and touched twice the memory).
+    cdef Event **chunks
+    cdef Py_ssize_t n_chunks, cap_chunks
+    cdef Event *events  # the chunk records n_events.. go to: record ev_base + j is events[j]
+    cdef Py_ssize_t ev_base
+    cdef Py_ssize_t n_events
+    cdef Py_ssize_t room  # records _event writes before asking _event_room (0: ask now)
     cdef public bint recording
-    cdef public Py_ssize_t record_limit  # recording stops for good past this many (-1: none)
+    cdef long long ran  # micro-steps the current _run call has completed (if it raises)
+    cdef Py_ssize_t _record_limit  # recording stops for good past this many (-1: none)
     cdef uint64_t h1, h2
     cdef bint hash_valid
     # exploration marks: an undo log of descriptor writes and saved small state
@@ -232,6 +344,7 @@ cdef class Machine:
         self.memslots = NULL
         self.pending = NULL
         self.viols = NULL
+        self.chunks = NULL
         self.events = NULL
         self.undo = NULL
 
@@ -246,6 +359,9 @@ cdef class Machine:
         g = spec.geometry
         self.start_level = g.start_level
         self.start_entries = g.start_entries
+        for k in range(4):
+            self.index_mask[k] = PT_PTRS_PER_TABLE - 1
+        self.index_mask[self.start_level] = self.start_entries - 1
         self.ha = spec.ha
         self.hd = spec.hd
         self.tlb_on = spec.tlb
@@ -272,6 +388,14 @@ cdef class Machine:
         self.code = <Instr *>malloc(len(code) * sizeof(Instr))
         for k, (op, a, b, c) in enumerate(code):
             self.code[k].op, self.code[k].a, self.code[k].b, self.code[k].c = op, a, b, c
+        for k in range(len(code)):
+            ops = tuple(x[0] for x in code[k:k + 3])
+            self.code[k].op = FUSED.get(ops, FUSED.get(ops[:2], ops[0]))
+            if ops[0] in (PT_OP_LOAD, PT_OP_LDXR, PT_OP_STORE):
+                # where the step goes on after them, in their unused c: past a `b`
+                if code[k][3]:
+                    raise AssertionError(f"pc {k}: the core keeps the next pc in c")
+                self.code[k].c = code[k + 1][1] if ops[1:2] == (PT_OP_B,) else k + 1
         consts = spec.program.consts
         self.consts = <uint64_t *>malloc(len(consts) * 8)
         for k, value in enumerate(consts):
@@ -321,18 +445,19 @@ cdef class Machine:
         self.n_viols = 0
         self.viol_mask = 0
         self.seq = 0
-        self.cap_events = 1024
-        self.events = <Event *>malloc(self.cap_events * sizeof(Event))
+        self.n_chunks = self.cap_chunks = 0
+        self.ev_base = 0
         self.n_events = 0
         self.recording = True
-        self.record_limit = -1
+        self._record_limit = -1
+        self.room = 0
         self.cap_undo = 0
         self.n_undo = 0
         self.marks = []
         self.hash_valid = False
         for k in range(self.n_actors):
             self._start_op(k)
-            self._run(k, True)
+            self._run(k, 0)
 
     def __dealloc__(self):
         if self.mem_owner is None:
@@ -344,7 +469,10 @@ cdef class Machine:
         free(self.memslots)
         free(self.pending)
         free(self.viols)
-        free(self.events)
+        cdef Py_ssize_t c
+        for c in range(self.n_chunks):
+            _chunk_put(self.chunks[c])
+        free(self.chunks)
         free(self.undo)
 
     # --- memory ------------------------------------------------------------------------
@@ -357,11 +485,21 @@ cdef class Machine:
             raise IndexError(f"no table memory at {addr:#x}")
         return self.mem[slot]
 
-    cdef int _write(self, int actor, uint64_t addr, uint64_t value) except -1:
+    cdef inline int _write(self, int actor, uint64_t addr, uint64_t value) except -1:
         """twin: _write (clears every other CPU's exclusive monitor on the address)."""
         cdef uint64_t slot = (addr - PT_TABLE_BASE) >> 3
         cdef uint64_t old = self.mem[slot]
         cdef int j
+        if self.hash_valid:  # exploring: marks undo-log writes, the hash follows them
+            self._explore_write(slot, old, value)
+        self.mem[slot] = value
+        if self.n_actors > 1:  # (a lone actor has no other monitor to clear)
+            for j in range(self.n_actors):
+                if j != actor and self.act[j].mon == addr:
+                    self.act[j].mon = 0
+        return 0
+
+    cdef int _explore_write(self, uint64_t slot, uint64_t old, uint64_t value) except -1:
         if self.marks:
             if self.n_undo + 2 > self.cap_undo:
                 self.cap_undo = max(1024, self.cap_undo * 2)
@@ -369,13 +507,9 @@ cdef class Machine:
             self.undo[self.n_undo] = slot
             self.undo[self.n_undo + 1] = old
             self.n_undo += 2
-        if self.hash_valid:  # kept up to date only while exploring (see state_key)
-            self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
-            self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
-        self.mem[slot] = value
-        for j in range(self.n_actors):
-            if j != actor and self.act[j].mon == addr:
-                self.act[j].mon = 0
+        # the memory hash is kept up to date only while exploring (see state_key)
+        self.h1 ^= mix(slot, old, 0) ^ mix(slot, value, 0)
+        self.h2 ^= mix(slot, old, 0x5851F42D4C957F2DULL) ^ mix(slot, value, 0x5851F42D4C957F2DULL)
         return 0
 
     cdef int _resize_mem(self, Py_ssize_t cap) except -1:
@@ -410,28 +544,20 @@ cdef class Machine:
         return pa
 
     cdef inline uint64_t _entry(self, uint64_t table, int level, uint64_t ipa) noexcept nogil:
-        cdef uint64_t index = ipa >> level_shift(level)
-        if level == self.start_level:
-            index &= self.start_entries - 1
-        else:
-            index &= PT_PTRS_PER_TABLE - 1
-        return table + 8 * index
+        return table + 8 * ((ipa >> level_shift(level)) & self.index_mask[level])
 
     # --- events ------------------------------------------------------------------------
-    cdef int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
-                    uint64_t old, uint64_t new, int detail, int flags) except -1:
+    cdef inline int _event(self, int actor, int kind, int level, uint64_t addr, uint64_t ipa,
+                           uint64_t old, uint64_t new, int detail, int flags) except -1:
+        """twin: _event. Inline: one record per micro-step is the core's hot path; the
+        buffer's growth and the record limit are checked on one compare (_event_room).
+        The counters are read once (a record's stores could alias them)."""
         cdef Event *e
-        if self.recording and self.n_events == self.record_limit:
-            self.recording = False  # nobody will list these events: stop keeping them
-        if self.recording:
-            if self.n_events == self.cap_events:
-                self.cap_events *= 2
-                e = <Event *>realloc(self.events, self.cap_events * sizeof(Event))
-                if e == NULL:
-                    raise MemoryError("event buffer")
-                self.events = e
-            e = &self.events[self.n_events]
-            e.seq = self.seq
+        cdef Py_ssize_t n = self.n_events
+        cdef int64_t seq = self.seq
+        if self.recording and (n < self.room or self._event_room()):
+            e = &self.events[n - self.ev_base]
+            e.seq = seq
             e.actor = actor
             e.op_i = self.act[actor].op_i
             e.pc = self.act[actor].pc
@@ -443,53 +569,88 @@ cdef class Machine:
             e.ipa = ipa
             e.old = old
             e.new = new
-            self.n_events += 1
-        self.seq += 1
+            self.n_events = n + 1
+        self.seq = seq + 1
         return 0
 
+    cdef bint _event_room(self) except -1:
+        """Room for one more record (n_events reached `room`): stop recording at the
+        record limit (nobody will list these events), else find (or add) the chunk record
+        n_events goes to. `room` is min(the chunk's end, record_limit), so the fast path
+        needs one compare; 0 sends the next record here (n_events went back)."""
+        cdef Py_ssize_t n = self.n_events, c = n >> EV_SHIFT
+        cdef Event **grown
+        if n == self._record_limit:
+            self.recording = False
+            return False
+        if c >= self.n_chunks:
+            if c >= self.cap_chunks:
+                grown = <Event **>realloc(self.chunks, (c + 16) * sizeof(Event *))
+                if grown == NULL:
+                    raise MemoryError("event records")
+                self.chunks = grown
+                self.cap_chunks = c + 16
+            while self.n_chunks <= c:
+                self.chunks[self.n_chunks] = _chunk_get()
+                if self.chunks[self.n_chunks] == NULL:
+                    raise MemoryError("event records")
+                self.n_chunks += 1
+        self.events = self.chunks[c]
+        self.ev_base = c << EV_SHIFT
+        self.room = self.ev_base + EV_CHUNK
+        if n < self._record_limit < self.room:
+            self.room = self._record_limit
+        return True
+
+    cdef inline Event *_event_at(self, Py_ssize_t k) noexcept nogil:
+        return &self.chunks[k >> EV_SHIFT][k & (EV_CHUNK - 1)]
+
     # --- checks ------------------------------------------------------------------------
-    cdef int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
-                          uint64_t meant, int level, uint64_t ipa) except -1:
+    cdef inline int _check_store(self, int actor, uint64_t addr, uint64_t cur, uint64_t new,
+                                 uint64_t meant, int level, uint64_t ipa) except -1:
         """twin: _check_store (no_lost_update, break_before_make)."""
         cdef int flags = 0
         cdef uint64_t lost = (cur ^ new) & ~meant
-        cdef uint64_t size = (<uint64_t>1) << level_shift(level)
-        cdef uint64_t before = 0, changed = 0
-        cdef bint have = False
-        cdef Py_ssize_t k, w
+        cdef uint64_t changed = 0
         if lost:
             flags |= PT_EVF_LOST_UPDATE
             self._violation(PT_CHECK_NO_LOST_UPDATE, actor, ipa, lost)
         if new & PT_DESC_VALID:
             if leaf_kind(cur, level):
-                before = cur
-                have = True
-            for k in range(self.n_pending):
-                if self.pending[k].addr == addr:
-                    before = self.pending[k].old
-                    have = True
-            if have:
-                changed = (before ^ new) & PT_BBM_MASK  # R_WHZWS
-            # twin: leaves of another size under a removed table, not invalidated yet
-            if leaf_kind(new, level):
-                for k in range(self.n_pending):
-                    if self._stale_under(&self.pending[k], addr, ipa, size):
-                        changed |= PT_DESC_TYPE
+                changed = (cur ^ new) & PT_BBM_MASK  # R_WHZWS
+            if self.n_pending:
+                changed = self._pending_made(addr, new, level, ipa, changed)
             if changed:
                 flags |= PT_EVF_BBM
                 self._violation(PT_CHECK_BREAK_BEFORE_MAKE, actor, ipa, changed)
-            w = 0
-            for k in range(self.n_pending):
-                if self.pending[k].addr != addr and not (
-                        leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
-                    self.pending[w] = self.pending[k]
-                    w += 1
-            self.n_pending = w
         elif leaf_kind(cur, level):
-            self._pend(addr, cur, ipa, size)
+            self._pend(addr, cur, ipa, (<uint64_t>1) << level_shift(level))
         elif level < 3 and (cur & PT_DESC_VALID) and (cur & PT_DESC_TYPE):
             self._pend_leaves_below(cur & PT_OA_MASK, level + 1, ipa)
         return flags
+
+    cdef uint64_t _pending_made(self, uint64_t addr, uint64_t new, int level, uint64_t ipa,
+                                uint64_t changed) noexcept nogil:
+        """_check_store's valid store while invalidated entries await a TLBI: the changed
+        bits against the entry's value before its break (replacing `changed`, those
+        against the current leaf), and the entries it makes are no longer pending."""
+        cdef uint64_t size = (<uint64_t>1) << level_shift(level)
+        cdef Py_ssize_t k, w = 0
+        for k in range(self.n_pending):
+            if self.pending[k].addr == addr:
+                changed = (self.pending[k].old ^ new) & PT_BBM_MASK
+        # twin: leaves of another size under a removed table, not invalidated yet
+        if leaf_kind(new, level):
+            for k in range(self.n_pending):
+                if self._stale_under(&self.pending[k], addr, ipa, size):
+                    changed |= PT_DESC_TYPE
+        for k in range(self.n_pending):
+            if self.pending[k].addr != addr and not (
+                    leaf_kind(new, level) and self._stale_under(&self.pending[k], addr, ipa, size)):
+                self.pending[w] = self.pending[k]
+                w += 1
+        self.n_pending = w
+        return changed
 
     cdef inline bint _stale_under(self, Pending *p, uint64_t addr, uint64_t ipa,
                                   uint64_t size) noexcept nogil:
@@ -596,41 +757,169 @@ cdef class Machine:
             raise EngineError(f"actor {i} has finished")
         if self._blocked(i):
             raise EngineError(f"actor {i} is blocked on kvm->mmu_lock")
-        self._run(i, False)
+        self._run(i, 1)
 
     def step_n(self, int i, long long n):
         """Up to n micro-steps of actor i, stopping early when it finishes or blocks;
         returns how many it took (a run-length-encoded run of one actor's steps)."""
-        cdef long long taken = 0
         if not 0 <= i < self.n_actors:
             raise EngineError(f"no actor {i}")
-        while taken < n and not self._done(i) and not self._blocked(i):
-            self._run(i, False)
-            taken += 1
-        return taken
+        if n <= 0 or self._done(i) or self._blocked(i):
+            return 0
+        return self._run(i, n)
 
-    cdef int _step(self, int i) except -1:
-        return self._run(i, False)
-
-    cdef int _run(self, int i, bint shared_done) except -1:
+    cdef long long _run(self, int i, long long n) except -1:
+        """Up to n micro-steps of actor i (n > 0: it is neither finished nor blocked),
+        stopping early when it finishes or blocks: returns how many it took. A micro-step
+        is one shared instruction and the local ones after it, up to the next shared one;
+        n = 0 runs only the local ones up to the first. One loop over the steps, one C
+        switch over the opcodes (Cython compiles this if/elif chain over the opcode enum
+        to one): the register-only instructions and the descriptor accesses of the bulk
+        paths are inline here, the rest in _local and _shared (twin: _run, _local,
+        _shared, the same rules; stepping one micro-step at a time is the same). The pc
+        lives in a local between shared instructions; a.pc is current whenever anything
+        else can see it (events, the other handlers, on return)."""
         cdef Actor *a = &self.act[i]
+        cdef uint64_t *r = a.regs
+        cdef uint64_t *k = self.consts
+        cdef Instr *code = self.code
         cdef Instr *ins
-        while a.op_i < a.n_ops:
-            ins = &self.code[a.pc]
-            if ins.op >= PT_OP_LOCK:
-                if shared_done:
-                    return 0
-                shared_done = self._shared(i, a, ins)
-            elif ins.op == PT_OP_END:
-                a.op_i += 1
-                if self.recording and self.n_events:
-                    self.events[self.n_events - 1].flags |= PT_EVF_OP_DONE
-                self._start_op(i)
-                if self.dl_watch and self.dlog.written and self.all_done():
-                    self._final_checks(i)
-            else:
-                self._local(a, ins)
-        return 0
+        cdef uint64_t value, addr
+        cdef int op, pc = a.pc
+        cdef long long taken = 1 if n > 0 else 0
+        cdef bint shared_done = n == 0  # this step has made its shared access
+        if a.op_i >= a.n_ops:
+            return taken
+        try:
+            while True:
+                ins = &code[pc]
+                op = ins.op
+                if op >= PT_OP_LOCK:
+                    a.pc = pc
+                    if shared_done:  # a step ends here; the next one begins, unless blocked
+                        if taken == n or (op == PT_OP_LOCK and not self._lock_free(ins.a)):
+                            return taken
+                        taken += 1
+                    shared_done = True  # (a walk that reached its level without a load: False)
+                if op == PT_OP_MOV:
+                    r[ins.a] = r[ins.b]
+                    pc += 1
+                elif op == PT_OP_MOVK:
+                    r[ins.a] = k[ins.b]
+                    pc += 1
+                elif op == PT_OP_AND:
+                    r[ins.a] = r[ins.b] & k[ins.c]
+                    pc += 1
+                elif op == PT_OP_ANDN:
+                    r[ins.a] = r[ins.b] & ~k[ins.c]
+                    pc += 1
+                elif op == PT_OP_ORR:
+                    r[ins.a] = r[ins.b] | k[ins.c]
+                    pc += 1
+                elif op == PT_OP_EOR:
+                    r[ins.a] = r[ins.b] ^ r[ins.c]
+                    pc += 1
+                elif op == PT_OP_ORRR:
+                    r[ins.a] = r[ins.b] | r[ins.c]
+                    pc += 1
+                elif op == PT_OP_ADDK:
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    pc += 1
+                elif op == PT_OP_BZ:
+                    pc = pc + 1 if r[ins.a] & k[ins.b] else ins.c
+                elif op == PT_OP_BNZ:
+                    pc = ins.c if r[ins.a] & k[ins.b] else pc + 1
+                elif op == PT_OP_BEQ:
+                    pc = ins.c if r[ins.a] == r[ins.b] else pc + 1
+                elif op == PT_OP_BEQK:
+                    pc = ins.c if r[ins.a] == k[ins.b] else pc + 1
+                elif op == PT_OP_BNEK:
+                    pc = ins.c if r[ins.a] != k[ins.b] else pc + 1
+                elif op == PT_OP_BLT:
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 1
+                elif op == PT_OP_B:
+                    pc = ins.a
+                elif op == FUSE_ANDN_ORR:
+                    r[ins.a] = r[ins.b] & ~k[ins.c]
+                    ins += 1
+                    r[ins.a] = r[ins.b] | k[ins.c]
+                    pc += 2
+                elif op == FUSE_AND_BEQK:
+                    r[ins.a] = r[ins.b] & k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] == k[ins.b] else pc + 2
+                elif op == FUSE_ADDK_BLT:
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 2
+                elif op == FUSE_ORR_ADDK_BLT or op == FUSE_ORRR_ADDK_BLT:
+                    r[ins.a] = r[ins.b] | (k[ins.c] if op == FUSE_ORR_ADDK_BLT else r[ins.c])
+                    ins += 1
+                    r[ins.a] = r[ins.b] + k[ins.c]
+                    ins += 1
+                    pc = ins.c if r[ins.a] < r[ins.b] else pc + 3
+                elif op == FUSE_BZ_BZ:
+                    if not (r[ins.a] & k[ins.b]):
+                        pc = ins.c
+                    else:
+                        ins += 1
+                        pc = pc + 2 if r[ins.a] & k[ins.b] else ins.c
+                elif op == PT_OP_WALK_INIT:
+                    r[PT_WLEVEL] = self.start_level
+                    r[PT_WT0 + self.start_level] = PT_TABLE_BASE
+                    if ins.a == 1:
+                        r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
+                    pc += 1
+                elif op == PT_OP_END:
+                    a.pc = pc
+                    a.op_i += 1
+                    if self.recording and self.n_events:
+                        self._event_at(self.n_events - 1).flags |= PT_EVF_OP_DONE
+                    self._start_op(i)
+                    if self.dl_watch and self.dlog.written and self.all_done():
+                        self._final_checks(i)
+                    if a.op_i >= a.n_ops:
+                        return taken
+                    pc = a.pc
+                elif op == PT_OP_LOAD or op == PT_OP_LDXR:
+                    value = self._read(r[PT_PTR])
+                    r[ins.a] = value
+                    if op == PT_OP_LDXR:
+                        a.mon = r[PT_PTR]
+                    self._event(i, PT_EV_LDXR if op == PT_OP_LDXR else PT_EV_LOAD, r[PT_LEVEL],
+                                r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
+                    pc = ins.c  # pc + 1, or past the `b` there (see __init__)
+                elif op == PT_OP_STORE:
+                    self._software_write(i, a, r[ins.a], k[ins.b], PT_EV_STORE)
+                    pc = ins.c
+                elif op == PT_OP_STXR:
+                    addr = r[PT_PTR]
+                    if a.mon == addr:
+                        a.mon = 0
+                        self._software_write(i, a, r[ins.b], k[ins.c], PT_EV_STXR_OK)
+                        r[ins.a] = 0
+                    else:
+                        a.mon = 0
+                        value = self._read(addr)
+                        self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value,
+                                    r[ins.b], 0, 0)
+                        r[ins.a] = 1
+                    pc += 1
+                elif op == PT_OP_SWALK:
+                    shared_done = self._swalk(i, a, ins)
+                    pc = a.pc
+                elif op == PT_OP_RWALK:
+                    shared_done = self._rwalk(i, a, ins)
+                    pc = a.pc
+                else:  # the switch's default (Cython makes no switch of a chain with a `<`)
+                    a.pc = pc
+                    if op < PT_OP_LOCK:
+                        self._local(a, ins)
+                    else:
+                        shared_done = self._shared(i, a, ins)
+                    pc = a.pc
+        finally:  # (only read when _run raised: the steps before the one that failed)
+            self.ran = taken - 1 if taken else 0
 
     cdef int _final_checks(self, int i) except -1:
         """twin: _final_checks (no_lost_dirty part a, once every actor has finished)."""
@@ -661,9 +950,10 @@ cdef class Machine:
     def run_round_robin(self, long long max_steps=-1, list runs=None):
         """Round-robin in file order, one micro-step each, skipping finished and blocked actors.
         `runs`, if given, receives the schedule run-length encoded: [actor, steps] pairs,
-        the last pair extended while the same actor steps again."""
-        cdef long long steps = 0
-        cdef int i, last = -1
+        the last pair extended while the same actor steps again. Once a single actor is
+        unfinished, every round is one step of it: its steps run in one _run call."""
+        cdef long long steps = 0, n, limit
+        cdef int i, alone, last = -1, running = -1
         cdef long long count = 0
         cdef bint progressed
         if runs:
@@ -671,18 +961,18 @@ cdef class Machine:
         try:
             while steps != max_steps:
                 progressed = False
+                alone = self._alone()
                 for i in range(self.n_actors):
                     if not self._done(i) and not self._blocked(i):
-                        self._run(i, False)
-                        steps += 1
+                        limit = 1
+                        if alone >= 0:
+                            limit = max_steps - steps if max_steps >= 0 else LLONG_MAX
+                        running = i
+                        n = self._run(i, limit)
+                        running = -1
+                        steps += n
                         progressed = True
-                        if runs is not None:
-                            if i == last:
-                                count += 1
-                            else:
-                                if count:
-                                    runs.append([last, count])
-                                last, count = i, 1
+                        last, count = _extend(runs, last, count, i, n)
                         if steps == max_steps:
                             break
                 if not progressed:
@@ -690,9 +980,21 @@ cdef class Machine:
                         break
                     raise EngineError("deadlock: every unfinished actor is blocked")
         finally:
+            if running >= 0:  # _run raised: the steps it completed are in the schedule
+                last, count = _extend(runs, last, count, running, self.ran)
             if runs is not None and count:
                 runs.append([last, count])
         return steps
+
+    cdef int _alone(self) noexcept nogil:
+        """The only unfinished actor, or -1 (none, or more than one)."""
+        cdef int i, found = -1
+        for i in range(self.n_actors):
+            if not self._done(i):
+                if found >= 0:
+                    return -1
+                found = i
+        return found
 
     # --- register-only instructions ----------------------------------------------------
     cdef int _local(self, Actor *a, Instr *ins) except -1:
@@ -702,48 +1004,7 @@ cdef class Machine:
         cdef uint64_t ipa, base
         cdef Memslot *slot
         a.pc += 1
-        if op == PT_OP_MOV:
-            r[x] = r[y]
-        elif op == PT_OP_MOVK:
-            r[x] = k[y]
-        elif op == PT_OP_AND:
-            r[x] = r[y] & k[z]
-        elif op == PT_OP_ANDN:
-            r[x] = r[y] & ~k[z]
-        elif op == PT_OP_ORR:
-            r[x] = r[y] | k[z]
-        elif op == PT_OP_EOR:
-            r[x] = r[y] ^ r[z]
-        elif op == PT_OP_ORRR:
-            r[x] = r[y] | r[z]
-        elif op == PT_OP_ADDK:
-            r[x] = r[y] + k[z]
-        elif op == PT_OP_BZ:
-            if not (r[x] & k[y]):
-                a.pc = z
-        elif op == PT_OP_BNZ:
-            if r[x] & k[y]:
-                a.pc = z
-        elif op == PT_OP_BEQ:
-            if r[x] == r[y]:
-                a.pc = z
-        elif op == PT_OP_BEQK:
-            if r[x] == k[y]:
-                a.pc = z
-        elif op == PT_OP_BNEK:
-            if r[x] != k[y]:
-                a.pc = z
-        elif op == PT_OP_BLT:
-            if r[x] < r[y]:
-                a.pc = z
-        elif op == PT_OP_B:
-            a.pc = x
-        elif op == PT_OP_WALK_INIT:
-            r[PT_WLEVEL] = self.start_level
-            r[PT_WT0 + self.start_level] = PT_TABLE_BASE
-            if x == 1:
-                r[PT_CUR] = r[PT_IPA] & ~(PT_PAGE_SIZE - 1)
-        elif op == PT_OP_MEMSLOT:
+        if op == PT_OP_MEMSLOT:
             r[x] = 0
             ipa = r[PT_IPA]
             for t in range(self.n_memslots):
@@ -823,32 +1084,6 @@ cdef class Machine:
                 self.lock_writer = -1
             self._event(i, PT_EV_UNLOCK, 0, 0, 0, 0, 0, x, 0)
             a.pc += 1
-        elif op == PT_OP_LOAD:
-            value = self._read(r[PT_PTR])
-            r[x] = value
-            self._event(i, PT_EV_LOAD, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-            a.pc += 1
-        elif op == PT_OP_LDXR:
-            value = self._read(r[PT_PTR])
-            r[x] = value
-            a.mon = r[PT_PTR]
-            self._event(i, PT_EV_LDXR, r[PT_LEVEL], r[PT_PTR], r[PT_EIPA], value, value, 0, 0)
-            a.pc += 1
-        elif op == PT_OP_STORE:
-            self._software_write(i, a, r[x], k[y], PT_EV_STORE)
-            a.pc += 1
-        elif op == PT_OP_STXR:
-            addr = r[PT_PTR]
-            if a.mon == addr:
-                a.mon = 0
-                self._software_write(i, a, r[y], k[z], PT_EV_STXR_OK)
-                r[x] = 0
-            else:
-                a.mon = 0
-                value = self._read(addr)
-                self._event(i, PT_EV_STXR_FAIL, r[PT_LEVEL], addr, r[PT_EIPA], value, r[y], 0, 0)
-                r[x] = 1
-            a.pc += 1
         elif op == PT_OP_CAS:
             addr = r[PT_PTR]
             cur = self._read(addr)
@@ -906,7 +1141,8 @@ cdef class Machine:
             raise AssertionError(f"unknown shared opcode {op}")
         return True
 
-    cdef int _software_write(self, int i, Actor *a, uint64_t value, uint64_t meant, int kind) except -1:
+    cdef inline int _software_write(self, int i, Actor *a, uint64_t value, uint64_t meant,
+                                    int kind) except -1:
         cdef uint64_t *r = a.regs
         cdef uint64_t addr = r[PT_PTR]
         cdef uint64_t cur = self._read(addr)
@@ -914,11 +1150,18 @@ cdef class Machine:
         cdef int flags
         self._write(i, addr, value)
         flags = self._check_store(i, addr, cur, value, meant, r[PT_LEVEL], ipa)
-        if self.hd and (cur & PT_S2AP_W) and not (value & PT_S2AP_W) and self.dlog.hwdirty:
-            page = self.dlog.sw_cleared(addr)
-            if page is not None:  # no_lost_dirty (b) (twin: _software_write)
-                self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W)
+        if self.hd and (cur & PT_S2AP_W) and not (value & PT_S2AP_W):
+            self._sw_cleared(i, addr)
         self._event(i, kind, r[PT_LEVEL], addr, ipa, cur, value, 0, flags)
+        return 0
+
+    cdef int _sw_cleared(self, int i, uint64_t addr) except -1:
+        """Software cleared a dirty state the hardware set: no_lost_dirty (b) (twin:
+        _software_write)."""
+        if self.dlog.hwdirty:
+            page = self.dlog.sw_cleared(addr)
+            if page is not None:
+                self._violation(PT_CHECK_NO_LOST_DIRTY, i, page, PT_S2AP_W)
         return 0
 
     cdef void _tlbi(self, uint64_t ipa, bint everything) noexcept nogil:
@@ -939,7 +1182,7 @@ cdef class Machine:
                 w += 1
         self.n_pending = w
 
-    cdef bint _swalk(self, int i, Actor *a, Instr *ins) except -1:
+    cdef inline bint _swalk(self, int i, Actor *a, Instr *ins) except -1:
         """twin: _swalk."""
         cdef uint64_t *r = a.regs
         cdef uint64_t ipa = r[PT_IPA]
@@ -973,7 +1216,7 @@ cdef class Machine:
         a.pc = a.pc + 1 if leaf_kind(desc, level) else ins.b
         return True
 
-    cdef bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
+    cdef inline bint _rwalk(self, int i, Actor *a, Instr *ins) except -1:
         """twin: _rwalk (with the TABLE_PRE / TABLE_POST visits)."""
         cdef uint64_t *r = a.regs
         cdef uint64_t cur = r[PT_CUR], end = r[ins.c >> 4]
@@ -1232,6 +1475,7 @@ cdef class Machine:
         (actors, pending, self.lock_writer, self.lock_readers, self.viol_mask, self.n_viols,
          self.seq, self.n_events, n_undo, self.h1, self.h2, ops, self.nslots, dlog,
          self.dl_watch, self.free_pages) = self.marks[mark]
+        self.room = 0  # the records after n_events are dropped
         self.dlog.restore(dlog)
         if ops is not self._ops_frozen:  # operations were injected after the mark
             self._op_texts = [list(x) for x in ops]
@@ -1321,7 +1565,7 @@ cdef class Machine:
         self._freeze_ops()
         if was_done:
             self._start_op(i)
-            self._run(i, True)
+            self._run(i, 0)
 
     def get_state(self):
         """Everything that determines the future (engine/snapshot.py packs it); the same
@@ -1410,6 +1654,7 @@ cdef class Machine:
             self.n_viols += 1
         self.seq = state["seq"]
         self.n_events = 0
+        self.room = 0
         self.marks = []
         self.n_undo = 0
 
@@ -1480,6 +1725,16 @@ cdef class Machine:
         return self.n_viols
 
     @property
+    def record_limit(self):
+        """Recording stops for good once this many events are kept (-1: never)."""
+        return self._record_limit
+
+    @record_limit.setter
+    def record_limit(self, Py_ssize_t limit):
+        self._record_limit = limit
+        self.room = 0  # _event_room recomputes it on the next record
+
+    @property
     def n_events_recorded(self):
         return self.n_events
 
@@ -1488,13 +1743,14 @@ cdef class Machine:
         cdef Event *e
         out = []
         for k in range(max(0, start), self.n_events):
-            e = &self.events[k]
+            e = self._event_at(k)
             out.append((e.seq, e.actor, e.op_i, e.pc, e.kind, e.detail, e.flags, e.level,
                         e.addr, e.ipa, e.old, e.new))
         return out
 
     def clear_events(self):
         self.n_events = 0
+        self.room = 0
 
     def drain_events(self, Py_ssize_t keep, watch=()):
         """Take the recorded events off the buffer, as a live session's delta needs them:
@@ -1514,7 +1770,7 @@ cdef class Machine:
         pages = []
         addrs = []
         for k in range(n):
-            e = &self.events[k]
+            e = self._event_at(k)
             if e.kind == PT_EV_MARK_DIRTY or e.kind == PT_EV_LOG or e.kind == PT_EV_HARVEST:
                 logged = True
             elif (e.kind == PT_EV_STORE or e.kind == PT_EV_STXR_OK or e.kind == PT_EV_CAS_OK
@@ -1535,6 +1791,7 @@ cdef class Machine:
                     relinked = True
         tail = self.event_tuples(max(0, n - keep))
         self.n_events = 0
+        self.room = 0  # (as clear_events: _event_room recomputes it on the next record)
         return tail, n, pages, addrs, logged, relinked
 
     def lock_holder(self):

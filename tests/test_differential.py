@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from engine import bits as B
 from engine import isa as I
+from engine.commits import GENERATIONS
 from engine.core import new_machine
 from engine.explore import StateBoundExceeded, explore
 from engine.layout import Geometry
@@ -329,6 +330,53 @@ def test_round_robin_runs_agree_and_are_round_robin(text):
     )
 
 
+@settings(DIFF, max_examples=150)
+@given(text=SCENARIOS, chunks=st.lists(st.integers(1, 400), min_size=1, max_size=6))
+def test_round_robin_in_chunks_keeps_the_same_schedule_on_both_cores(text, chunks):
+    """run_round_robin(max_steps, runs) called again and again: the same steps, state and
+    run-length-encoded schedule on both cores (the core takes a lone unfinished actor's
+    steps in one call, the twin one at a time), the runs adding up to the steps."""
+    pair = Pair(text)
+    outcome = {}
+    for name, m in (("cython", pair.fast), ("python", pair.slow)):
+        runs, steps = [], []
+        try:
+            for chunk in chunks:
+                steps.append(m.run_round_robin(chunk, runs))
+        except Exception as exc:  # noqa: BLE001
+            steps.append((type(exc).__name__, str(exc)))
+        outcome[name] = (steps, runs)
+    pair.same("run_round_robin(chunk, runs)", outcome["cython"], outcome["python"])
+    steps, runs = outcome["python"]
+    if all(isinstance(x, int) for x in steps):  # (a run that raised returns no count)
+        assert sum(n for _, n in runs) == sum(steps)
+    assert all(a != b for (a, _), (b, _) in zip(runs, runs[1:], strict=False))
+    pair.check_all()
+
+
+@settings(DIFF, max_examples=150)
+@given(text=SCENARIOS, runs=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 60)), max_size=12))
+def test_step_n_is_stepping_one_micro_step_at_a_time(text, runs):
+    """step_n(i, n) (one call into the core's loop for the whole run) against step(i) n
+    times, stopping as it must when i finishes or blocks, and against the twin."""
+    pair = Pair(text)
+    one = new_machine(pair.spec, "cython")
+    took = {"cython": [], "python": [], "one at a time": []}
+    for choice, n in runs:
+        i = choice % len(pair.names)
+        took["cython"].append(pair.fast.step_n(i, n))
+        took["python"].append(pair.slow.step_n(i, n))
+        k = 0
+        while k < n and not one.done(i) and not one.blocked(i):
+            one.step(i)
+            k += 1
+        took["one at a time"].append(k)
+    pair.same("step_n() steps taken", took["cython"], took["python"])
+    assert took["cython"] == took["one at a time"]
+    pair.check_all()
+    assert _view(pair.fast) == _view(one)
+
+
 # --- save / restore ---------------------------------------------------------------------
 
 
@@ -530,6 +578,37 @@ for engine in ("cython", "python"):
     out[engine] = [m.actor_view(1), m.run_round_robin(1000), m.event_tuples()]
 print(json.dumps(out))
 """
+
+
+@pytest.mark.parametrize("kernel", sorted(GENERATIONS))
+def test_bulk_write_protect_and_age_is_the_same_on_both_cores(kernel):
+    """The bulk paths the core runs as superinstructions (engine/_core.pyx: FUSED) and
+    as one loop over a lone actor's steps: wp then age over 600 4K leaves (past a
+    level-3 table's 512), round-robin on both cores, then stepped by hand on the core."""
+    text = textwrap.dedent(f"""\
+        name = "bulk"
+        kernel = "{kernel}"
+        [[map]]
+        ipa = 0x40000000
+        pa = 0x80000000
+        count = 600
+        [[actor]]
+        name = "host0"
+        kind = "host"
+        do = ["wp 0x40000000 {600 * 4096}", "age 0x40000000 {600 * 4096}"]
+        """)
+    pair = Pair(text)
+    runs = {}
+    for name, m in (("cython", pair.fast), ("python", pair.slow)):
+        runs[name] = []
+        m.run_round_robin(-1, runs[name])
+    pair.same("run_round_robin(runs)", runs["cython"], runs["python"])
+    pair.check_all()
+    by_hand = new_machine(pair.spec, "cython")
+    while not by_hand.all_done():
+        by_hand.step(0)
+    assert _view(by_hand) == _view(pair.fast)
+    assert runs["cython"] == [[0, pair.fast.seq]]
 
 
 def test_a_tlb_preload_longer_than_the_tlb_is_the_same_on_both_cores():
