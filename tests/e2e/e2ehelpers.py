@@ -197,15 +197,16 @@ def leaf_cells(page, addr: str) -> dict:
 
 
 def last_leaf_addr(page) -> str:
-    """The level-3 table's descriptor of the scenario's one leaf (deepest row shown)."""
-    return page.evaluate(
+    """The level-3 table's descriptor of the scenario's one leaf (deepest row shown), once
+    the page holds its table (it subscribes to the tables it opens after it is live)."""
+    return page.wait_for_function(
         """() => { const s = window.ptviz.store; let best = null;
            for (const [addr, hit] of s.rowsByAddr) {
              const d = hit.row.decoded;
              if ((d.type === 'page' || d.type === 'block') && (!best || d.level > best[1])) best = [addr, d.level];
            }
-           return best && best[0]; }"""
-    )
+           return best && best[1] === 3 && best[0]; }"""
+    ).json_value()
 
 
 def require_playwright():
