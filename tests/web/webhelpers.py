@@ -40,6 +40,7 @@ def arun(coro, timeout: float = 60):
 async def engine_stats(session_id) -> dict:
     """What the engine worker serving `session_id` holds (EngineLoop.stats)."""
     from channels.layers import get_channel_layer
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from ptviz.debugger.models import EngineLease
     from ptviz.engine_worker.loop import STATS
@@ -48,7 +49,14 @@ async def engine_stats(session_id) -> dict:
     reply = await layer.new_channel()  # (the consumers' prefix: one receive loop for all)
     lease = await EngineLease.objects.filter(session_id=session_id).afirst()
     target = lease.channel if lease is not None else "ptviz-engine"
-    await layer.send(target, {"type": STATS, "reply": reply, "session": str(session_id)})
+    for attempt in range(3):
+        try:
+            await layer.send(target, {"type": STATS, "reply": reply, "session": str(session_id)})
+            break
+        except RedisConnectionError:  # (a pooled connection from before a restart)
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.2)
     return await asyncio.wait_for(layer.receive(reply), 10)
 
 
