@@ -59,9 +59,7 @@ class ReaderRedisChannelLayer(RedisChannelLayer):
                 target, message = await self.receive_single(real_channel)
                 for chan in target if isinstance(target, list) else (target,):
                     self.receive_buffer[chan].put_nowait(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (a cancel is no Exception: it ends the reader as it is)
             failed = _ReadFailed(exc)
             for buffer in list(self.receive_buffer.values()):
                 buffer.put_nowait(failed)

@@ -257,7 +257,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 # Coalesced: the snapshot on its way (or the one _watch asks for at the end
                 # of the interval) answers this one too.
                 self.resync_due = not self.awaiting_snapshot
-                self._poke()
+                self.poke.set()
                 if id_ is not None:
                     self._enqueue(P.ack(id_))
                 return
@@ -317,7 +317,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         id_ = cmd["id"]
         if id_ is not None:
             self.pending[id_] = (time.monotonic() + self.timeout, cmd, None)
-            self._poke()
+            self.poke.set()
         channel = await self._to_engine({"type": P.COMMAND, "msg": cmd})
         if id_ in self.pending and channel is not None:
             self.pending[id_] = (time.monotonic() + self.timeout, cmd, channel)
@@ -325,7 +325,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     def _ask_snapshot(self) -> None:
         self.awaiting_snapshot = True
         self.snapshot_asked = time.monotonic()
-        self._poke()
+        self.poke.set()
         self._drop_deltas()
 
     async def _join(self) -> None:
@@ -503,7 +503,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         next_seen = start + settings.PTVIZ_VIEWER_HEARTBEAT * random.uniform(0.5, 1)
         next_link_check = start + LINK_CHECK * random.uniform(0.5, 1)
         while True:
-            # Asleep until the next thing falls due (or _poke: a command, a resync or a
+            # Asleep until the next thing falls due (or poke: a command, a resync or a
             # snapshot asked for): a fixed tick was 4 wake-ups a second per viewer.
             due = min(next_link_check, next_seen, next_lease_check, self._next_due())
             with contextlib.suppress(TimeoutError):
@@ -558,9 +558,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.expires is not None:
             due.append(time.monotonic() + (self.expires - timezone.now()).total_seconds())
         return min(due, default=float("inf"))
-
-    def _poke(self) -> None:
-        self.poke.set()
 
     async def _check_owner(self) -> None:
         before = self.owner

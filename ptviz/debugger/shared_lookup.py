@@ -47,6 +47,3 @@ class SharedLookup:
             for old in [k for k, (when, _v) in self.values.items() if now - when >= self.ttl]:
                 del self.values[old]
         self.values[key] = (now, task.result())
-
-    def forget(self, key) -> None:
-        self.values.pop(key, None)
